@@ -1,0 +1,648 @@
+//! The planner proper: resolves stages and their dependencies, then walks
+//! the needed stages in order, turning instructions into steps and config
+//! changes (BuildKit's `dockerfile2llb` dispatch, minus LLB).
+
+use super::env::EnvList;
+use super::stages::{RawStage, StagedFile};
+use super::{
+    BaseRef, BuildPlan, DEFAULT_PATH, ImageConfig, ImageRef, ImageResolver, PlanError, PlanOptions,
+    PlanStage, PlanWarning, Platform, Step,
+};
+use crate::context::ContextManifest;
+use crate::instructions::{Command, Instruction, parse_mount, suggest};
+use crate::parser;
+use crate::shell::Lexer;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Build args BuildKit accepts without an ARG declaration: they reach RUN
+/// as proxy settings, never the cache key or history.
+pub(crate) const PROXY_ARGS: [&str; 5] = [
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "all_proxy",
+];
+
+pub(crate) fn is_proxy_arg(key: &str) -> bool {
+    PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(key))
+}
+
+/// What a `--from` or `FROM` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    Stage(usize),
+    Image(ImageRef),
+}
+
+/// A stage with its base and dependencies resolved, before dispatch.
+pub(crate) struct StageSpec {
+    pub raw: RawStage,
+    pub name: String,
+    pub base_text: String,
+    pub base: BaseSpec,
+    pub platform: Platform,
+    /// Instructions to dispatch: inherited ONBUILD triggers, then the stage's own.
+    pub instructions: Vec<Instruction>,
+    pub deps: BTreeSet<usize>,
+    pub triggers_added: bool,
+    pub resolved: Option<Option<super::BaseImage>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BaseSpec {
+    Scratch,
+    Stage(usize),
+    Image(ImageRef),
+}
+
+/// What a dispatched stage leaves for the stages built on it.
+#[derive(Debug, Clone)]
+pub(crate) struct StageResult {
+    pub config: ImageConfig,
+    pub env: EnvList,
+    pub build_args: Vec<(String, Option<String>)>,
+    pub result_key: String,
+    pub last_step: Option<String>,
+}
+
+pub(crate) struct Planner<'a> {
+    pub(crate) lexer: Lexer,
+    pub(crate) context: Option<&'a ContextManifest>,
+    pub(crate) opts: &'a PlanOptions,
+    resolver: &'a dyn ImageResolver,
+    pub(crate) global_args: EnvList,
+    pub(crate) consumed: BTreeSet<String>,
+    pub(crate) warnings: Vec<PlanWarning>,
+    pub(crate) specs: Vec<StageSpec>,
+    pub(crate) results: BTreeMap<usize, StageResult>,
+    pub(crate) steps: Vec<Step>,
+}
+
+pub(crate) fn sha256_key(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+impl<'a> Planner<'a> {
+    pub(crate) fn new(
+        escape: char,
+        context: Option<&'a ContextManifest>,
+        opts: &'a PlanOptions,
+        resolver: &'a dyn ImageResolver,
+    ) -> Self {
+        Self {
+            lexer: Lexer::new(escape),
+            context,
+            opts,
+            resolver,
+            global_args: EnvList::default(),
+            consumed: BTreeSet::new(),
+            warnings: Vec::new(),
+            specs: Vec::new(),
+            results: BTreeMap::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    pub(crate) fn expand(
+        &self,
+        word: &str,
+        env: &EnvList,
+        line: usize,
+    ) -> Result<String, PlanError> {
+        self.lexer
+            .process_word(word, env)
+            .map(|e| e.value)
+            .map_err(|e| PlanError::at(line, e.to_string()))
+    }
+
+    /// The predefined platform ARGs, overridable by build args.
+    fn default_args(&self, target: &str) -> EnvList {
+        let b = &self.opts.build_platform;
+        let t = &self.opts.platform;
+        let mut env = EnvList::default();
+        for (k, v) in [
+            ("BUILDPLATFORM", b.to_string()),
+            ("BUILDOS", b.os.clone()),
+            ("BUILDOSVERSION", String::new()),
+            ("BUILDARCH", b.architecture.clone()),
+            ("BUILDVARIANT", b.variant.clone()),
+            ("TARGETPLATFORM", t.to_string()),
+            ("TARGETOS", t.os.clone()),
+            ("TARGETOSVERSION", String::new()),
+            ("TARGETARCH", t.architecture.clone()),
+            ("TARGETVARIANT", t.variant.clone()),
+            (
+                "TARGETSTAGE",
+                if target.is_empty() {
+                    "default".to_string()
+                } else {
+                    target.to_string()
+                },
+            ),
+        ] {
+            let v = self.opts.build_args.get(k).cloned().unwrap_or(v);
+            env.set(k, &v);
+        }
+        env
+    }
+
+    fn meta_args(&mut self, file: &StagedFile) -> Result<(), PlanError> {
+        let target = self.opts.target.clone().unwrap_or_else(|| {
+            file.stages
+                .last()
+                .map(|s| s.from.name.clone())
+                .unwrap_or_default()
+        });
+        self.global_args = self.default_args(&target);
+        for (defs, line) in &file.meta_args {
+            for def in defs {
+                let value = match self.opts.build_args.get(&def.key) {
+                    Some(v) => {
+                        self.consumed.insert(def.key.clone());
+                        Some(v.clone())
+                    }
+                    None => match &def.value {
+                        Some(d) => Some(self.expand(d, &self.global_args, *line)?),
+                        None => None,
+                    },
+                };
+                if let Some(v) = value {
+                    self.global_args.set(&def.key, &v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves `--from=X` for a stage: an earlier stage by index or name,
+    /// otherwise an image reference.
+    pub(crate) fn resolve_from(
+        &self,
+        what: &str,
+        flag: &str,
+        current: usize,
+        line: usize,
+    ) -> Result<Source, PlanError> {
+        let here = self.stage_label(current);
+        let check = |j: usize| -> Result<Source, PlanError> {
+            if j == current {
+                return Err(PlanError::at(
+                    line,
+                    format!(
+                        "{flag}={what} refers to its own stage {here}: a stage cannot read from itself"
+                    ),
+                ));
+            }
+            if j > current {
+                return Err(PlanError::at(
+                    line,
+                    format!(
+                        "{flag}={what} refers to stage {}, which is defined after stage {here}: a stage can only use stages defined before it",
+                        self.stage_label(j)
+                    ),
+                ));
+            }
+            Ok(Source::Stage(j))
+        };
+        if let Ok(index) = what.parse::<usize>() {
+            if index >= self.specs.len() {
+                return Err(PlanError::at(
+                    line,
+                    format!(
+                        "{flag}={what}: invalid stage index {index}; the Dockerfile has {} stages",
+                        self.specs.len()
+                    ),
+                ));
+            }
+            return check(index);
+        }
+        let lower = what.to_ascii_lowercase();
+        if let Some(j) = self
+            .specs
+            .iter()
+            .rposition(|s| !s.name.is_empty() && s.name == lower)
+        {
+            return check(j);
+        }
+        let bare = !what.contains([':', '/', '@', '.']);
+        if bare {
+            let names = self
+                .specs
+                .iter()
+                .map(|s| s.name.as_str())
+                .filter(|n| !n.is_empty());
+            if let Some(near) = suggest(what, names) {
+                return Err(PlanError::at(
+                    line,
+                    format!(
+                        "{flag}={what}: no stage named \"{what}\" (did you mean \"{near}\"?); to use an image, give a full reference such as {what}:latest"
+                    ),
+                ));
+            }
+        }
+        ImageRef::parse(what)
+            .map(Source::Image)
+            .map_err(|e| PlanError::at(line, format!("{flag}={what}: not a stage name and {e}")))
+    }
+
+    pub(crate) fn stage_label(&self, index: usize) -> String {
+        match self.specs.get(index) {
+            Some(s) if !s.name.is_empty() => format!("\"{}\"", s.name),
+            _ => format!("{index}"),
+        }
+    }
+
+    fn resolve_stage_bases(&mut self, file: StagedFile) -> Result<(), PlanError> {
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, raw) in file.stages.into_iter().enumerate() {
+            let line = raw.line;
+            let expanded = self
+                .lexer
+                .process_word(&raw.from.base, &self.global_args)
+                .map_err(|e| PlanError::at(line, e.to_string()))?;
+            let base_text = expanded.value;
+            if base_text.is_empty() {
+                return Err(PlanError::at(
+                    line,
+                    format!("base name ({}) should not be blank", raw.from.base),
+                ));
+            }
+            let platform = if raw.from.platform.is_empty() {
+                self.opts.platform.clone()
+            } else {
+                let p = self.expand(&raw.from.platform, &self.global_args, line)?;
+                if p.is_empty() {
+                    return Err(PlanError::at(
+                        line,
+                        format!("empty platform value from expression {}", raw.from.platform),
+                    ));
+                }
+                Platform::parse(&p).map_err(|e| PlanError::at(line, e))?
+            };
+            let base = if base_text.eq_ignore_ascii_case("scratch") {
+                BaseSpec::Scratch
+            } else if let Some(&j) = names.get(&base_text) {
+                BaseSpec::Stage(j)
+            } else if base_text.eq_ignore_ascii_case(&raw.from.name) && !raw.from.name.is_empty() {
+                return Err(PlanError::at(
+                    line,
+                    format!("stage \"{}\" is built FROM itself", raw.from.name),
+                ));
+            } else {
+                BaseSpec::Image(
+                    ImageRef::parse(&base_text)
+                        .map_err(|e| PlanError::at(line, format!("FROM {base_text}: {e}")))?,
+                )
+            };
+            let name = raw.from.name.clone();
+            if !name.is_empty()
+                && let Some(prev) = names.insert(name.clone(), i)
+            {
+                self.warnings.push(PlanWarning {
+                        message: format!("duplicate stage name \"{name}\" (first defined on line {}); the later one is used", self.specs[prev].raw.line),
+                        line,
+                    });
+            }
+            let instructions = raw.instructions.clone();
+            self.specs.push(StageSpec {
+                raw,
+                name,
+                base_text,
+                base,
+                platform,
+                instructions,
+                deps: BTreeSet::new(),
+                triggers_added: false,
+                resolved: None,
+            });
+        }
+        // A FROM naming a stage defined later is an error, not an image.
+        for (i, spec) in self.specs.iter().enumerate() {
+            if let BaseSpec::Image(_) = spec.base
+                && let Some(j) = self
+                    .specs
+                    .iter()
+                    .position(|s| !s.name.is_empty() && s.name == spec.base_text)
+                && j > i
+            {
+                return Err(PlanError::at(
+                    spec.raw.line,
+                    format!(
+                        "FROM {} refers to a stage defined later (line {}): a stage can only be built on stages before it",
+                        spec.base_text, self.specs[j].raw.line
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage dependencies of one instruction (COPY --from, RUN --mount from=).
+    fn instruction_deps(&self, ins: &Instruction, current: usize) -> Result<Vec<usize>, PlanError> {
+        let mut deps = Vec::new();
+        match &ins.command {
+            Command::Copy(c) if !c.from.is_empty() => {
+                let expanded = self
+                    .lexer
+                    .process_word(&c.from, &Vec::<(String, String)>::new());
+                if expanded.map(|e| e.value) != Ok(c.from.clone()) {
+                    return Err(PlanError::at(
+                        ins.start_line,
+                        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+                    ));
+                }
+                if let Source::Stage(j) =
+                    self.resolve_from(&c.from, "--from", current, ins.start_line)?
+                {
+                    deps.push(j);
+                }
+            }
+            Command::Run(r) => {
+                for m in &r.mounts {
+                    let mount = parse_mount(m, &mut |v| Ok(v.to_string()))
+                        .map_err(|e| PlanError::at(ins.start_line, e))?;
+                    if !mount.from.is_empty()
+                        && let Source::Stage(j) =
+                            self.resolve_from(&mount.from, "--mount from", current, ins.start_line)?
+                    {
+                        deps.push(j);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(deps)
+    }
+
+    fn target_index(&self) -> Result<usize, PlanError> {
+        let Some(target) = &self.opts.target else {
+            return Ok(self.specs.len() - 1);
+        };
+        let lower = target.to_ascii_lowercase();
+        if let Some(i) = self.specs.iter().rposition(|s| s.name == lower) {
+            return Ok(i);
+        }
+        let names = self
+            .specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| !n.is_empty());
+        let mut msg = format!("target stage \"{target}\" could not be found");
+        if let Some(near) = suggest(target, names) {
+            msg.push_str(&format!(" (did you mean \"{near}\"?)"));
+        }
+        Err(PlanError::at(0, msg))
+    }
+
+    fn reachable(&self, target: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![target];
+        while let Some(i) = todo.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            let spec = &self.specs[i];
+            if let BaseSpec::Stage(j) = spec.base {
+                todo.push(j);
+            }
+            todo.extend(spec.deps.iter().copied());
+        }
+        seen
+    }
+
+    /// Parses ONBUILD trigger expressions into instructions located at the
+    /// stage's FROM line.
+    fn triggers(&self, exprs: &[String], line: usize) -> Result<Vec<Instruction>, PlanError> {
+        let mut out = Vec::new();
+        for expr in exprs {
+            let parsed = parser::parse(expr.as_bytes()).map_err(|e| {
+                PlanError::at(line, format!("ONBUILD trigger {expr:?}: {}", e.message))
+            })?;
+            if parsed.nodes.len() != 1 {
+                return Err(PlanError::at(
+                    line,
+                    "onbuild trigger should be a single expression",
+                ));
+            }
+            let mut node = parsed.nodes[0].clone();
+            node.start_line = line;
+            node.end_line = line;
+            let ins = Instruction::from_node(&node).map_err(|e| PlanError::at(line, e.message))?;
+            out.push(ins);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn run(mut self, file: StagedFile) -> Result<BuildPlan, PlanError> {
+        self.meta_args(&file)?;
+        self.resolve_stage_bases(file)?;
+        let target = self.target_index()?;
+        for i in 0..self.specs.len() {
+            let mut deps = BTreeSet::new();
+            for ins in &self.specs[i].instructions {
+                deps.extend(self.instruction_deps(ins, i)?);
+            }
+            self.specs[i].deps = deps;
+        }
+        // Resolve bases and add ONBUILD triggers until nothing new is needed.
+        loop {
+            let reachable = self.reachable(target);
+            let mut changed = false;
+            for &i in &reachable {
+                if self.specs[i].triggers_added {
+                    continue;
+                }
+                let line = self.specs[i].raw.line;
+                let exprs: Vec<String> = match &self.specs[i].base {
+                    BaseSpec::Stage(j) => self.specs[*j]
+                        .raw
+                        .instructions
+                        .iter()
+                        .filter_map(|ins| match &ins.command {
+                            Command::Onbuild(e) => Some(e.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                    BaseSpec::Image(r) => {
+                        let resolved = self
+                            .resolver
+                            .resolve(r, &self.specs[i].platform)
+                            .map_err(|e| PlanError::at(line, format!("FROM {r}: {e}")))?;
+                        let exprs = resolved
+                            .as_ref()
+                            .map(|b| b.config.on_build.clone())
+                            .unwrap_or_default();
+                        self.specs[i].resolved = Some(resolved);
+                        exprs
+                    }
+                    BaseSpec::Scratch => Vec::new(),
+                };
+                self.specs[i].triggers_added = true;
+                if exprs.is_empty() {
+                    continue;
+                }
+                let triggers = self.triggers(&exprs, line)?;
+                for t in &triggers {
+                    let d = self.instruction_deps(t, i)?;
+                    changed |= !d.is_empty();
+                    self.specs[i].deps.extend(d);
+                }
+                let own = std::mem::take(&mut self.specs[i].instructions);
+                self.specs[i].instructions = triggers.into_iter().chain(own).collect();
+            }
+            if !changed {
+                break;
+            }
+        }
+        let reachable = self.reachable(target);
+        let mut stages = Vec::new();
+        for &i in &reachable {
+            stages.push(self.dispatch_stage(i)?);
+        }
+        self.unused_build_args();
+        Ok(BuildPlan {
+            stages,
+            steps: self.steps,
+            target,
+            warnings: self.warnings,
+        })
+    }
+
+    fn unused_build_args(&mut self) {
+        let unused: Vec<&String> = self
+            .opts
+            .build_args
+            .keys()
+            .filter(|k| {
+                !self.consumed.contains(*k) && !is_proxy_arg(k) && self.global_args.get(k).is_none()
+            })
+            .collect();
+        if !unused.is_empty() {
+            let list: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+            self.warnings.push(PlanWarning {
+                message: format!("build-arg(s) not consumed by any ARG: {}", list.join(", ")),
+                line: 0,
+            });
+        }
+    }
+
+    fn dispatch_stage(&mut self, i: usize) -> Result<PlanStage, PlanError> {
+        let spec = &self.specs[i];
+        let platform = spec.platform.clone();
+        let (base_ref, mut config, env, build_args, root_key, parent, base_resolved) =
+            match &spec.base {
+                BaseSpec::Scratch => (
+                    BaseRef::Scratch,
+                    ImageConfig::default(),
+                    None,
+                    Vec::new(),
+                    sha256_key(format!("scratch\0{platform}").as_bytes()),
+                    None,
+                    true,
+                ),
+                BaseSpec::Image(r) => {
+                    let resolved = spec.resolved.clone().flatten();
+                    let digest = resolved.as_ref().map(|b| b.digest.clone());
+                    let key = sha256_key(
+                        format!(
+                            "image\0{r}\0{}\0{platform}",
+                            digest.as_deref().unwrap_or("unresolved")
+                        )
+                        .as_bytes(),
+                    );
+                    let mut config = resolved
+                        .as_ref()
+                        .map(|b| b.config.clone())
+                        .unwrap_or_default();
+                    config.on_build.clear();
+                    (
+                        BaseRef::Image {
+                            reference: r.to_string(),
+                            digest,
+                        },
+                        config,
+                        None,
+                        Vec::new(),
+                        key,
+                        None,
+                        resolved.is_some(),
+                    )
+                }
+                BaseSpec::Stage(j) => {
+                    let base = self.results.get(j).cloned().ok_or_else(|| {
+                        PlanError::at(
+                            spec.raw.line,
+                            format!("stage {} is needed before it is built", j),
+                        )
+                    })?;
+                    let mut config = base.config.clone();
+                    config.on_build.clear();
+                    (
+                        BaseRef::Stage { index: *j },
+                        config,
+                        Some(base.env),
+                        base.build_args,
+                        base.result_key,
+                        base.last_step,
+                        true,
+                    )
+                }
+            };
+        if config.env_get("PATH").is_none() {
+            config.env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        let env = env.unwrap_or_else(|| EnvList::from_env_strings(&config.env));
+        let mut st = super::instr::StageBuild {
+            index: i,
+            platform: platform.clone(),
+            config,
+            env,
+            build_args,
+            parent,
+            parent_key: root_key.clone(),
+            history: Vec::new(),
+            cmd_set: false,
+            author: None,
+            no_cache: self.opts.no_cache
+                || (!spec.name.is_empty()
+                    && self
+                        .opts
+                        .no_cache_filter
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case(&spec.name))),
+            step_count: 0,
+        };
+        let instructions = spec.instructions.clone();
+        for ins in &instructions {
+            self.dispatch_instruction(&mut st, ins)?;
+        }
+        let spec = &self.specs[i];
+        self.results.insert(
+            i,
+            StageResult {
+                config: st.config.clone(),
+                env: st.env.clone(),
+                build_args: st.build_args.clone(),
+                result_key: st.parent_key.clone(),
+                last_step: st.parent.clone(),
+            },
+        );
+        Ok(PlanStage {
+            index: i,
+            name: (!spec.name.is_empty()).then(|| spec.name.clone()),
+            base: spec.base_text.clone(),
+            base_ref,
+            base_resolved,
+            platform,
+            line: spec.raw.line,
+            history: st.history,
+            last_step: st.parent,
+            root_key,
+            result_key: st.parent_key,
+            config: st.config,
+            author: st.author,
+        })
+    }
+}

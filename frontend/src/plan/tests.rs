@@ -1,0 +1,307 @@
+use super::*;
+use crate::context::{ContextEntry, ContextManifest, EntryKind};
+
+fn plan_str(df: &str) -> Result<BuildPlan, PlanError> {
+    plan_dockerfile(df.as_bytes(), None, &PlanOptions::default(), &Offline)
+}
+
+fn plan_with(
+    df: &str,
+    opts: &PlanOptions,
+    ctx: Option<&ContextManifest>,
+) -> Result<BuildPlan, PlanError> {
+    plan_dockerfile(df.as_bytes(), ctx, opts, &Offline)
+}
+
+fn file(path: &str, content: &str) -> ContextEntry {
+    use sha2::{Digest, Sha256};
+    ContextEntry {
+        path: path.to_string(),
+        kind: EntryKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: content.len() as u64,
+        digest: Some(format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(content.as_bytes()))
+        )),
+        link_target: None,
+    }
+}
+
+fn dir(path: &str) -> ContextEntry {
+    ContextEntry {
+        path: path.to_string(),
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        digest: None,
+        link_target: None,
+    }
+}
+
+#[test]
+fn layer_steps_and_metadata() {
+    let p = plan_str("FROM busybox\nENV A=1\nRUN echo $A\nWORKDIR /app\nCMD [\"sh\"]\n").unwrap();
+    let kinds: Vec<StepKind> = p.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, vec![StepKind::Run, StepKind::Workdir]);
+    let stage = &p.stages[0];
+    let created: Vec<&str> = stage
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect();
+    assert_eq!(
+        created,
+        vec![
+            "ENV A=1",
+            "RUN /bin/sh -c echo $A # buildkit",
+            "WORKDIR /app",
+            "CMD [\"sh\"]"
+        ]
+    );
+    assert_eq!(stage.config.working_dir, "/app");
+    assert_eq!(stage.config.cmd, Some(vec!["sh".to_string()]));
+    assert!(stage.config.env.contains(&"A=1".to_string()));
+    assert!(stage.config.env.iter().any(|e| e.starts_with("PATH=")));
+    assert_eq!(p.steps[1].depends_on, vec![p.steps[0].id.clone()]);
+}
+
+#[test]
+fn args_reach_run_env_but_not_config() {
+    let mut opts = PlanOptions::default();
+    opts.build_args.insert("V".into(), "2".into());
+    let p = plan_with("FROM busybox\nARG V=1\nRUN echo $V\n", &opts, None).unwrap();
+    let run = &p.steps[0];
+    assert!(run.exec.env.contains(&"V=2".to_string()));
+    assert_eq!(run.created_by, "RUN |1 V=2 /bin/sh -c echo $V # buildkit");
+    assert!(!p.stages[0].config.env.iter().any(|e| e.starts_with("V=")));
+    assert_eq!(run.args_used.get("V").map(String::as_str), Some("2"));
+    let other = plan_str("FROM busybox\nARG V=1\nRUN echo $V\n").unwrap();
+    assert_ne!(other.steps[0].cache_key, run.cache_key);
+}
+
+#[test]
+fn global_args_need_redeclaring() {
+    let p = plan_str(
+        "ARG TAG=1.36\nARG X=hello\nFROM busybox:${TAG}\nRUN echo $X\nARG X\nWORKDIR /$X\n",
+    )
+    .unwrap();
+    assert_eq!(p.stages[0].base, "busybox:1.36");
+    // Before the redeclaration X is not in the environment; after it, it is.
+    assert!(!p.steps[0].exec.env.iter().any(|e| e.starts_with("X=")));
+    assert_eq!(p.stages[0].config.working_dir, "/hello");
+}
+
+#[test]
+fn env_after_arg_wins() {
+    let p = plan_str("FROM busybox\nARG V=arg\nENV V=env\nWORKDIR /$V\n").unwrap();
+    assert_eq!(p.stages[0].config.working_dir, "/env");
+}
+
+#[test]
+fn copy_sources_are_digested_by_content() {
+    let ctx = ContextManifest::from_entries(vec![
+        dir("src"),
+        file("src/a.py", "print(1)"),
+        file("README", "x"),
+    ]);
+    let ctx2 = ContextManifest::from_entries(vec![
+        dir("src"),
+        file("src/a.py", "print(2)"),
+        file("README", "x"),
+    ]);
+    let df = "FROM busybox\nCOPY src /app/\nCOPY README /\n";
+    let opts = PlanOptions::default();
+    let a = plan_with(df, &opts, Some(&ctx)).unwrap();
+    let b = plan_with(df, &opts, Some(&ctx2)).unwrap();
+    assert_ne!(a.steps[0].cache_key, b.steps[0].cache_key);
+    // A change invalidates the changed step and every later one.
+    assert_ne!(a.steps[1].cache_key, b.steps[1].cache_key);
+    let Action::Copy { dest, sources, .. } = &a.steps[0].action else {
+        panic!("not a copy")
+    };
+    assert_eq!(dest, "/app/");
+    assert_eq!(sources[0].files, 1);
+    let err = plan_with("FROM busybox\nCOPY missing /x\n", &opts, Some(&ctx)).unwrap_err();
+    assert_eq!(err.line, 2);
+    assert!(
+        err.message
+            .contains("\"missing\": not found in the build context"),
+        "{}",
+        err.message
+    );
+    let err = plan_with("FROM busybox\nCOPY ../etc/passwd /x\n", &opts, Some(&ctx)).unwrap_err();
+    assert!(
+        err.message.contains("outside the build context"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn parallel_branches_and_target() {
+    let df = "FROM busybox AS base\nRUN echo base\n\
+        FROM base AS a\nRUN echo a\nFROM base AS b\nRUN echo b\n\
+        FROM base AS c\nRUN echo c\nFROM base AS d\nRUN echo d\n\
+        FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=c /c /c\nCOPY --from=d /d /d\n";
+    let p = plan_str(df).unwrap();
+    assert_eq!(p.stages.len(), 6);
+    let base_step = p.steps.iter().find(|s| s.stage == 0).unwrap().id.clone();
+    for stage in 1..=4 {
+        let s = p.steps.iter().find(|s| s.stage == stage).unwrap();
+        assert_eq!(s.depends_on, vec![base_step.clone()]);
+    }
+    let finals: Vec<&Step> = p.steps.iter().filter(|s| s.stage == 5).collect();
+    assert_eq!(finals.len(), 4);
+    assert_eq!(finals[0].depends_on, vec!["s1-1".to_string()]);
+    assert_eq!(
+        finals[3].depends_on,
+        vec!["s5-3".to_string(), "s4-1".to_string()]
+    );
+
+    let opts = PlanOptions {
+        target: Some("C".into()),
+        ..Default::default()
+    };
+    let t = plan_with(df, &opts, None).unwrap();
+    let idx: Vec<usize> = t.stages.iter().map(|s| s.index).collect();
+    assert_eq!(idx, vec![0, 3]);
+    assert_eq!(t.steps.len(), 2);
+}
+
+#[test]
+fn errors_name_line_and_problem() {
+    let cases = [
+        (
+            "FROM busybox\nRUNN x\n",
+            2,
+            "unknown instruction: RUNN (did you mean RUN?)",
+        ),
+        (
+            "RUN x\nFROM busybox\n",
+            1,
+            "RUN instruction before the first FROM",
+        ),
+        ("ARG A=1\n", 1, "no FROM instruction"),
+        (
+            "FROM busybox AS a\nCOPY --from=a /x /y\n",
+            2,
+            "refers to its own stage",
+        ),
+        (
+            "FROM busybox AS a\nCOPY --from=b /x /y\nFROM busybox AS b\n",
+            2,
+            "defined after stage",
+        ),
+        (
+            "FROM busybox AS builder\nFROM busybox\nCOPY --from=buidler /x /y\n",
+            3,
+            "no stage named \"buidler\" (did you mean \"builder\"?)",
+        ),
+        (
+            "FROM later\nFROM busybox AS later\n",
+            1,
+            "refers to a stage defined later",
+        ),
+        (
+            "FROM busybox\nCOPY --chown=a --badflag /x /y\n",
+            2,
+            "unknown flag: --badflag",
+        ),
+        (
+            "FROM busybox\nRUN --network=wifi true\n",
+            2,
+            "invalid network mode",
+        ),
+        (
+            "FROM busybox\nCOPY --chmod=999 a /b\n",
+            2,
+            "invalid chmod parameter",
+        ),
+        (
+            "FROM busybox\nWORKDIR ${X:?must be set}\n",
+            2,
+            "X: must be set",
+        ),
+    ];
+    for (df, line, want) in cases {
+        let err = plan_str(df).unwrap_err();
+        assert_eq!(err.line, line, "{df}: {err}");
+        assert!(
+            err.message.contains(want),
+            "{df}: got {:?}, want {want:?}",
+            err.message
+        );
+    }
+    let err = plan_with(
+        "FROM busybox\n",
+        &PlanOptions {
+            target: Some("nope".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        err.message
+            .contains("target stage \"nope\" could not be found")
+    );
+}
+
+#[test]
+fn onbuild_triggers_run_in_child_stage() {
+    let p = plan_str("FROM busybox AS base\nONBUILD RUN echo child\nFROM base\nRUN echo own\n")
+        .unwrap();
+    let child: Vec<&str> = p
+        .steps
+        .iter()
+        .filter(|s| s.stage == 1)
+        .map(|s| s.instruction.as_str())
+        .collect();
+    assert_eq!(child, vec!["RUN echo child", "RUN echo own"]);
+    assert!(p.stages[1].config.on_build.is_empty());
+    assert_eq!(
+        p.stages[0].config.on_build,
+        vec!["RUN echo child".to_string()]
+    );
+}
+
+#[test]
+fn heredocs_become_commands() {
+    let p = plan_str("FROM busybox\nRUN <<EOF\necho hi\nEOF\nRUN <<EOT bash\n#!/bin/bash\necho x\nEOT\nRUN <<SH\n#!/bin/sh\necho y\nSH\n").unwrap();
+    let Action::Run { argv, .. } = &p.steps[0].action else {
+        panic!()
+    };
+    assert_eq!(
+        argv,
+        &vec!["/bin/sh".to_string(), "-c".into(), "echo hi\n".into()]
+    );
+    let Action::Run { argv, .. } = &p.steps[1].action else {
+        panic!()
+    };
+    assert_eq!(argv[2], "<<EOT bash\n#!/bin/bash\necho x\nEOT");
+    let Action::Run {
+        argv, inline_files, ..
+    } = &p.steps[2].action
+    else {
+        panic!()
+    };
+    assert_eq!(argv[2], "/dev/pipes/SH");
+    assert_eq!(inline_files[0].data, "#!/bin/sh\necho y\n");
+}
+
+#[test]
+fn no_cache_filter_marks_one_stage() {
+    let df = "FROM busybox AS a\nRUN echo a\nFROM busybox\nCOPY --from=a /x /x\nRUN echo b\n";
+    let opts = PlanOptions {
+        no_cache_filter: vec!["a".into()],
+        ..Default::default()
+    };
+    let p = plan_with(df, &opts, None).unwrap();
+    assert!(p.steps.iter().filter(|s| s.stage == 0).all(|s| s.no_cache));
+    assert!(p.steps.iter().filter(|s| s.stage == 1).all(|s| !s.no_cache));
+}

@@ -1,0 +1,14 @@
+//! The strata worker. Not implemented yet (issue #3): the binary only
+//! prints its usage and exits with status 2, so nothing pretends to work.
+
+/// The usage text the binary prints.
+pub const USAGE: &str = "\
+usage: strata-worker [OPTIONS]
+
+Connects to a scheduler, pulls layer jobs over one bidirectional stream and runs them in runc.
+
+options (planned):
+  --scheduler URL      scheduler to connect to
+
+strata-worker is not implemented yet; see ARCHITECTURE.md for the plan.
+";

@@ -1,0 +1,8 @@
+//! `strata-worker`: not implemented yet; prints its usage and exits non-zero.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    eprint!("{}", strata_worker::USAGE);
+    ExitCode::from(2)
+}
