@@ -2,15 +2,17 @@
 //! the layer steps with their cache keys.
 
 use super::config::{go_list, go_quoted_list, parse_ports};
-use super::dispatch::{Planner, Source, is_proxy_arg, sha256_key};
+use super::dispatch::{Planner, Source, is_proxy_arg};
 use super::env::EnvList;
 use super::{
-    Action, ConfigChange, CopyFrom, CopySource, ExecContext, HealthConfig, HistoryItem,
-    ImageConfig, InlineMount, PlanError, Platform, Step, StepKind, sources,
+    Action, ConfigChange, ExecContext, HealthConfig, HistoryItem, ImageConfig, InlineMount,
+    PlanError, Platform, Step, StepKind,
 };
-use crate::instructions::{Command, CommandLine, Copy, InlineFile, Instruction, Run, parse_mount};
+use crate::instructions::{Command, CommandLine, Instruction, Run, parse_mount};
 use crate::parser::parse_heredoc;
-use serde_json::json;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The state of a stage while its instructions are dispatched.
@@ -44,7 +46,7 @@ impl StageBuild {
 
     fn exec(&self) -> ExecContext {
         ExecContext {
-            env: self.env.to_strings(),
+            env: self.env.rendered().strings.clone(),
             user: self.config.user.clone(),
             workdir: if self.config.working_dir.is_empty() {
                 "/".to_string()
@@ -101,22 +103,6 @@ impl StageBuild {
     }
 }
 
-/// Joins a path onto the working directory like BuildKit's `NormalizePath`,
-/// keeping a trailing slash (it means "into this directory").
-pub(crate) fn normalize_dest(workdir: &str, p: &str) -> String {
-    let p = if p.is_empty() || p == "." { "./" } else { p };
-    let joined = if p.starts_with('/') {
-        p.to_string()
-    } else {
-        format!("{}/{p}", if workdir.is_empty() { "/" } else { workdir })
-    };
-    let mut clean = clean_abs(&joined);
-    if (p.ends_with('/') || p.ends_with("/.")) && clean != "/" {
-        clean.push('/');
-    }
-    clean
-}
-
 /// `path.Clean` of an absolute path.
 pub(crate) fn clean_abs(p: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
@@ -155,31 +141,6 @@ fn valid_signal(s: &str) -> bool {
         })
 }
 
-fn valid_chmod(s: &str) -> Result<(), String> {
-    let bad = || {
-        format!("invalid chmod parameter: '{s}'. it should be octal string and between 0 and 07777")
-    };
-    if s.chars().all(|c| c.is_ascii_digit()) {
-        return match u32::from_str_radix(s, 8) {
-            Ok(m) if m <= 0o7777 => Ok(()),
-            _ => Err(bad()),
-        };
-    }
-    // Symbolic modes: [ugoa]*[+-=][rwxXst]* clauses separated by commas.
-    let ok = s.split(',').all(|clause| {
-        let rest = clause.trim_start_matches(['u', 'g', 'o', 'a']);
-        !rest.is_empty()
-            && rest.split_inclusive(['+', '-', '=']).count() > 0
-            && rest.starts_with(['+', '-', '='])
-            && rest.chars().all(|c| "+-=rwxXstugo".contains(c))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid chmod parameter: '{s}'"))
-    }
-}
-
 impl Planner<'_> {
     fn expand_list(
         &self,
@@ -191,7 +152,7 @@ impl Planner<'_> {
     }
 
     /// Expands a word and records which ARGs it used.
-    fn expand_tracking(
+    pub(super) fn expand_tracking(
         &self,
         st: &StageBuild,
         word: &str,
@@ -528,144 +489,9 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn dispatch_copy(
-        &mut self,
-        st: &mut StageBuild,
-        c: &Copy,
-        ins: &Instruction,
-        add: bool,
-    ) -> Result<(), PlanError> {
-        let line = ins.start_line;
-        let name = if add { "ADD" } else { "COPY" };
-        let mut used = BTreeMap::new();
-        let chown = self.expand_tracking(st, &c.chown, &mut used, line)?;
-        let chmod = self.expand_tracking(st, &c.chmod, &mut used, line)?;
-        if !chmod.is_empty() {
-            valid_chmod(&chmod).map_err(|e| PlanError::at(line, e))?;
-        }
-        let mut srcs = Vec::with_capacity(c.paths.sources.len());
-        for s in &c.paths.sources {
-            srcs.push(self.expand_tracking(st, s, &mut used, line)?);
-        }
-        let dest_raw = self.expand_tracking(st, &c.paths.dest, &mut used, line)?;
-        let raw_lexer = crate::shell::Lexer::new('\\').skip_process_quotes(true);
-        let mut inline = Vec::new();
-        for f in &c.paths.contents {
-            let data = if f.expand {
-                raw_lexer
-                    .process_word(&f.data, &st.env)
-                    .map_err(|e| PlanError::at(line, e.to_string()))?
-                    .value
-            } else {
-                f.data.clone()
-            };
-            inline.push(InlineFile { data, ..f.clone() });
-        }
-        let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-        if !c.checksum.is_empty() {
-            if srcs.len() != 1 {
-                return Err(PlanError::at(
-                    line,
-                    "checksum can't be specified for multiple sources",
-                ));
-            }
-            if !is_url(&srcs[0]) {
-                return Err(PlanError::at(
-                    line,
-                    "checksum requires HTTP(S) or Git sources",
-                ));
-            }
-        }
-        let (from, reads) = if c.from.is_empty() {
-            (CopyFrom::Context, Vec::new())
-        } else {
-            match self.resolve_from(&c.from, "--from", st.index, line)? {
-                Source::Stage(j) => (CopyFrom::Stage { index: j }, vec![j]),
-                Source::Image(r) => (
-                    CopyFrom::Image {
-                        reference: r.to_string(),
-                    },
-                    Vec::new(),
-                ),
-            }
-        };
-        let mut sources = Vec::with_capacity(srcs.len());
-        for s in &srcs {
-            let url = add && is_url(s);
-            if !url && add && (s.starts_with("git@") || s.ends_with(".git") && s.contains("://")) {
-                return Err(PlanError::at(
-                    line,
-                    format!(
-                        "ADD {s}: git sources are not supported by strata yet; clone in a RUN step instead"
-                    ),
-                ));
-            }
-            let mut source = CopySource {
-                path: s.clone(),
-                url,
-                digest: None,
-                files: 0,
-                bytes: 0,
-            };
-            if !url && from == CopyFrom::Context {
-                if let Some(manifest) = self.context {
-                    let sel = sources::select(manifest, s, &c.exclude)
-                        .map_err(|e| PlanError::at(line, format!("{name} failed: {e}")))?;
-                    source.digest = Some(sel.digest);
-                    source.files = sel.files;
-                    source.bytes = sel.bytes;
-                } else {
-                    sources::clean_context_path(s)
-                        .map_err(|e| PlanError::at(line, format!("{name} failed: {e}")))?;
-                }
-            }
-            sources.push(source);
-        }
-        let workdir = if st.config.working_dir.is_empty() {
-            "/"
-        } else {
-            st.config.working_dir.as_str()
-        };
-        let dest = normalize_dest(workdir, &dest_raw);
-        let mut text = String::from(name);
-        if c.parents {
-            text.push_str(" --parents");
-        }
-        if !chown.is_empty() {
-            text.push_str(&format!(" --chown={chown}"));
-        }
-        if !chmod.is_empty() {
-            text.push_str(&format!(" --chmod={chmod}"));
-        }
-        for s in &srcs {
-            text.push_str(&format!(" {s}"));
-        }
-        for f in &inline {
-            text.push_str(&format!(" <<{}", f.name));
-        }
-        text.push_str(&format!(" {dest_raw} # buildkit"));
-        let action = Action::Copy {
-            add,
-            from,
-            sources,
-            inline,
-            dest,
-            chown,
-            chmod,
-            link: c.link,
-            parents: c.parents,
-            exclude: c.exclude.clone(),
-            checksum: c.checksum.clone(),
-            unpack: c.unpack,
-        };
-        let kind = if add { StepKind::Add } else { StepKind::Copy };
-        self.push_step(st, kind, ins, action, used, reads, text)?;
-        Ok(())
-    }
-
     /// Adds a layer step on top of the stage's current filesystem.
     #[allow(clippy::too_many_arguments)]
-    fn push_step(
+    pub(super) fn push_step(
         &mut self,
         st: &mut StageBuild,
         kind: StepKind,
@@ -696,21 +522,32 @@ impl Planner<'_> {
             read_keys.push(r.result_key.clone());
         }
         let exec = st.exec();
-        let mut keyed_action = action.clone();
-        if let Action::Run { proxy_env, .. } = &mut keyed_action {
-            proxy_env.clear();
-        }
-        let key_input = json!({
-            "v": 1,
-            "parent": st.parent_key,
-            "kind": kind,
-            "action": keyed_action,
-            "exec": if kind == StepKind::Run { serde_json::to_value(&exec).unwrap_or_default() } else { json!({"user": exec.user}) },
-            "args": args_used,
-            "reads": read_keys,
-            "platform": st.platform.to_string(),
-        });
-        let cache_key = sha256_key(key_input.to_string().as_bytes());
+        // Proxy settings reach the run but never the cache key (BuildKit).
+        let keyed_action = match &action {
+            Action::Run { proxy_env, .. } if !proxy_env.is_empty() => {
+                let mut a = action.clone();
+                if let Action::Run { proxy_env, .. } = &mut a {
+                    proxy_env.clear();
+                }
+                Cow::Owned(a)
+            }
+            _ => Cow::Borrowed(&action),
+        };
+        let env_digest = self_env_digest(st, kind);
+        let key_input = KeyInput {
+            v: 1,
+            parent: &st.parent_key,
+            kind,
+            action: keyed_action.as_ref(),
+            env: env_digest.as_deref(),
+            user: &exec.user,
+            workdir: (kind == StepKind::Run).then_some(exec.workdir.as_str()),
+            shell: (kind == StepKind::Run).then_some(exec.shell.as_slice()),
+            args: &args_used,
+            reads: &read_keys,
+            platform: &st.platform,
+        };
+        let cache_key = hash_json(&key_input);
         let step = Step {
             id: id.clone(),
             stage: st.index,
@@ -741,28 +578,53 @@ impl Planner<'_> {
     }
 }
 
+/// Everything a step's cache key covers.
+#[derive(Serialize)]
+struct KeyInput<'a> {
+    v: u32,
+    parent: &'a str,
+    kind: StepKind,
+    action: &'a Action,
+    env: Option<&'a str>,
+    user: &'a str,
+    workdir: Option<&'a str>,
+    shell: Option<&'a [String]>,
+    args: &'a BTreeMap<String, String>,
+    reads: &'a [String],
+    platform: &'a Platform,
+}
+
+/// The environment's digest, for RUN steps only: COPY, ADD and WORKDIR do
+/// not see the environment except through what was already expanded.
+fn self_env_digest(st: &StageBuild, kind: StepKind) -> Option<String> {
+    (kind == StepKind::Run).then(|| st.env.rendered().digest.clone())
+}
+
+/// Streams `value`'s JSON into SHA-256 without building the document.
+fn hash_json<T: Serialize>(value: &T) -> String {
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(Sha256::new());
+    // Serialising plain data into a sink that cannot fail cannot fail.
+    let _ = serde_json::to_writer(&mut w, value);
+    format!("sha256:{}", hex::encode(w.0.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dest_paths_resolve_against_workdir() {
-        assert_eq!(normalize_dest("/app", "."), "/app/");
-        assert_eq!(normalize_dest("/app", "x"), "/app/x");
-        assert_eq!(normalize_dest("/app", "x/"), "/app/x/");
-        assert_eq!(normalize_dest("/", "/opt/a/../b"), "/opt/b");
-        assert_eq!(normalize_dest("/", "/"), "/");
-    }
-
-    #[test]
-    fn signals_and_modes() {
+    fn signals() {
         assert!(valid_signal("SIGTERM") && valid_signal("9") && valid_signal("SIGRTMIN+3"));
         assert!(!valid_signal("SIGFOO") && !valid_signal("0"));
-        assert!(valid_chmod("755").is_ok() && valid_chmod("u+x,g-w").is_ok());
-        assert!(
-            valid_chmod("8888").is_err()
-                && valid_chmod("17777").is_err()
-                && valid_chmod("abc").is_err()
-        );
     }
 }

@@ -9,6 +9,7 @@
 //! step carries the inputs of its cache key and the key itself.
 
 mod config;
+mod copy;
 mod dispatch;
 mod env;
 mod instr;
@@ -266,8 +267,9 @@ pub enum StepKind {
 /// The config in force when a step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecContext {
-    /// Environment (`K=V`): image ENV plus ARG values in scope.
-    pub env: Vec<String>,
+    /// Environment (`K=V`): image ENV plus ARG values in scope. Shared
+    /// between consecutive steps with the same environment.
+    pub env: std::sync::Arc<Vec<std::sync::Arc<str>>>,
     /// USER.
     pub user: String,
     /// Working directory.
