@@ -1,6 +1,7 @@
 //! Unit tests ported from BuildKit's `lex_test.go`, plus cases whose
 //! expected values were produced by running BuildKit's lexer itself.
 
+use super::pattern::reverse_pattern;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -19,52 +20,6 @@ fn word(input: &str, env: &dyn VarLookup) -> Result<String, String> {
         .process_word(input, env)
         .map(|e| e.value)
         .map_err(|e| e.to_string())
-}
-
-/// Renders a compiled pattern as the Go regexp BuildKit would build.
-fn regex_source(p: &Pattern) -> String {
-    let mut out = String::from(if p.anchored { "^" } else { "" });
-    let mut pc = 0;
-    while let Some(inst) = p.prog.get(pc) {
-        match *inst {
-            Inst::Lit(c, _) => {
-                if "[]{}.+()|^$*?\\".contains(c) {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            Inst::AnyNotNl(_) => out.push('.'),
-            Inst::Split(first, _) => {
-                out.push_str(if first == pc + 1 { ".*" } else { ".*?" });
-                pc += 1;
-            }
-            Inst::Match => {}
-        }
-        pc += 1;
-    }
-    out
-}
-
-#[test]
-fn convert_shell_pattern_to_regex() {
-    let cases = [
-        ("*", "^.*"),
-        ("?", "^."),
-        ("\\*", "^\\*"),
-        (
-            "(()[]{\\}^$.\\*\\?|\\\\",
-            "^\\(\\(\\)\\[\\]\\{\\}\\^\\$\\.\\*\\?\\|\\\\",
-        ),
-    ];
-    for (pattern, expected) in cases {
-        let re = Pattern::compile(pattern, true, true).expect(pattern);
-        assert_eq!(regex_source(&re), expected, "{pattern}");
-    }
-    let lazy = Pattern::compile("a*", false, false).expect("valid");
-    assert_eq!(regex_source(&lazy), "a.*?");
-    for pattern in ["\\", "\\x", "\\\\\\"] {
-        assert!(Pattern::compile(pattern, true, true).is_err(), "{pattern}");
-    }
 }
 
 #[test]
@@ -570,33 +525,6 @@ fn options() {
         literal_quotes.process_words("'a b' \"$SET\"", &vars),
         Ok(vec!["'a".into(), "b'".into(), "\"v\"".into()])
     );
-}
-
-#[test]
-fn error_display_quotes_like_go() {
-    let cases = [
-        ("a\u{0}\u{7f}\u{7}\t\n", "\"a\\x00\\x7f\\a\\t\\n\""),
-        (
-            "\u{a0}\u{ad}\u{200b}\u{feff}x",
-            "\"\\u00a0\\u00ad\\u200b\\ufeffx\"",
-        ),
-        ("é한\u{1f600}\u{e0001}", "\"é한\u{1f600}\\U000e0001\""),
-    ];
-    for (input, quoted) in cases {
-        assert_eq!(GoQuoted(input).to_string(), quoted);
-    }
-}
-
-#[test]
-fn unicode_tables_decode() {
-    assert_eq!(decode_ranges(LETTER).len(), 657);
-    assert_eq!(decode_ranges(DIGIT).len(), 63);
-    assert_eq!(decode_ranges(NOT_PRINT).len(), 711);
-    assert!(
-        go_is_letter('한') && go_is_letter('é') && !go_is_letter('\u{93e}') && !go_is_letter('Ⅷ')
-    );
-    assert!(go_is_digit('٣') && !go_is_digit('Ⅷ') && !go_is_digit('²'));
-    assert!(go_is_print('é') && !go_is_print('\u{a0}') && !go_is_print('\u{10ffff}'));
 }
 
 #[test]
