@@ -1,6 +1,13 @@
 //! The strata worker. Not implemented yet (issue #3): the binary only
 //! prints its usage and exits with status 2, so nothing pretends to work.
 
+pub mod copy;
+pub mod job;
+pub mod snapshot;
+pub mod store;
+
+pub mod executor;
+
 /// The usage text the binary prints.
 pub const USAGE: &str = "\
 usage: strata-worker [OPTIONS]

@@ -117,11 +117,7 @@ pub(crate) fn select(
                 found.push(e);
             }
         }
-        if found.is_empty() {
-            return Err(format!(
-                "no source files were specified: \"{src}\" matches nothing in the build context (or it is excluded by .dockerignore)"
-            ));
-        }
+        // A wildcard that matches nothing copies nothing; BuildKit allows it.
         found
     } else {
         let e = manifest.get(&path).ok_or_else(|| {

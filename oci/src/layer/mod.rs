@@ -1,0 +1,214 @@
+//! Layers: filesystem changes to deterministic OCI layer blobs, and back.
+//!
+//! # Writing a layer
+//!
+//! ```text
+//! upper dir + lower layer dirs ─┐
+//!                               ├─ diff ─▶ [Change] ─ write_tar ─▶ tar ─┬─ sha256 ─▶ diffID
+//! lower tree + new tree ────────┘                                       └─ zstd | gzip ─ sha256 ─▶ blob digest, size
+//! ```
+//!
+//! [`write_layer_from_upper`] serves the overlayfs snapshotter (a RUN step
+//! ran on `lowerdir=<parent layers>,upperdir=<fresh dir>`);
+//! [`write_layer_from_trees`] serves the copy snapshotter (the step ran in a
+//! copy of the parent's merged tree). Both walk two *views* of the
+//! filesystem, "before" and "after", and record an entry wherever they
+//! differ, so the same change gives the same bytes whichever snapshotter
+//! made it: for the overlay the upper dir only tells the walk which
+//! subtrees may have changed (an entry overlayfs did not copy up is the
+//! lower file itself). An entry is unchanged when its type, mode
+//! (including setuid/setgid/sticky), owner, device number, symlink target,
+//! kept xattrs and content are equal. Modification times are not compared.
+//! Directories above a written entry are written too (containerd's
+//! `includeParents`), so every layer can be applied on its own.
+//!
+//! The tar is written exactly as containerd's `archive.ChangeWriter` (used
+//! by BuildKit's overlay and walking differs) writes it through Go's
+//! `archive/tar`; the header blocks are laid out byte for byte like Go's
+//! (`tar_header.rs` explains why the `tar` crate's encoder is not used for
+//! writing):
+//!
+//! - entries in the order of containerd's walkers: depth first, names in
+//!   byte order (paths compare with `/` lowest), a whiteout at the position
+//!   of the name it deletes;
+//! - names relative without `./`, directories as `dir/`; USTAR headers
+//!   unless a field needs PAX (long or non-ASCII names, big ids or sizes,
+//!   xattrs), then a PAX header named `dir/PaxHeaders.0/name`;
+//! - mode = permission bits plus setuid/setgid/sticky, numeric uid/gid with
+//!   empty user and group names, whole-second mtime (no atime/ctime),
+//!   clamped to `SOURCE_DATE_EPOCH` when one is given (BuildKit's
+//!   `rewrite-timestamp=true`);
+//! - whiteouts as empty regular files `.wh.NAME` with mode 0, owner 0:0
+//!   and mtime 0 (containerd 2.x);
+//! - a regular file whose inode was already written is a hardlink to the
+//!   first name (in layer order) it was written under;
+//! - xattrs as `SCHILY.xattr.NAME` PAX records; sockets are left out;
+//! - the end: two zero blocks, no padding to a 10 KiB record.
+//!
+//! Where this knowingly differs from BuildKit:
+//!
+//! - Only changes of the compared attributes make an entry: a file whose
+//!   only change is its mtime (`touch`, a copy-up by `open(O_RDWR)`) is not
+//!   written, where BuildKit's differs write it. This keeps layers
+//!   independent of timing and of how the snapshotter copied files.
+//! - [`XattrPolicy::CapabilityOnly`] (the default) matches BuildKit, which
+//!   carries only `security.capability`; [`XattrPolicy::All`] also keeps
+//!   `user.*`, `trusted.*` and other xattrs (never the overlayfs private
+//!   ones, nor `security.selinux`).
+//! - BuildKit never writes opaque markers: under an overlay-opaque
+//!   directory its overlay differ compares against the lower directory and
+//!   writes one whiteout per deleted name, as its walking differ does.
+//!   [`WhiteoutStyle::Explicit`] (the default) does the same;
+//!   [`WhiteoutStyle::OpaqueWhenReplaced`] writes `dir/.wh..wh..opq`
+//!   instead whenever no name of the lower directory survives (a directory
+//!   replaced wholesale), for smaller layers with deep deletions.
+//! - A file named `.wh.*` in the new tree is an error here; BuildKit would
+//!   write it and unpackers would read it as a whiteout.
+//! - Compressed bytes differ from BuildKit's: the deflate and zstd encoders
+//!   are not Go's. diffIDs (the uncompressed tar) are what can match.
+//!
+//! # Compression
+//!
+//! [`LayerWriter`] hashes the tar (diffID), compresses it and hashes and
+//! counts the output in one pass. zstd runs zstd's own multi-threaded mode;
+//! gzip compresses 1 MiB blocks in parallel into one gzip member
+//! ([`ParallelGzEncoder`]). Both produce the same bytes for any number of
+//! threads, so blob digests do not depend on the machine. SHA-256 comes
+//! from the `sha2` crate, which uses the SHA-NI instructions when the CPU
+//! has them (detected at run time).
+//!
+//! # Unpacking
+//!
+//! [`unpack`] applies layers one after another into one directory;
+//! [`unpack_to_overlay_layer_dir`] gives each layer its own directory with
+//! overlay-native whiteouts, usable directly as an overlayfs lowerdir.
+//! Both refuse entries that would escape the root and bound the work a
+//! hostile blob can cause ([`UnpackOptions`]), and report the diffID of
+//! what they read.
+//!
+//! Everything here is blocking I/O; async callers use `spawn_blocking`.
+
+mod compress;
+mod diff;
+mod error;
+mod meta;
+mod pgzip;
+mod tar_header;
+mod tar_write;
+mod unpack;
+
+mod view;
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+pub use compress::{
+    Compression, CompressionKind, Compressor, LayerDescriptor, LayerWriter, MEDIA_TYPE_TAR,
+    MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, recompress,
+};
+pub use diff::{Change, ChangeKind, diff_trees, diff_upper};
+pub use error::LayerError;
+pub use meta::{FileKind, FileMeta};
+pub use pgzip::ParallelGzEncoder;
+pub use tar_write::write_tar;
+pub use unpack::{OverlayXattrs, UnpackOptions, UnpackReport, unpack, unpack_to_overlay_layer_dir};
+
+/// Which extended attributes a layer carries (and compares).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum XattrPolicy {
+    /// Only `security.capability`, like BuildKit and containerd.
+    #[default]
+    CapabilityOnly,
+    /// Every xattr except the overlayfs private ones (`trusted.overlay.*`,
+    /// `user.overlay.*`) and `security.selinux` (a host label).
+    All,
+}
+
+/// How deletions are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhiteoutStyle {
+    /// One `.wh.NAME` per deleted name, like BuildKit.
+    #[default]
+    Explicit,
+    /// `dir/.wh..wh..opq` when none of a directory's lower names survive
+    /// (the directory was replaced), `.wh.NAME` otherwise.
+    OpaqueWhenReplaced,
+}
+
+/// How layers are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// Clamp modification times later than this (seconds since the Unix
+    /// epoch) to it, as BuildKit does with `SOURCE_DATE_EPOCH` and
+    /// `rewrite-timestamp=true`.
+    pub source_date_epoch: Option<i64>,
+    /// Compression threads; 0 means one per available CPU. The output does
+    /// not depend on it.
+    pub threads: usize,
+    /// Which xattrs are written and compared.
+    pub xattrs: XattrPolicy,
+    /// How deletions are written.
+    pub whiteouts: WhiteoutStyle,
+}
+
+impl LayerOptions {
+    /// The number of compression threads to use.
+    pub fn effective_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// Writes the layer for an overlayfs upper dir to `out`.
+///
+/// `lowers` are the overlay's lower layer dirs, topmost first (the order of
+/// `lowerdir=`), as [`unpack_to_overlay_layer_dir`] makes them. The overlay
+/// must be unmounted (or quiescent) and mounted without `redirect_dir` and
+/// `metacopy`, which the differ rejects.
+pub fn write_layer_from_upper<P: AsRef<Path>>(
+    upper: &Path,
+    lowers: &[P],
+    out: impl Write,
+    compression: Compression,
+    opts: &LayerOptions,
+) -> Result<LayerDescriptor, LayerError> {
+    let changes = diff_upper(upper, lowers, opts)?;
+    write_layer(&changes, out, compression, opts)
+}
+
+/// Writes the layer that turns the tree `lower` into the tree `new` to
+/// `out` (the copy snapshotter's path). For the same change it produces
+/// the same bytes as [`write_layer_from_upper`].
+pub fn write_layer_from_trees(
+    lower: &Path,
+    new: &Path,
+    out: impl Write,
+    compression: Compression,
+    opts: &LayerOptions,
+) -> Result<LayerDescriptor, LayerError> {
+    let changes = diff_trees(lower, new, opts)?;
+    write_layer(&changes, out, compression, opts)
+}
+
+/// Writes already computed changes as a compressed layer blob to `out`.
+pub fn write_layer(
+    changes: &[Change],
+    out: impl Write,
+    compression: Compression,
+    opts: &LayerOptions,
+) -> Result<LayerDescriptor, LayerError> {
+    let writer = LayerWriter::new(out, compression, opts.effective_threads())?;
+    // Batch the many small header writes before they reach the hashers
+    // and the compressor; file contents arrive in 1 MiB chunks and pass
+    // straight through.
+    let buffered = BufWriter::with_capacity(256 * 1024, writer);
+    let (buffered, _) = write_tar(changes, buffered, opts)?;
+    let writer = buffered
+        .into_inner()
+        .map_err(|e| LayerError::Stream(e.into_error()))?;
+    let (desc, _) = writer.finish()?;
+    Ok(desc)
+}

@@ -1,0 +1,314 @@
+//! The worker: runs jobs against the local store with a snapshotter and
+//! an executor.
+
+use super::mounts::{prepare, source_root};
+use super::{Job, JobAction, JobError, JobOutcome};
+use crate::copy::{Chmod, CopyOptions, copy, resolve_in_root};
+use crate::executor::{ExecSpec, Executor, OutputChunk, RuncConfig, RuncExecutor};
+use crate::snapshot::{
+    ChangeSource, CopySnapshotter, OverlaySnapshotter, Snapshot, Snapshotter, overlay_supported,
+    recover,
+};
+use crate::store::{LayerRef, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use strata_frontend::dockerignore::PatternMatcher;
+use strata_oci::layer::{LayerOptions, write_layer_from_trees, write_layer_from_upper};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Where a worker keeps its state.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// State directory: store, snapshots, runc state, cache mounts.
+    pub state_dir: PathBuf,
+    /// Use the copy snapshotter even where overlayfs works.
+    pub force_copy_snapshotter: bool,
+}
+
+/// Runs layer jobs.
+pub struct Worker {
+    store: Arc<Store>,
+    snapshotter: Arc<dyn Snapshotter>,
+    executor: RuncExecutor,
+    state: PathBuf,
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> JobError {
+    JobError::Invalid(format!("worker task failed: {e}"))
+}
+
+impl Worker {
+    /// Opens the state directory, cleaning what a crashed worker left
+    /// (containers, mounts, partial files).
+    pub async fn open(config: WorkerConfig) -> Result<Self, JobError> {
+        let state = config.state_dir.clone();
+        let executor = RuncExecutor::new(RuncConfig {
+            state_dir: state.join("exec"),
+            runc_binary: None,
+        })
+        .await?;
+        executor.cleanup_leftovers().await?;
+        let snaps = state.join("snapshots");
+        let (store, snapshotter) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+            recover(&snaps)?;
+            let _ = std::fs::remove_dir_all(state_run_files(&config.state_dir));
+            let store = Store::open(config.state_dir.join("store"))?;
+            let snapshotter: Arc<dyn Snapshotter> =
+                if overlay_supported() && !config.force_copy_snapshotter {
+                    Arc::new(OverlaySnapshotter::new(snaps))
+                } else {
+                    Arc::new(CopySnapshotter::new(snaps))
+                };
+            Ok((store, snapshotter))
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok(Self {
+            store: Arc::new(store),
+            snapshotter,
+            executor,
+            state,
+        })
+    }
+
+    /// The local store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs one job; RUN output goes to `output` while it runs.
+    pub async fn run_job(
+        &self,
+        job: Job,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, JobError> {
+        let started = Instant::now();
+        let store = self.store.clone();
+        let snapshotter = self.snapshotter.clone();
+        let parent = job.parent.clone();
+        let id = job.id.clone();
+        let (snapshot, lowers) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+            let mut lowers = Vec::with_capacity(parent.len());
+            for (i, l) in parent.iter().enumerate() {
+                lowers.push(store.ensure_unpacked(l, &parent[..i])?);
+            }
+            let snap = snapshotter.prepare(&id, &lowers)?;
+            Ok((snap, lowers))
+        })
+        .await
+        .map_err(blocking_err)??;
+
+        let exit = match &job.action {
+            JobAction::Run {
+                argv,
+                network,
+                insecure,
+                mounts,
+                inline_files,
+            } => {
+                let prepared = {
+                    let (store, snapshotter, state) = (
+                        self.store.clone(),
+                        self.snapshotter.clone(),
+                        self.state.clone(),
+                    );
+                    let (id, mounts, files) =
+                        (job.id.clone(), mounts.clone(), inline_files.clone());
+                    tokio::task::spawn_blocking(move || {
+                        prepare(&id, &mounts, &files, &state, &store, snapshotter.as_ref())
+                    })
+                    .await
+                    .map_err(blocking_err)??
+                };
+                let spec = ExecSpec {
+                    rootfs: snapshot.merged().to_path_buf(),
+                    argv: argv.clone(),
+                    env: job.env.clone(),
+                    cwd: if job.workdir.is_empty() {
+                        "/".to_string()
+                    } else {
+                        job.workdir.clone()
+                    },
+                    user: job.user.clone(),
+                    network: *network,
+                    security_insecure: *insecure,
+                    mounts: prepared.mounts.clone(),
+                    hostname: String::new(),
+                    extra_hosts: Vec::new(),
+                    timeout: job.timeout,
+                };
+                let status = tokio::select! {
+                    r = self.executor.run(&job.id, spec, output, cancel.clone()) => r?,
+                    () = cancel.cancelled() => return Err(JobError::Cancelled),
+                };
+                drop(prepared);
+                if !status.success() {
+                    return Err(JobError::Failed {
+                        command: argv.join(" "),
+                        code: status.docker_exit_code(),
+                        status,
+                    });
+                }
+                Some(status)
+            }
+            JobAction::Copy { .. } | JobAction::Mkdir { .. } => {
+                let (store, snapshotter, action, job2) = (
+                    self.store.clone(),
+                    self.snapshotter.clone(),
+                    job.action.clone(),
+                    job.clone(),
+                );
+                let merged = snapshot.merged().to_path_buf();
+                tokio::task::spawn_blocking(move || {
+                    apply_file_action(&job2, &action, &merged, &store, snapshotter.as_ref())
+                })
+                .await
+                .map_err(blocking_err)??;
+                None
+            }
+        };
+
+        let store = self.store.clone();
+        let (compression, sde) = (job.compression, job.source_date_epoch);
+        let (layer, empty) = tokio::task::spawn_blocking(move || {
+            commit_layer(snapshot, &lowers, &store, compression, sde)
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok(JobOutcome {
+            layer,
+            empty,
+            exit,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+fn state_run_files(state: &Path) -> PathBuf {
+    state.join("run-files")
+}
+
+/// COPY/ADD and WORKDIR's mkdir, on the blocking pool.
+fn apply_file_action(
+    job: &Job,
+    action: &JobAction,
+    root: &Path,
+    store: &Store,
+    snapshotter: &dyn Snapshotter,
+) -> Result<(), JobError> {
+    match action {
+        JobAction::Copy {
+            from,
+            sources,
+            dest,
+            chown,
+            chmod,
+            exclude,
+        } => {
+            let mut keep: Vec<Box<dyn Snapshot>> = Vec::new();
+            let src_root = source_root(
+                from,
+                store,
+                snapshotter,
+                &format!("{}-src", job.id),
+                &mut keep,
+            )?;
+            let owner = if chown.is_empty() {
+                None
+            } else {
+                let u = crate::executor::user::resolve(root, chown)
+                    .map_err(|e| JobError::Invalid(format!("--chown={chown}: {e}")))?;
+                Some((u.uid, u.gid))
+            };
+            let opts = CopyOptions {
+                chown: owner,
+                chmod: if chmod.is_empty() {
+                    None
+                } else {
+                    Some(Chmod::parse(chmod).map_err(JobError::Invalid)?)
+                },
+                exclude: if exclude.is_empty() {
+                    None
+                } else {
+                    Some(
+                        PatternMatcher::new(exclude)
+                            .map_err(|e| JobError::Invalid(format!("--exclude: {e}")))?,
+                    )
+                },
+                utime: job.source_date_epoch,
+            };
+            for s in sources {
+                copy(&src_root, s, root, dest, &opts)?;
+            }
+            Ok(())
+        }
+        JobAction::Mkdir { path, user } => {
+            let target = resolve_in_root(root, path, true)?;
+            if target.is_dir() {
+                return Ok(());
+            }
+            let u = crate::executor::user::resolve(root, user)
+                .map_err(|e| JobError::Invalid(format!("USER {user}: {e}")))?;
+            crate::executor::rootpath::mkdir_all_chown(&target, u.uid, u.gid).map_err(|source| {
+                JobError::Io {
+                    op: "creating",
+                    path: target.clone(),
+                    source,
+                }
+            })
+        }
+        JobAction::Run { .. } => Ok(()),
+    }
+}
+
+/// Diffs the snapshot into a layer blob in the store and keeps the
+/// unpacked form for later steps.
+fn commit_layer(
+    snapshot: Box<dyn Snapshot>,
+    lowers: &[PathBuf],
+    store: &Store,
+    compression: strata_oci::layer::Compression,
+    source_date_epoch: Option<i64>,
+) -> Result<(LayerRef, bool), JobError> {
+    let tmp = store.temp_path("blob");
+    let file = std::fs::File::create(&tmp).map_err(|source| JobError::Io {
+        op: "creating",
+        path: tmp.clone(),
+        source,
+    })?;
+    let opts = LayerOptions {
+        source_date_epoch,
+        ..LayerOptions::default()
+    };
+    let topmost_first: Vec<&PathBuf> = lowers.iter().rev().collect();
+    let desc = match snapshot.change() {
+        ChangeSource::Upper(upper) => write_layer_from_upper(
+            &upper,
+            &topmost_first,
+            std::io::BufWriter::new(file),
+            compression,
+            &opts,
+        )?,
+        ChangeSource::Trees { lower } => write_layer_from_trees(
+            &lower,
+            snapshot.merged(),
+            std::io::BufWriter::new(file),
+            compression,
+            &opts,
+        )?,
+    };
+    store.commit_blob(&tmp, &desc.digest)?;
+    let layer = LayerRef {
+        diff_id: desc.diff_id.clone(),
+        digest: desc.digest.clone(),
+        media_type: desc.media_type.clone(),
+        size: desc.size,
+    };
+    // An empty tar is 1024 zero bytes.
+    let empty = desc.uncompressed_size <= 1024;
+    drop(snapshot);
+    Ok((layer, empty))
+}

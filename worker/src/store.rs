@@ -1,0 +1,267 @@
+//! The worker's local content store: layer blobs by digest and each layer
+//! unpacked once, keyed by its diffID, ready to be an overlayfs lowerdir.
+//!
+//! ```text
+//! <root>/blobs/sha256/<hex>      compressed layer blobs
+//! <root>/layers/<diffid hex>/    unpacked, overlay-native whiteouts
+//! <root>/tmp/                    ingest; emptied on open
+//! ```
+//! Every entry appears by an atomic rename, so a crash never leaves a
+//! partial blob or layer under its final name.
+
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use strata_oci::layer::{LayerError, UnpackOptions, unpack_to_overlay_layer_dir};
+use thiserror::Error;
+
+/// A store failure naming the digest or path involved.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a `sha256:<64 hex>` digest.
+    #[error("invalid digest \"{0}\": expected sha256 followed by 64 hex digits")]
+    BadDigest(String),
+    /// The blob of a layer is not in the store.
+    #[error("layer blob {0} is not in the local store")]
+    MissingBlob(String),
+    /// Unpacking failed.
+    #[error("unpacking layer {digest}: {source}")]
+    Unpack {
+        /// The blob.
+        digest: String,
+        /// Why.
+        #[source]
+        source: LayerError,
+    },
+    /// The blob's content does not hash to the layer's diffID.
+    #[error(
+        "layer {digest} unpacks to diffID {actual}, expected {expected}; the blob is corrupt and was not used"
+    )]
+    DiffIdMismatch {
+        /// The blob.
+        digest: String,
+        /// Expected diffID.
+        expected: String,
+        /// What the content hashed to.
+        actual: String,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Identifies one layer of an image or build.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// `sha256:` of the uncompressed tar.
+    pub diff_id: String,
+    /// `sha256:` of the blob.
+    pub digest: String,
+    /// OCI media type of the blob.
+    pub media_type: String,
+    /// Blob size in bytes.
+    pub size: u64,
+}
+
+/// The local content store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+fn hex_of(digest: &str) -> Result<&str, StoreError> {
+    match digest.strip_prefix("sha256:") {
+        Some(h)
+            if h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+        {
+            Ok(h)
+        }
+        _ => Err(StoreError::BadDigest(digest.to_string())),
+    }
+}
+
+impl Store {
+    /// Opens (creating) the store at `root` and empties its ingest area.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err("cleaning", &tmp))?;
+        }
+        for d in [root.join("blobs/sha256"), root.join("layers"), tmp] {
+            std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
+        }
+        Ok(Self {
+            root,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A fresh path in the ingest area (not created).
+    pub fn temp_path(&self, what: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// Where a blob lives (whether or not it is there).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
+    }
+
+    /// Whether the blob is present.
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// Moves a fully written and verified temp file in as blob `digest`.
+    pub fn commit_blob(&self, tmp: &Path, digest: &str) -> Result<PathBuf, StoreError> {
+        let dest = self.blob_path(digest)?;
+        std::fs::rename(tmp, &dest).map_err(io_err("storing blob", &dest))?;
+        Ok(dest)
+    }
+
+    /// Where a layer's unpacked directory lives.
+    pub fn layer_dir(&self, diff_id: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join("layers").join(hex_of(diff_id)?))
+    }
+
+    /// Unpacks `layer` (its blob must be present) into its layer directory
+    /// once; `parents` are the layers below it, bottom first. Verifies the
+    /// diffID before the directory appears.
+    pub fn ensure_unpacked(
+        &self,
+        layer: &LayerRef,
+        parents: &[LayerRef],
+    ) -> Result<PathBuf, StoreError> {
+        let dir = self.layer_dir(&layer.diff_id)?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let blob = self.blob_path(&layer.digest)?;
+        let file = File::open(&blob).map_err(|_| StoreError::MissingBlob(layer.digest.clone()))?;
+        let mut parent_dirs = Vec::with_capacity(parents.len());
+        for p in parents.iter().rev() {
+            parent_dirs.push(self.layer_dir(&p.diff_id)?);
+        }
+        let tmp = self.temp_path("layer");
+        std::fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+        let report = unpack_to_overlay_layer_dir(
+            BufReader::with_capacity(1 << 20, file),
+            &tmp,
+            &parent_dirs,
+            &UnpackOptions::default(),
+        )
+        .map_err(|source| StoreError::Unpack {
+            digest: layer.digest.clone(),
+            source,
+        });
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        if report.diff_id != layer.diff_id {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(StoreError::DiffIdMismatch {
+                digest: layer.digest.clone(),
+                expected: layer.diff_id.clone(),
+                actual: report.diff_id,
+            });
+        }
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => Ok(dir),
+            // Another job unpacked the same layer meanwhile: use theirs.
+            Err(_) if dir.is_dir() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(dir)
+            }
+            Err(e) => Err(io_err("storing layer", &dir)(e)),
+        }
+    }
+
+    /// Moves a step's finished upper dir in as the unpacked form of the
+    /// layer it produced, so the next step on this worker stacks on it
+    /// without unpacking the blob.
+    pub fn adopt_layer_dir(&self, upper: &Path, diff_id: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.layer_dir(diff_id)?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        std::fs::rename(upper, &dir).map_err(io_err("storing layer", &dir))?;
+        Ok(dir)
+    }
+
+    /// The diffIDs of every unpacked layer (reported to the scheduler).
+    pub fn layers_held(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("layers")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_validated_and_paths_stable() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert!(
+            store
+                .blob_path(&d)
+                .expect("path")
+                .ends_with("ab".repeat(32))
+        );
+        for bad in [
+            "sha256:xyz",
+            "md5:00",
+            "sha256:../../etc",
+            &format!("sha256:{}", "AB".repeat(32)),
+        ] {
+            assert!(
+                matches!(store.blob_path(bad), Err(StoreError::BadDigest(_))),
+                "{bad}"
+            );
+        }
+        assert!(!store.has_blob(&d));
+        assert!(store.layers_held().is_empty());
+    }
+}

@@ -1,0 +1,340 @@
+//! Layer jobs end to end on real runc and overlayfs: a busybox base layer,
+//! RUN steps that delete, replace, link and chmod, COPY from a context
+//! directory, WORKDIR as a non-root user; the produced layers are unpacked
+//! and the tree checked. Also: failures report the exit code, cancel leaves
+//! no mount behind, and both snapshotters produce the same layer.
+
+#[path = "executor_support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::time::Duration;
+use strata_oci::layer::{Compression, LayerOptions, UnpackOptions, unpack, write_layer_from_trees};
+use strata_worker::executor::Network;
+use strata_worker::job::{FileSource, Job, JobAction, JobError, RunMount, Worker, WorkerConfig};
+use strata_worker::store::LayerRef;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const EPOCH: i64 = 1_700_000_000;
+
+/// Packs the busybox rootfs into a base layer in the worker's store.
+fn base_layer(worker: &Worker) -> LayerRef {
+    let rootfs = support::rootfs();
+    fs::create_dir_all(rootfs.path().join("var/lib")).expect("mkdir");
+    fs::write(rootfs.path().join("var/lib/old"), "old").expect("write");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let tmp = worker.store().temp_path("base");
+    let file = fs::File::create(&tmp).expect("create");
+    let opts = LayerOptions {
+        source_date_epoch: Some(EPOCH),
+        ..LayerOptions::default()
+    };
+    let desc = write_layer_from_trees(
+        empty.path(),
+        rootfs.path(),
+        file,
+        Compression::Zstd { level: 3 },
+        &opts,
+    )
+    .expect("base layer");
+    worker
+        .store()
+        .commit_blob(&tmp, &desc.digest)
+        .expect("commit");
+    LayerRef {
+        diff_id: desc.diff_id,
+        digest: desc.digest,
+        media_type: desc.media_type,
+        size: desc.size,
+    }
+}
+
+fn job(id: &str, parent: &[LayerRef], action: JobAction) -> Job {
+    Job {
+        id: format!("{id}-{}", std::process::id()),
+        parent: parent.to_vec(),
+        action,
+        env: vec!["PATH=/bin".into()],
+        user: String::new(),
+        workdir: "/".into(),
+        source_date_epoch: Some(EPOCH),
+        compression: Compression::Zstd { level: 3 },
+        timeout: Some(Duration::from_secs(60)),
+    }
+}
+
+fn run(script: &str) -> JobAction {
+    JobAction::Run {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        network: Network::Host,
+        insecure: false,
+        mounts: Vec::new(),
+        inline_files: Vec::new(),
+    }
+}
+
+async fn open(state: &Path, copy: bool) -> Worker {
+    support::require_environment();
+    Worker::open(WorkerConfig {
+        state_dir: state.to_path_buf(),
+        force_copy_snapshotter: copy,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn exec(
+    worker: &Worker,
+    j: Job,
+) -> Result<(strata_worker::job::JobOutcome, String), JobError> {
+    let (tx, mut rx) = mpsc::channel::<strata_worker::job::Output>(64);
+    let collect = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(c) = rx.recv().await {
+            out.extend_from_slice(&c.data);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let r = worker.run_job(j, tx, CancellationToken::new()).await;
+    let out = collect.await.expect("collect");
+    r.map(|o| (o, out))
+}
+
+/// Applies the layers in order onto a fresh directory.
+fn flatten(worker: &Worker, layers: &[LayerRef]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for l in layers {
+        let blob =
+            fs::File::open(worker.store().blob_path(&l.digest).expect("path")).expect("blob");
+        let report = unpack(blob, dir.path(), &UnpackOptions::default()).expect("unpack");
+        assert_eq!(report.diff_id, l.diff_id);
+    }
+    dir
+}
+
+const CHANGES: &str = "set -e
+/bin/busybox mkdir -p /data
+echo hello > /data/f
+/bin/busybox ln /data/f /data/hard
+/bin/busybox ln -s f /data/link
+/bin/busybox mkfifo /data/fifo
+/bin/busybox chmod 4755 /data/f
+rm /bin/wc
+rm -rf /var/lib
+mkdir /var/lib
+echo new > /var/lib/new
+echo out; echo err >&2";
+
+#[tokio::test]
+async fn run_copy_workdir_produce_the_expected_tree() {
+    let state = tempfile::tempdir().expect("state");
+    let worker = open(state.path(), false).await;
+    let base = base_layer(&worker);
+
+    let (out, log) = exec(&worker, job("changes", &[base.clone()], run(CHANGES)))
+        .await
+        .expect("run");
+    assert!(log.contains("out") && log.contains("err"), "log: {log}");
+    assert!(!out.empty);
+    let l1 = out.layer;
+
+    let ctx = tempfile::tempdir().expect("ctx");
+    fs::create_dir_all(ctx.path().join("src/pkg")).expect("mkdir");
+    fs::write(ctx.path().join("src/app.py"), "print('hi')\n").expect("write");
+    fs::write(ctx.path().join("src/pkg/mod.py"), "x = 1\n").expect("write");
+    let copy = JobAction::Copy {
+        from: FileSource::Dir(ctx.path().to_path_buf()),
+        sources: vec!["src".into()],
+        dest: "/opt/app/".into(),
+        chown: "app:app".into(),
+        chmod: String::new(),
+        exclude: Vec::new(),
+    };
+    let (out, _) = exec(&worker, job("copy", &[base.clone(), l1.clone()], copy))
+        .await
+        .expect("copy");
+    let l2 = out.layer;
+
+    let mkdir = JobAction::Mkdir {
+        path: "/home/app/work".into(),
+        user: "app".into(),
+    };
+    let (out, _) = exec(
+        &worker,
+        job("workdir", &[base.clone(), l1.clone(), l2.clone()], mkdir),
+    )
+    .await
+    .expect("mkdir");
+    let l3 = out.layer;
+
+    let tree = flatten(&worker, &[base, l1, l2, l3]);
+    let root = tree.path();
+    assert_eq!(
+        fs::read_to_string(root.join("data/f")).expect("f"),
+        "hello\n"
+    );
+    let f = fs::metadata(root.join("data/f")).expect("f");
+    assert_eq!(f.mode() & 0o7777, 0o4755, "setuid kept");
+    assert_eq!(
+        f.ino(),
+        fs::metadata(root.join("data/hard")).expect("hard").ino(),
+        "hardlink kept"
+    );
+    assert_eq!(
+        fs::read_link(root.join("data/link"))
+            .expect("link")
+            .to_str(),
+        Some("f")
+    );
+    assert!(
+        fs::symlink_metadata(root.join("data/fifo"))
+            .expect("fifo")
+            .file_type()
+            .is_fifo()
+    );
+    assert!(!root.join("bin/wc").exists(), "deleted file stays deleted");
+    assert!(root.join("bin/ls").exists());
+    assert!(
+        !root.join("var/lib/old").exists(),
+        "replaced directory hides the old content"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("var/lib/new")).expect("new"),
+        "new\n"
+    );
+    let app = fs::metadata(root.join("opt/app/app.py")).expect("app.py");
+    assert_eq!((app.uid(), app.gid()), (1000, 1000));
+    assert!(
+        root.join("opt/app/pkg/mod.py").exists(),
+        "directory contents copied"
+    );
+    let work = fs::metadata(root.join("home/app/work")).expect("workdir");
+    assert_eq!((work.uid(), work.mode() & 0o7777), (1000, 0o755));
+    // Files the runtime provides during RUN never reach a layer.
+    assert!(!root.join("etc/hosts").exists() && !root.join("etc/resolv.conf").exists());
+}
+
+#[tokio::test]
+async fn a_failing_step_reports_its_exit_code_and_leaves_no_mount() {
+    let state = tempfile::tempdir().expect("state");
+    let worker = open(state.path(), false).await;
+    let base = base_layer(&worker);
+    let err = exec(
+        &worker,
+        job("fail", &[base.clone()], run("echo about to fail; exit 3")),
+    )
+    .await
+    .expect_err("must fail");
+    match &err {
+        JobError::Failed { code, .. } => assert_eq!(*code, 3),
+        other => panic!("unexpected error: {other}"),
+    }
+    assert!(err.to_string().contains("exit code: 3"), "{err}");
+
+    // Cancel a long step: it returns promptly and nothing stays mounted.
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel(8);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let j = job("cancel", &[base], run("sleep 100"));
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c2.cancel();
+    });
+    let started = std::time::Instant::now();
+    let r = worker.run_job(j, tx, cancel).await;
+    assert!(r.is_err(), "cancelled job must fail");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let snaps = state.path().join("snapshots");
+    assert!(
+        !mounts.contains(&*snaps.to_string_lossy()),
+        "a snapshot is still mounted"
+    );
+    assert_eq!(
+        fs::read_dir(&snaps).map(|d| d.count()).unwrap_or(0),
+        0,
+        "snapshot directories left behind"
+    );
+}
+
+#[tokio::test]
+async fn overlay_and_copy_snapshotters_make_the_same_layer() {
+    let mut diff_ids = Vec::new();
+    for copy in [false, true] {
+        let state = tempfile::tempdir().expect("state");
+        let worker = open(state.path(), copy).await;
+        let base = base_layer(&worker);
+        let (out, _) = exec(&worker, job("same", &[base], run(CHANGES)))
+            .await
+            .expect("run");
+        diff_ids.push(out.layer.diff_id);
+    }
+    assert_eq!(diff_ids[0], diff_ids[1]);
+}
+
+#[tokio::test]
+async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
+    let state = tempfile::tempdir().expect("state");
+    let worker = open(state.path(), false).await;
+    let base = base_layer(&worker);
+    let mounts = vec![
+        RunMount::Cache {
+            target: "/cache".into(),
+            id: "c1".into(),
+            readonly: false,
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+        },
+        RunMount::Secret {
+            target: "/run/secrets/token".into(),
+            data: b"s3cr3t".to_vec(),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        },
+    ];
+    let action = |script: &str| JobAction::Run {
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        network: Network::None,
+        insecure: false,
+        mounts: mounts.clone(),
+        inline_files: Vec::new(),
+    };
+    let (out, _) = exec(
+        &worker,
+        job(
+            "c1",
+            &[base.clone()],
+            action("echo 1 >> /cache/runs; cat /run/secrets/token > /dev/null; touch /made"),
+        ),
+    )
+    .await
+    .expect("run");
+    let (_, log) = exec(
+        &worker,
+        job(
+            "c2",
+            &[base.clone()],
+            action("cat /cache/runs; echo 2 >> /cache/runs"),
+        ),
+    )
+    .await
+    .expect("run");
+    assert_eq!(log.trim(), "1", "cache content from the first run is seen");
+    let tree = flatten(&worker, &[base, out.layer]);
+    assert!(tree.path().join("made").exists());
+    assert!(
+        !tree.path().join("cache").exists(),
+        "cache mount point is not in the layer"
+    );
+    assert!(
+        !tree.path().join("run/secrets").exists(),
+        "secret mount point is not in the layer"
+    );
+}
