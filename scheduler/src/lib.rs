@@ -1,5 +1,10 @@
 //! The strata scheduler. Not implemented yet (issue #4): the binary only
 //! prints its usage and exits with status 2, so nothing pretends to work.
+//! The library already assembles images from a plan and its layers
+//! ([`image`]).
+
+pub mod assign;
+pub mod image;
 
 /// The usage text the binary prints.
 pub const USAGE: &str = "\

@@ -5,8 +5,8 @@ use super::config::{go_list, go_quoted_list, parse_ports};
 use super::dispatch::{Planner, Source, is_proxy_arg};
 use super::env::EnvList;
 use super::{
-    Action, ConfigChange, ExecContext, HealthConfig, HistoryItem, ImageConfig, InlineMount,
-    PlanError, Platform, Step, StepKind,
+    Action, ConfigChange, CopyFrom, ExecContext, HealthConfig, HistoryItem, ImageConfig,
+    InlineMount, PlanError, PlannedMount, Platform, Step, StepKind,
 };
 use crate::instructions::{Command, CommandLine, Instruction, Run, parse_mount};
 use crate::parser::parse_heredoc;
@@ -456,17 +456,26 @@ impl Planner<'_> {
         let mut reads = Vec::new();
         for m in &r.mounts {
             let env = st.env.clone();
-            let mount = parse_mount(m, &mut |v| {
+            let spec = parse_mount(m, &mut |v| {
                 self.expand(v, &env, line).map_err(|e| e.message)
             })
             .map_err(|e| PlanError::at(line, e))?;
-            if !mount.from.is_empty()
-                && let Source::Stage(j) =
-                    self.resolve_from(&mount.from, "--mount from", st.index, line)?
-            {
-                reads.push(j);
-            }
-            mounts.push(mount);
+            let source = if spec.from.is_empty() {
+                None
+            } else {
+                Some(
+                    match self.resolve_from(&spec.from, "--mount from", st.index, line)? {
+                        Source::Stage(j) => {
+                            reads.push(j);
+                            CopyFrom::Stage { index: j }
+                        }
+                        Source::Image(r) => CopyFrom::Image {
+                            reference: r.to_string(),
+                        },
+                    },
+                )
+            };
+            mounts.push(PlannedMount { spec, source });
         }
         let proxy_env: Vec<String> = self
             .opts

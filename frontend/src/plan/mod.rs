@@ -289,6 +289,18 @@ pub struct InlineMount {
     pub mode: u32,
 }
 
+/// A `RUN --mount` with its `from=` resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMount {
+    /// The mount as written (values expanded).
+    #[serde(flatten)]
+    pub spec: Mount,
+    /// Where `from=` points: a stage or an image; `None` for the context
+    /// (bind) or no source at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<CopyFrom>,
+}
+
 /// Where COPY/ADD reads from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -338,9 +350,9 @@ pub enum Action {
         /// Files mounted for the run (heredoc scripts).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         inline_files: Vec<InlineMount>,
-        /// `--mount`s, expanded.
+        /// `--mount`s, expanded, with their sources resolved.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        mounts: Vec<Mount>,
+        mounts: Vec<PlannedMount>,
         /// `--network`.
         network: String,
         /// `--security`.
