@@ -6,3 +6,5 @@
 
 pub mod cli;
 pub mod commands;
+#[cfg(feature = "embedded")]
+pub mod embedded;

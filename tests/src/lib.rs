@@ -1,5 +1,9 @@
 //! Shared helpers for the whole-system tests: they run the real binaries.
 
+pub mod base_image;
+pub mod buildkit;
+pub mod registry;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

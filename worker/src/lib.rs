@@ -1,8 +1,11 @@
 //! The strata worker. Not implemented yet (issue #3): the binary only
 //! prints its usage and exits with status 2, so nothing pretends to work.
 
+pub mod assignment;
 pub mod copy;
+pub mod fetch;
 pub mod job;
+pub mod pull;
 pub mod snapshot;
 pub mod store;
 

@@ -5,7 +5,6 @@
 //! no mount behind, and both snapshotters produce the same layer.
 
 #[path = "executor_support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::fs;
@@ -135,9 +134,12 @@ async fn run_copy_workdir_produce_the_expected_tree() {
     let worker = open(state.path(), false).await;
     let base = base_layer(&worker);
 
-    let (out, log) = exec(&worker, job("changes", &[base.clone()], run(CHANGES)))
-        .await
-        .expect("run");
+    let (out, log) = exec(
+        &worker,
+        job("changes", std::slice::from_ref(&base), run(CHANGES)),
+    )
+    .await
+    .expect("run");
     assert!(log.contains("out") && log.contains("err"), "log: {log}");
     assert!(!out.empty);
     let l1 = out.layer;
@@ -153,6 +155,9 @@ async fn run_copy_workdir_produce_the_expected_tree() {
         chown: "app:app".into(),
         chmod: String::new(),
         exclude: Vec::new(),
+        add: false,
+        unpack: None,
+        checksum: None,
     };
     let (out, _) = exec(&worker, job("copy", &[base.clone(), l1.clone()], copy))
         .await
@@ -225,7 +230,11 @@ async fn a_failing_step_reports_its_exit_code_and_leaves_no_mount() {
     let base = base_layer(&worker);
     let err = exec(
         &worker,
-        job("fail", &[base.clone()], run("echo about to fail; exit 3")),
+        job(
+            "fail",
+            std::slice::from_ref(&base),
+            run("echo about to fail; exit 3"),
+        ),
     )
     .await
     .expect_err("must fail");
@@ -310,7 +319,7 @@ async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
         &worker,
         job(
             "c1",
-            &[base.clone()],
+            std::slice::from_ref(&base),
             action("echo 1 >> /cache/runs; cat /run/secrets/token > /dev/null; touch /made"),
         ),
     )
@@ -320,7 +329,7 @@ async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
         &worker,
         job(
             "c2",
-            &[base.clone()],
+            std::slice::from_ref(&base),
             action("cat /cache/runs; echo 2 >> /cache/runs"),
         ),
     )

@@ -341,8 +341,8 @@ mod tests {
         let b = enc.main;
         assert_eq!(&b[100..108], b"0000644\0");
         assert_eq!(&b[124..136], b"00000000005\0");
-        assert_eq!(&b[257..265], b"ustar\000");
-        assert_eq!(&b[329..345], b"0000000\00000000\0");
+        assert_eq!(&b[257..265], b"ustar\x0000");
+        assert_eq!(&b[329..345], b"0000000\x000000000\0");
         assert_eq!(b[154], 0);
         assert_eq!(b[155], b' ');
         let header = tar::Header::from_byte_slice(&b);

@@ -150,10 +150,11 @@ impl View {
                 // Either way the layers below are hidden.
                 break;
             }
-            if self.kind == (ViewKind::Overlay { strict_top: true }) && *layer == 0 {
-                if let Some(xattr) = meta::unsupported_overlay_xattr(&path)? {
-                    return Err(LayerError::UnsupportedOverlay { path, xattr });
-                }
+            if self.kind == (ViewKind::Overlay { strict_top: true })
+                && *layer == 0
+                && let Some(xattr) = meta::unsupported_overlay_xattr(&path)?
+            {
+                return Err(LayerError::UnsupportedOverlay { path, xattr });
             }
             if m.kind != FileKind::Directory {
                 if stack.is_empty() {

@@ -14,10 +14,19 @@
 //!
 //! Every path is resolved inside its root: neither a source nor the
 //! destination can reach outside through `..` or symlinks.
+//!
+//! ADD ([`add`]) copies the same way, except that a source which is a tar
+//! archive (plain, gzip, bzip2, xz or zstd, recognised by its content) is
+//! extracted into the destination directory instead (`extract.rs` has the
+//! rules).
 
+mod archive;
+mod extract;
 mod resolve;
 mod tree;
 
+pub use archive::{ArchiveCompression, archive_compression, decompress};
+pub use extract::ArchiveLimits;
 pub use resolve::{resolve_in_root, resolve_wildcards};
 
 use std::path::{Path, PathBuf};
@@ -53,6 +62,39 @@ pub enum CopyError {
     /// Too many symlinks while resolving a path.
     #[error("\"{0}\": too many levels of symbolic links")]
     SymlinkLoop(String),
+    /// An ADD archive entry would escape the destination or is malformed.
+    #[error("extracting \"{archive}\": entry \"{entry}\" rejected: {reason}")]
+    UnsafeEntry {
+        /// The archive, as the ADD source names it.
+        archive: String,
+        /// The entry name as written in the archive.
+        entry: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Reading an ADD archive or writing one of its entries failed.
+    #[error("extracting \"{archive}\": {what}: {source}")]
+    Archive {
+        /// The archive, as the ADD source names it.
+        archive: String,
+        /// What was attempted (naming the entry when there is one).
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An ADD archive is larger than [`ArchiveLimits`] allow.
+    #[error(
+        "extracting \"{archive}\": the archive exceeds the limit of {limit} {what} (a decompression bomb?); raise CopyOptions::archive_limits if it is legitimate"
+    )]
+    ArchiveLimit {
+        /// The archive, as the ADD source names it.
+        archive: String,
+        /// What was counted (`bytes` or `entries`).
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// `--chmod` as given: an octal mode or symbolic clauses.
@@ -143,6 +185,8 @@ pub struct CopyOptions {
     pub exclude: Option<PatternMatcher>,
     /// Clamp mtimes to this time (SOURCE_DATE_EPOCH), seconds.
     pub utime: Option<i64>,
+    /// Bounds on what an ADD archive may extract.
+    pub archive_limits: ArchiveLimits,
 }
 
 /// Copies one source (a path or wildcard pattern inside `src_root`) to
@@ -155,28 +199,99 @@ pub fn copy(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<(), CopyError> {
+    let matches = source_matches(src_root, source)?;
+    copy_matches(src_root, &matches, dst_root, dest, opts)
+}
+
+/// The `/`-rooted paths a COPY/ADD source selects in `src_root`: the
+/// wildcard's matches (possibly none), or the path itself, which must
+/// exist.
+pub fn source_matches(src_root: &Path, source: &str) -> Result<Vec<String>, CopyError> {
     let pattern = clean_rooted(source);
-    let matches: Vec<String> = if has_wildcards(&pattern) {
-        resolve_wildcards(src_root, &pattern)?
-    } else {
-        let resolved = resolve_in_root(src_root, &pattern, true)?;
-        if std::fs::symlink_metadata(&resolved).is_err() {
-            return Err(CopyError::NotFound(source.to_string()));
-        }
-        vec![pattern]
-    };
+    if has_wildcards(&pattern) {
+        return resolve_wildcards(src_root, &pattern);
+    }
+    let resolved = resolve_in_root(src_root, &pattern, true)?;
+    if std::fs::symlink_metadata(&resolved).is_err() {
+        return Err(CopyError::NotFound(source.to_string()));
+    }
+    Ok(vec![pattern])
+}
+
+/// Copies already selected paths (from [`source_matches`], taken
+/// literally) to `dest`, with [`copy`]'s rules.
+pub fn copy_matches(
+    src_root: &Path,
+    matches: &[String],
+    dst_root: &Path,
+    dest: &str,
+    opts: &CopyOptions,
+) -> Result<(), CopyError> {
     let mut copier = tree::Copier::new(opts);
     for m in matches {
-        let src = resolve_in_root(src_root, &m, true)?;
-        let meta = std::fs::symlink_metadata(&src).map_err(|e| io("reading", &m, e))?;
+        let src = resolve_in_root(src_root, m, true)?;
+        let meta = std::fs::symlink_metadata(&src).map_err(|e| io("reading", m, e))?;
         if meta.is_dir() {
             // The directory's contents go into dest, which becomes a directory.
             let dst = copier.ensure_dir(dst_root, dest)?;
             copier.copy_dir_contents(&src, &dst, "")?;
         } else {
-            let dst = copier.file_target(dst_root, dest, &m)?;
-            copier.copy_entry(&src, &dst, base_name(&m))?;
+            let dst = copier.file_target(dst_root, dest, m)?;
+            copier.copy_entry(&src, &dst, base_name(m))?;
         }
+    }
+    Ok(())
+}
+
+/// ADD of one source: like [`copy`], except that, when `unpack`, each
+/// selected file that is a tar archive ([`archive_compression`]) is
+/// extracted into `dest` (created as a directory) instead of copied.
+/// `--chmod` and `--exclude` do not apply to extracted entries (as in
+/// BuildKit); `--chown` does.
+pub fn add(
+    src_root: &Path,
+    source: &str,
+    dst_root: &Path,
+    dest: &str,
+    opts: &CopyOptions,
+    unpack: bool,
+) -> Result<(), CopyError> {
+    let matches = source_matches(src_root, source)?;
+    add_matches(src_root, &matches, dst_root, dest, opts, unpack, source)
+}
+
+/// [`add`] of already selected paths (taken literally); `display` names
+/// the source in errors.
+pub fn add_matches(
+    src_root: &Path,
+    matches: &[String],
+    dst_root: &Path,
+    dest: &str,
+    opts: &CopyOptions,
+    unpack: bool,
+    display: &str,
+) -> Result<(), CopyError> {
+    for m in matches {
+        let src = resolve_in_root(src_root, m, true)?;
+        let compression = if unpack {
+            archive_compression(&src)
+        } else {
+            None
+        };
+        if compression.is_none() {
+            copy_matches(src_root, std::slice::from_ref(m), dst_root, dest, opts)?;
+            continue;
+        }
+        let archive = if matches.len() == 1 {
+            display.to_string()
+        } else {
+            m.trim_start_matches('/').to_string()
+        };
+        let dir = tree::Copier::new(opts).ensure_dir(dst_root, dest)?;
+        let file = std::fs::File::open(&src).map_err(|e| io("opening", m, e))?;
+        let (_, reader) = decompress(std::io::BufReader::with_capacity(1 << 20, file))
+            .map_err(|e| io("reading", m, e))?;
+        extract::Extractor::new(dir, &archive, opts).run(reader)?;
     }
     Ok(())
 }
@@ -216,5 +331,7 @@ pub(crate) fn join_inside(root: &Path, rooted: &str) -> PathBuf {
     root.join(rooted.trim_start_matches('/'))
 }
 
+#[cfg(test)]
+mod add_tests;
 #[cfg(test)]
 mod tests;

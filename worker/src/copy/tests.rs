@@ -150,6 +150,7 @@ fn chown_chmod_and_excludes() {
         chmod: Some(Chmod::parse("640").expect("chmod")),
         exclude: Some(PatternMatcher::new(&["sub"]).expect("pattern")),
         utime: Some(1_700_000_000),
+        ..CopyOptions::default()
     };
     copy(&r.src, "dir", &r.dst, "/new/parent/", &opts).expect("copy");
     let a = fs::metadata(r.dst.join("new/parent/a.txt")).expect("stat");

@@ -2,11 +2,14 @@
 //! runc, COPY/ADD, WORKDIR's mkdir), and turn the change into an OCI layer
 //! in the local store.
 
+mod file_action;
 mod mounts;
 mod run;
 
 use crate::copy::CopyError;
 use crate::executor::{ExecError, ExitStatus, Network, OutputChunk};
+use crate::fetch::FetchError;
+use crate::pull::PullError;
 use crate::snapshot::SnapshotError;
 use crate::store::{LayerRef, StoreError};
 use std::path::PathBuf;
@@ -92,11 +95,12 @@ pub enum JobAction {
         /// content, mode.
         inline_files: Vec<(String, Vec<u8>, u32)>,
     },
-    /// COPY or ADD (local sources).
+    /// COPY or ADD.
     Copy {
         /// Where the sources are.
         from: FileSource,
-        /// Source paths or wildcards, relative to the source root.
+        /// Source paths or wildcards, relative to the source root; for ADD
+        /// also `http://` and `https://` URLs, downloaded by the worker.
         sources: Vec<String>,
         /// Absolute destination; a trailing `/` means a directory.
         dest: String,
@@ -106,6 +110,14 @@ pub enum JobAction {
         chmod: String,
         /// `--exclude` patterns.
         exclude: Vec<String>,
+        /// ADD rather than COPY: URL sources are downloaded and tar
+        /// archives extracted.
+        add: bool,
+        /// ADD `--unpack`: `None` extracts local archives but not
+        /// downloaded ones (Docker's default); `Some(b)` decides for both.
+        unpack: Option<bool>,
+        /// ADD `--checksum` (`sha256:<hex>`) of the single URL source.
+        checksum: Option<String>,
     },
     /// WORKDIR creating its directory.
     Mkdir {
@@ -177,6 +189,12 @@ pub enum JobError {
     /// COPY failed.
     #[error(transparent)]
     Copy(#[from] CopyError),
+    /// Downloading an ADD URL failed.
+    #[error("ADD: {0}")]
+    Fetch(#[from] FetchError),
+    /// Pulling a base image failed.
+    #[error(transparent)]
+    Pull(Box<PullError>),
     /// Making the layer failed.
     #[error("making the layer: {0}")]
     Layer(#[from] LayerError),
@@ -197,6 +215,12 @@ pub enum JobError {
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl From<PullError> for JobError {
+    fn from(e: PullError) -> Self {
+        JobError::Pull(Box::new(e))
+    }
 }
 
 /// Forwarded output of a RUN (re-exported for callers).

@@ -1,10 +1,12 @@
 //! The worker: runs jobs against the local store with a snapshotter and
 //! an executor.
 
-use super::mounts::{prepare, source_root};
+use super::file_action::{apply_file_action, download_sources};
+use super::mounts::prepare;
 use super::{Job, JobAction, JobError, JobOutcome};
-use crate::copy::{Chmod, CopyOptions, copy, resolve_in_root};
 use crate::executor::{ExecSpec, Executor, OutputChunk, RuncConfig, RuncExecutor};
+use crate::fetch::http_client;
+use crate::pull::{PulledImage, pull_image};
 use crate::snapshot::{
     ChangeSource, CopySnapshotter, OverlaySnapshotter, Snapshot, Snapshotter, overlay_supported,
     recover,
@@ -13,8 +15,8 @@ use crate::store::{LayerRef, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use strata_frontend::dockerignore::PatternMatcher;
 use strata_oci::layer::{LayerOptions, write_layer_from_trees, write_layer_from_upper};
+use strata_oci::registry::{Platform, RegistryClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,8 @@ pub struct Worker {
     snapshotter: Arc<dyn Snapshotter>,
     executor: RuncExecutor,
     state: PathBuf,
+    /// Downloads ADD's URL sources.
+    http: reqwest::Client,
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> JobError {
@@ -51,31 +55,49 @@ impl Worker {
         .await?;
         executor.cleanup_leftovers().await?;
         let snaps = state.join("snapshots");
-        let (store, snapshotter) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
-            recover(&snaps)?;
-            let _ = std::fs::remove_dir_all(state_run_files(&config.state_dir));
-            let store = Store::open(config.state_dir.join("store"))?;
-            let snapshotter: Arc<dyn Snapshotter> =
-                if overlay_supported() && !config.force_copy_snapshotter {
-                    Arc::new(OverlaySnapshotter::new(snaps))
-                } else {
-                    Arc::new(CopySnapshotter::new(snaps))
-                };
-            Ok((store, snapshotter))
-        })
-        .await
-        .map_err(blocking_err)??;
+        let (store, snapshotter, http) =
+            tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+                recover(&snaps)?;
+                let _ = std::fs::remove_dir_all(state_run_files(&config.state_dir));
+                let store = Store::open(config.state_dir.join("store"))?;
+                let snapshotter: Arc<dyn Snapshotter> =
+                    if overlay_supported() && !config.force_copy_snapshotter {
+                        Arc::new(OverlaySnapshotter::new(snaps))
+                    } else {
+                        Arc::new(CopySnapshotter::new(snaps))
+                    };
+                // Off the runtime: building the client may read the system's
+                // TLS roots.
+                let http = http_client()?;
+                Ok((store, snapshotter, http))
+            })
+            .await
+            .map_err(blocking_err)??;
         Ok(Self {
             store: Arc::new(store),
             snapshotter,
             executor,
             state,
+            http,
         })
     }
 
     /// The local store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Pulls `reference` (an index resolves to `platform`'s image) into the
+    /// local store: layer blobs it lacks are downloaded and verified; they
+    /// are unpacked when a job first stacks on them. The returned layers
+    /// are what a job's `parent` (or a `FileSource::Layers`) takes.
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        registry: &RegistryClient,
+    ) -> Result<PulledImage, JobError> {
+        Ok(pull_image(&self.store, reference, platform, registry).await?)
     }
 
     /// Runs one job; RUN output goes to `output` while it runs.
@@ -155,15 +177,14 @@ impl Worker {
                 Some(status)
             }
             JobAction::Copy { .. } | JobAction::Mkdir { .. } => {
-                let (store, snapshotter, action, job2) = (
-                    self.store.clone(),
-                    self.snapshotter.clone(),
-                    job.action.clone(),
-                    job.clone(),
-                );
+                let scratch = state_run_files(&self.state).join(format!("{}-add", job.id));
+                let downloads =
+                    download_sources(&job.action, &self.http, &scratch, &cancel).await?;
+                let (store, snapshotter, job2) =
+                    (self.store.clone(), self.snapshotter.clone(), job.clone());
                 let merged = snapshot.merged().to_path_buf();
                 tokio::task::spawn_blocking(move || {
-                    apply_file_action(&job2, &action, &merged, &store, snapshotter.as_ref())
+                    apply_file_action(&job2, &merged, &downloads, &store, snapshotter.as_ref())
                 })
                 .await
                 .map_err(blocking_err)??;
@@ -189,79 +210,6 @@ impl Worker {
 
 fn state_run_files(state: &Path) -> PathBuf {
     state.join("run-files")
-}
-
-/// COPY/ADD and WORKDIR's mkdir, on the blocking pool.
-fn apply_file_action(
-    job: &Job,
-    action: &JobAction,
-    root: &Path,
-    store: &Store,
-    snapshotter: &dyn Snapshotter,
-) -> Result<(), JobError> {
-    match action {
-        JobAction::Copy {
-            from,
-            sources,
-            dest,
-            chown,
-            chmod,
-            exclude,
-        } => {
-            let mut keep: Vec<Box<dyn Snapshot>> = Vec::new();
-            let src_root = source_root(
-                from,
-                store,
-                snapshotter,
-                &format!("{}-src", job.id),
-                &mut keep,
-            )?;
-            let owner = if chown.is_empty() {
-                None
-            } else {
-                let u = crate::executor::user::resolve(root, chown)
-                    .map_err(|e| JobError::Invalid(format!("--chown={chown}: {e}")))?;
-                Some((u.uid, u.gid))
-            };
-            let opts = CopyOptions {
-                chown: owner,
-                chmod: if chmod.is_empty() {
-                    None
-                } else {
-                    Some(Chmod::parse(chmod).map_err(JobError::Invalid)?)
-                },
-                exclude: if exclude.is_empty() {
-                    None
-                } else {
-                    Some(
-                        PatternMatcher::new(exclude)
-                            .map_err(|e| JobError::Invalid(format!("--exclude: {e}")))?,
-                    )
-                },
-                utime: job.source_date_epoch,
-            };
-            for s in sources {
-                copy(&src_root, s, root, dest, &opts)?;
-            }
-            Ok(())
-        }
-        JobAction::Mkdir { path, user } => {
-            let target = resolve_in_root(root, path, true)?;
-            if target.is_dir() {
-                return Ok(());
-            }
-            let u = crate::executor::user::resolve(root, user)
-                .map_err(|e| JobError::Invalid(format!("USER {user}: {e}")))?;
-            crate::executor::rootpath::mkdir_all_chown(&target, u.uid, u.gid).map_err(|source| {
-                JobError::Io {
-                    op: "creating",
-                    path: target.clone(),
-                    source,
-                }
-            })
-        }
-        JobAction::Run { .. } => Ok(()),
-    }
 }
 
 /// Diffs the snapshot into a layer blob in the store and keeps the

@@ -36,13 +36,13 @@ impl Snapshot for OverlaySnapshot {
 
 impl Drop for OverlaySnapshot {
     fn drop(&mut self) {
-        if self.mounted {
-            if let Err(e) = umount2(&self.merged, MntFlags::empty()) {
-                // A process may still hold the mount busy; detach it so the
-                // directory can go and the kernel frees it when released.
-                tracing::warn!(path = %self.merged.display(), error = %e, "unmount failed, detaching");
-                let _ = umount2(&self.merged, MntFlags::MNT_DETACH);
-            }
+        if self.mounted
+            && let Err(e) = umount2(&self.merged, MntFlags::empty())
+        {
+            // A process may still hold the mount busy; detach it so the
+            // directory can go and the kernel frees it when released.
+            tracing::warn!(path = %self.merged.display(), error = %e, "unmount failed, detaching");
+            let _ = umount2(&self.merged, MntFlags::MNT_DETACH);
         }
         if let Err(e) = remove_tree(&self.dir) {
             tracing::warn!(error = %e, "removing snapshot directory");

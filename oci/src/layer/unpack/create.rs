@@ -26,7 +26,6 @@ impl Unpacker<'_> {
     /// Clears the way for a new entry `name` in `dir`. Returns whether an
     /// existing directory is kept (a directory entry over a directory
     /// merges) and whether an overlay whiteout of this layer was replaced.
-
     pub(super) fn make_room(
         &mut self,
         dir: BorrowedFd<'_>,
@@ -68,7 +67,8 @@ impl Unpacker<'_> {
         let mut file = File::from(fd);
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = read_full(data, &mut buf).map_err(LayerError::Read)?;
+            let n = read_full(data, &mut buf)
+                .map_err(|e| LayerError::unpack(entry, "read content", e))?;
             if n == 0 {
                 break;
             }
@@ -236,12 +236,10 @@ impl Unpacker<'_> {
             ));
         }
         let dir = self.parent_dir(parent, entry)?;
-        if let Some(st) =
-            stat_at(dir.as_fd(), name).map_err(|e| LayerError::unpack(entry, "lstat", e))?
-        {
-            if st.st_ino == tst.st_ino && st.st_dev == tst.st_dev {
-                return Ok(());
-            }
+        let existing =
+            stat_at(dir.as_fd(), name).map_err(|e| LayerError::unpack(entry, "lstat", e))?;
+        if existing.is_some_and(|st| st.st_ino == tst.st_ino && st.st_dev == tst.st_dev) {
+            return Ok(());
         }
         let rel = rel_path(parent, name);
         self.make_room(dir.as_fd(), &rel, name, false, entry)?;
@@ -290,7 +288,7 @@ impl ImplicitDirs for Unpacker<'_> {
                 .map_err(|e| LayerError::unpack(entry, "chown implied directory", e))?;
         }
         for (k, v) in meta::read_xattrs(node.source(), XattrPolicy::All)? {
-            set_xattr_result(xattr::set(fd_path(fd, None), &k, &v), &k, entry)?;
+            set_xattr_result(fs::set_xattr_fd(fd, &k, &v), &k, entry)?;
         }
         fchmod(fd, Mode::from_bits_truncate(m.mode))
             .map_err(|e| LayerError::unpack(entry, "chmod implied directory", e))

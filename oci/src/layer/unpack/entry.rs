@@ -54,15 +54,22 @@ pub(super) fn entry_meta<R: Read>(
 ) -> Result<EntryMeta, LayerError> {
     let header = entry.header();
     let bad = |what: &str| LayerError::unsafe_entry(entry_name, format!("invalid {what} field"));
-    let mode = header.mode().map_err(|_| bad("mode"))? & 0o7777;
-    let uid = u32::try_from(header.uid().map_err(|_| bad("uid"))?).map_err(|_| bad("uid"))?;
-    let gid = u32::try_from(header.gid().map_err(|_| bad("gid"))?).map_err(|_| bad("gid"))?;
+    let mode =
+        numeric(header.mode().map(u64::from), &header.as_old().mode).map_err(|_| bad("mode"))?;
+    let mode = u32::try_from(mode).map_err(|_| bad("mode"))? & 0o7777;
+    let uid = numeric(header.uid(), &header.as_old().uid).map_err(|_| bad("uid"))?;
+    let uid = u32::try_from(uid).map_err(|_| bad("uid"))?;
+    let gid = numeric(header.gid(), &header.as_old().gid).map_err(|_| bad("gid"))?;
+    let gid = u32::try_from(gid).map_err(|_| bad("gid"))?;
     let mut secs = i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(i64::MAX);
     let mut nanos = 0;
     let mut xattrs = Vec::new();
-    if let Some(exts) = entry.pax_extensions().map_err(LayerError::Read)? {
+    if let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| LayerError::unpack(entry_name, "read PAX records", e))?
+    {
         for ext in exts {
-            let ext = ext.map_err(LayerError::Read)?;
+            let ext = ext.map_err(|e| LayerError::unpack(entry_name, "read PAX records", e))?;
             let key = ext.key_bytes();
             if key == b"mtime" {
                 (secs, nanos) =
@@ -86,6 +93,15 @@ pub(super) fn entry_meta<R: Read>(
         mtime: TimeSpec::new(secs, nanos),
         xattrs,
     })
+}
+
+/// A numeric header field; like Go's reader, an all-NUL or blank field is 0.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses a PAX time, `[-]secs[.fraction]`.

@@ -125,6 +125,13 @@ pub(crate) fn fd_path(dir: BorrowedFd<'_>, name: Option<&OsStr>) -> PathBuf {
     p
 }
 
+/// Sets an xattr on an open file or directory (`fsetxattr`).
+pub(crate) fn set_xattr_fd(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8]) -> std::io::Result<()> {
+    use xattr::FileExt;
+    let file = fs::File::from(fd.try_clone_to_owned()?);
+    file.set_xattr(name, value)
+}
+
 /// Removes `name` from `dir`: a directory recursively, anything else
 /// unlinked. Symlinks are removed, never followed.
 pub(crate) fn remove_at(dir: BorrowedFd<'_>, name: &OsStr, entry: &str) -> Result<(), LayerError> {

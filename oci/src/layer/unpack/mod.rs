@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use self::entry::{entry_meta, normalize, rel_path};
-use self::fs::{ImplicitDirs, fd_path, remove_at, stat_at, walk};
+use self::fs::{ImplicitDirs, remove_at, stat_at, walk};
 use super::compress::{CompressionKind, decompress, sha256_string};
 use super::error::LayerError;
 use super::meta::read_full;
@@ -204,7 +204,8 @@ impl<'a> Unpacker<'a> {
                 Err(e) => return Err(LayerError::Read(e)),
             };
             match self.entry(entry) {
-                Err(LayerError::Read(_)) if over.get() => return Err(limit_error()),
+                // Whatever failed, a stream cut off by the limit is the cause.
+                Err(_) if over.get() => return Err(limit_error()),
                 other => other?,
             }
         }
@@ -378,7 +379,7 @@ impl<'a> Unpacker<'a> {
             return Ok(());
         }
         let name = self.opts.overlay_xattrs.opaque();
-        xattr::set(fd_path(fd, None), name, b"y")
+        fs::set_xattr_fd(fd, OsStr::new(name), b"y")
             .map_err(|e| LayerError::unpack(entry, "set opaque xattr", e))
     }
 

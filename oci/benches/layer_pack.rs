@@ -1,0 +1,194 @@
+//! Layer packing throughput, stage by stage, on a tree of 256 MiB of random
+//! data, 256 MiB of zeros and 20,000 small files (generated once into a
+//! temporary directory, removed at the end).
+//!
+//! Stages: walking and diffing the tree, writing the tar (reading the files
+//! from the page cache), compressing the tar with zstd and gzip, hashing
+//! it, and the whole pipeline as `write_layer_from_trees` runs it. Every
+//! stage reports MB/s of tree content (criterion's "thrpt").
+//!
+//! `cargo bench -p strata-oci --bench layer_pack`
+
+use std::fs;
+use std::hint::black_box;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use sha2::{Digest, Sha256};
+use strata_oci::layer::{
+    Change, Compression, Compressor, LayerOptions, diff_trees, write_layer_from_trees, write_tar,
+};
+
+const BIG: usize = 256 << 20;
+const SMALL_FILES: usize = 20_000;
+
+struct Corpus {
+    _dir: tempfile::TempDir,
+    lower: PathBuf,
+    new: PathBuf,
+    content_bytes: u64,
+}
+
+/// xorshift64*: fast, reproducible "random" bytes.
+fn fill_random(buf: &mut [u8], seed: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        let v = seed.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+impl Corpus {
+    fn generate() -> io::Result<Corpus> {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-layer-bench")
+            .tempdir()?;
+        let lower = dir.path().join("lower");
+        let new = dir.path().join("new");
+        fs::create_dir_all(&lower)?;
+        fs::create_dir_all(new.join("data"))?;
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut content_bytes = 0u64;
+
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut random = fs::File::create(new.join("data/random.bin"))?;
+        for _ in 0..BIG / chunk.len() {
+            fill_random(&mut chunk, &mut seed);
+            random.write_all(&chunk)?;
+        }
+        let zero = vec![0u8; 1 << 20];
+        let mut zeros = fs::File::create(new.join("data/zeros.bin"))?;
+        for _ in 0..BIG / zero.len() {
+            zeros.write_all(&zero)?;
+        }
+        content_bytes += 2 * BIG as u64;
+
+        // Small text-like files, 100 B to 4 KiB, 100 per directory.
+        let words: Vec<&str> = "layer tar zstd gzip overlay upper lower whiteout digest blob"
+            .split(' ')
+            .collect();
+        for i in 0..SMALL_FILES {
+            let d = new.join(format!("src/d{:03}", i / 100));
+            if i % 100 == 0 {
+                fs::create_dir_all(&d)?;
+            }
+            let mut r = [0u8; 8];
+            fill_random(&mut r, &mut seed);
+            let len = 100 + (u64::from_le_bytes(r) % 4000) as usize;
+            let mut text = String::with_capacity(len + 16);
+            let mut k = i;
+            while text.len() < len {
+                text.push_str(words[k % words.len()]);
+                text.push(if k % 7 == 0 { '\n' } else { ' ' });
+                k = k.wrapping_mul(31).wrapping_add(7);
+            }
+            text.truncate(len);
+            fs::write(d.join(format!("f{i:05}.txt")), &text)?;
+            content_bytes += len as u64;
+        }
+        Ok(Corpus {
+            _dir: dir,
+            lower,
+            new,
+            content_bytes,
+        })
+    }
+}
+
+fn tar_bytes(changes: &[Change], opts: &LayerOptions) -> Vec<u8> {
+    let (tar, _) = write_tar(changes, Vec::with_capacity(600 << 20), opts).expect("tar");
+    tar
+}
+
+fn compress(tar: &[u8], compression: Compression, threads: usize) -> u64 {
+    let mut counter = Counter(0);
+    let mut c = Compressor::new(&mut counter, compression, threads).expect("compressor");
+    for chunk in tar.chunks(1 << 20) {
+        c.write_all(chunk).expect("compress");
+    }
+    c.finish().expect("finish");
+    counter.0
+}
+
+/// Counts what it is given, like a writer to a fast disk would.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn bench(c: &mut Criterion, corpus: &Corpus) {
+    let opts = LayerOptions::default();
+    let threads = opts.effective_threads();
+    let changes = diff_trees(&corpus.lower, &corpus.new, &opts).expect("diff");
+    let tar = tar_bytes(&changes, &opts);
+    eprintln!(
+        "corpus: {} MiB of content in {} entries, tar {} MiB, {threads} compression threads",
+        corpus.content_bytes >> 20,
+        changes.len(),
+        tar.len() >> 20
+    );
+    for (name, comp) in [("zstd-3", Compression::ZSTD), ("gzip-6", Compression::GZIP)] {
+        let out = compress(&tar, comp, threads);
+        eprintln!(
+            "{name}: {} MiB -> {} MiB ({:.1}%)",
+            tar.len() >> 20,
+            out >> 20,
+            100.0 * out as f64 / tar.len() as f64
+        );
+    }
+
+    let mut g = c.benchmark_group("layer_pack");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Bytes(corpus.content_bytes));
+
+    g.bench_function("diff_walk", |b| {
+        b.iter(|| black_box(diff_trees(&corpus.lower, &corpus.new, &opts).expect("diff")))
+    });
+    g.bench_function("tar", |b| {
+        b.iter(|| black_box(write_tar(&changes, Counter(0), &opts).expect("tar").1))
+    });
+    g.bench_function("sha256", |b| b.iter(|| black_box(Sha256::digest(&tar))));
+    g.bench_function("compress_zstd3", |b| {
+        b.iter(|| black_box(compress(&tar, Compression::ZSTD, threads)))
+    });
+    g.bench_function("compress_gzip6", |b| {
+        b.iter(|| black_box(compress(&tar, Compression::GZIP, threads)))
+    });
+    g.bench_function("end_to_end_zstd3", |b| {
+        b.iter(|| {
+            black_box(
+                write_layer_from_trees(
+                    &corpus.lower,
+                    &corpus.new,
+                    Counter(0),
+                    Compression::ZSTD,
+                    &opts,
+                )
+                .expect("layer"),
+            )
+        })
+    });
+    g.finish();
+}
+
+fn main() {
+    let corpus = Corpus::generate().expect("generate the benchmark tree");
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c, &corpus);
+    c.final_summary();
+    drop(corpus);
+}

@@ -1,0 +1,349 @@
+//! A RUN step's changes made on a real overlayfs mount survive diff → tar →
+//! unpack, whichever snapshotter produced them, and give the same bytes
+//! every time. Needs root (CI runs as root).
+
+#[path = "layer_common.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{
+    EPOCH, Overlay, Scratch, Xattrs, assert_same_tree, build_base, capability, mutate, snapshot,
+};
+use strata_oci::layer::{
+    Compression, LayerDescriptor, LayerOptions, UnpackOptions, WhiteoutStyle, XattrPolicy,
+    diff_trees, diff_upper, unpack, unpack_to_overlay_layer_dir, write_layer_from_trees,
+    write_layer_from_upper,
+};
+
+struct Run {
+    scratch: Scratch,
+    base_blob: Vec<u8>,
+    lower: PathBuf,
+    upper: PathBuf,
+    merged_snapshot: std::collections::BTreeMap<PathBuf, common::Entry>,
+}
+
+/// Builds the base layer, unpacks it as an overlay lowerdir, runs the step
+/// on the merged view and records the merged view before unmounting.
+fn overlay_run(opts: &LayerOptions, snap: Xattrs) -> Run {
+    let scratch = Scratch::new();
+    let src = scratch.dir("base-src");
+    build_base(&src);
+    let empty = scratch.dir("empty");
+    let mut base_blob = Vec::new();
+    write_layer_from_trees(&empty, &src, &mut base_blob, Compression::ZSTD, opts)
+        .expect("write base layer");
+
+    let lower = scratch.dir("lower");
+    let no_parents: [&Path; 0] = [];
+    unpack_to_overlay_layer_dir(
+        base_blob.as_slice(),
+        &lower,
+        &no_parents,
+        &UnpackOptions::default(),
+    )
+    .expect("unpack base layer");
+    let upper = scratch.dir("upper");
+    let work = scratch.dir("work");
+    let merged = scratch.path("merged");
+    let ov = Overlay::mount(&[&lower], Some((&upper, &work)), &merged);
+    mutate(&ov.merged);
+    let merged_snapshot = snapshot(&ov.merged, snap);
+    ov.unmount();
+    Run {
+        scratch,
+        base_blob,
+        lower,
+        upper,
+        merged_snapshot,
+    }
+}
+
+fn clamp(
+    mut snap: std::collections::BTreeMap<PathBuf, common::Entry>,
+) -> std::collections::BTreeMap<PathBuf, common::Entry> {
+    for e in snap.values_mut() {
+        e.mtime = e.mtime.map(|t| t.min(EPOCH));
+    }
+    snap
+}
+
+fn check_round_trip(opts: &LayerOptions, snap: Xattrs) {
+    let run = overlay_run(opts, snap);
+    let mut blob = Vec::new();
+    let desc = write_layer_from_upper(
+        &run.upper,
+        &[&run.lower],
+        &mut blob,
+        Compression::ZSTD,
+        opts,
+    )
+    .expect("write layer from upper");
+    let want = clamp(run.merged_snapshot.clone());
+
+    // Layers applied one by one into a single directory.
+    let copy = run.scratch.dir("copy");
+    unpack(run.base_blob.as_slice(), &copy, &UnpackOptions::default()).expect("unpack base");
+    let report = unpack(blob.as_slice(), &copy, &UnpackOptions::default()).expect("unpack diff");
+    assert_eq!(
+        report.diff_id, desc.diff_id,
+        "unpack reports the layer's diffID"
+    );
+    assert_same_tree(
+        &want,
+        &snapshot(&copy, snap),
+        "base + layer unpacked into one dir",
+    );
+
+    // The layer as its own overlay lowerdir, stacked on the base.
+    let layer_dir = run.scratch.dir("layer2");
+    unpack_to_overlay_layer_dir(
+        blob.as_slice(),
+        &layer_dir,
+        &[&run.lower],
+        &UnpackOptions::default(),
+    )
+    .expect("unpack layer as overlay dir");
+    let stacked = Overlay::mount(
+        &[&layer_dir, &run.lower],
+        None,
+        &run.scratch.path("stacked"),
+    );
+    assert_same_tree(
+        &want,
+        &snapshot(&stacked.merged, snap),
+        "overlay of layer dirs",
+    );
+    drop(stacked);
+
+    // The copy snapshotter: the same step on a plain copy of the lower
+    // tree gives the same layer, byte for byte.
+    let tree_lower = run.scratch.dir("tree-lower");
+    let tree_new = run.scratch.dir("tree-new");
+    unpack(
+        run.base_blob.as_slice(),
+        &tree_lower,
+        &UnpackOptions::default(),
+    )
+    .expect("unpack");
+    unpack(
+        run.base_blob.as_slice(),
+        &tree_new,
+        &UnpackOptions::default(),
+    )
+    .expect("unpack");
+    mutate(&tree_new);
+    let mut tree_blob = Vec::new();
+    let tree_desc = write_layer_from_trees(
+        &tree_lower,
+        &tree_new,
+        &mut tree_blob,
+        Compression::ZSTD,
+        opts,
+    )
+    .expect("write layer from trees");
+    assert_eq!(
+        tree_desc.diff_id, desc.diff_id,
+        "copy snapshotter and overlay give the same diffID"
+    );
+    assert_eq!(tree_desc, desc);
+    assert!(tree_blob == blob, "same blob bytes");
+
+    // Same entries in the same order, by name.
+    let names = common::tar_names(&blob);
+    let upper_changes: Vec<_> = diff_upper(&run.upper, &[&run.lower], opts)
+        .expect("diff upper")
+        .into_iter()
+        .map(|c| (c.path, std::mem::discriminant(&c.kind)))
+        .collect();
+    let tree_changes: Vec<_> = diff_trees(&tree_lower, &tree_new, opts)
+        .expect("diff trees")
+        .into_iter()
+        .map(|c| (c.path, std::mem::discriminant(&c.kind)))
+        .collect();
+    assert_eq!(upper_changes, tree_changes);
+    assert!(!names.iter().any(|n| n.contains("overlay")), "{names:?}");
+}
+
+fn epoch_opts() -> LayerOptions {
+    LayerOptions {
+        source_date_epoch: Some(EPOCH),
+        ..LayerOptions::default()
+    }
+}
+
+#[test]
+fn overlay_changes_round_trip_and_match_the_copy_snapshotter() {
+    check_round_trip(&epoch_opts(), Xattrs::Capability);
+}
+
+#[test]
+fn all_xattrs_round_trip_when_asked_for() {
+    let opts = LayerOptions {
+        xattrs: XattrPolicy::All,
+        ..epoch_opts()
+    };
+    check_round_trip(&opts, Xattrs::All);
+}
+
+#[test]
+fn opaque_style_round_trips_and_matches_the_copy_snapshotter() {
+    let opts = LayerOptions {
+        whiteouts: WhiteoutStyle::OpaqueWhenReplaced,
+        ..epoch_opts()
+    };
+    check_round_trip(&opts, Xattrs::Capability);
+    let run = overlay_run(&opts, Xattrs::Capability);
+    let mut blob = Vec::new();
+    write_layer_from_upper(
+        &run.upper,
+        &[&run.lower],
+        &mut blob,
+        Compression::ZSTD,
+        &opts,
+    )
+    .expect("write layer");
+    let names = common::tar_names(&blob);
+    assert!(
+        names.contains(&"replace_me/.wh..wh..opq".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"old/.wh..wh..opq".to_string()) || names.contains(&".wh.old".to_string())
+    );
+}
+
+#[test]
+fn layer_entries_are_written_like_buildkit() {
+    let opts = epoch_opts();
+    let run = overlay_run(&opts, Xattrs::Capability);
+    let mut blob = Vec::new();
+    write_layer_from_upper(
+        &run.upper,
+        &[&run.lower],
+        &mut blob,
+        Compression::Uncompressed,
+        &opts,
+    )
+    .expect("write layer");
+    let names = common::tar_names(&blob);
+    let expected = [
+        "bin/",
+        "data/",
+        "data/change.txt",
+        "dir_to_file",
+        "etc/",
+        "etc/.wh.hosts",
+        "etc/passwd",
+        "file_to_dir/",
+        "file_to_dir/x",
+        "link_old",
+        "new/",
+        "new/cap",
+        "new/fifo",
+        "new/full",
+        "new/h1",
+        "new/h2",
+        "new/owned",
+        "new/sticky/",
+        "new/suid",
+        "new/sym",
+        "new/user_xattr",
+        ".wh.old",
+        "replace_me/",
+        "replace_me/.wh.a",
+        "replace_me/.wh.b",
+        "replace_me/c",
+    ];
+    assert_eq!(names, expected);
+    let mut archive = tar::Archive::new(blob.as_slice());
+    for e in archive.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let h = e.header().clone();
+        assert_eq!(h.username_bytes(), Some(&b""[..]), "{path}: no user name");
+        assert!(
+            h.mtime().expect("mtime") <= EPOCH as u64,
+            "{path}: clamped mtime"
+        );
+        match path.as_str() {
+            "new/h2" => {
+                assert_eq!(h.entry_type(), tar::EntryType::Link);
+                assert_eq!(e.link_name_bytes().as_deref(), Some(&b"new/h1"[..]));
+            }
+            "new/suid" => assert_eq!(h.mode().expect("mode"), 0o6755),
+            "new/sticky/" => assert_eq!(h.mode().expect("mode"), 0o1777),
+            "new/owned" => assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (1234, 5678)),
+            "new/full" => assert_eq!(
+                (h.device_major().unwrap(), h.device_minor().unwrap()),
+                (Some(1), Some(7))
+            ),
+            "new/cap" => {
+                let exts: Vec<(String, Vec<u8>)> = e
+                    .pax_extensions()
+                    .expect("pax")
+                    .expect("pax present")
+                    .map(|x| {
+                        let x = x.expect("record");
+                        (x.key().expect("key").to_owned(), x.value_bytes().to_vec())
+                    })
+                    .collect();
+                assert_eq!(
+                    exts,
+                    [(
+                        "SCHILY.xattr.security.capability".to_string(),
+                        capability(10)
+                    )]
+                );
+            }
+            "new/user_xattr" => assert!(
+                e.pax_extensions().expect("pax").is_none(),
+                "BuildKit keeps only security.capability"
+            ),
+            p if p.contains(".wh.") => {
+                assert_eq!(
+                    (h.mode().unwrap(), h.mtime().unwrap(), h.size().unwrap()),
+                    (0, 0, 0)
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn digests_are_deterministic_across_runs_and_thread_counts() {
+    let mut seen: Option<(LayerDescriptor, LayerDescriptor)> = None;
+    for threads in [1, 2, 3] {
+        let opts = LayerOptions {
+            threads,
+            ..epoch_opts()
+        };
+        let run = overlay_run(&opts, Xattrs::Capability);
+        let zstd = write_layer_from_upper(
+            &run.upper,
+            &[&run.lower],
+            std::io::sink(),
+            Compression::ZSTD,
+            &opts,
+        )
+        .expect("zstd layer");
+        let gzip = write_layer_from_upper(
+            &run.upper,
+            &[&run.lower],
+            std::io::sink(),
+            Compression::GZIP,
+            &opts,
+        )
+        .expect("gzip layer");
+        assert_eq!(zstd.diff_id, gzip.diff_id);
+        match &seen {
+            None => seen = Some((zstd, gzip)),
+            Some((z, g)) => {
+                assert_eq!(&zstd, z, "zstd with {threads} threads");
+                assert_eq!(&gzip, g, "gzip with {threads} threads");
+            }
+        }
+    }
+}

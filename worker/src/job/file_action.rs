@@ -1,0 +1,186 @@
+//! COPY, ADD and WORKDIR's mkdir: downloading ADD's URL sources (async),
+//! then copying or extracting into the step's root (blocking).
+
+use super::mounts::source_root;
+use super::{Job, JobAction, JobError};
+use crate::copy::{Chmod, CopyOptions, add, add_matches, copy, resolve_in_root};
+use crate::fetch::{Checksum, FetchedFile, fetch_url, is_url};
+use crate::snapshot::{Snapshot, Snapshotter};
+use crate::store::Store;
+use std::path::{Path, PathBuf};
+use strata_frontend::dockerignore::PatternMatcher;
+use tokio_util::sync::CancellationToken;
+
+/// ADD's URL sources, downloaded into a scratch directory removed on drop.
+pub(super) struct Downloads {
+    /// Per source of the action: the downloaded file, for URL sources.
+    pub files: Vec<Option<FetchedFile>>,
+    scratch: Option<PathBuf>,
+}
+
+impl Drop for Downloads {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Downloads the URL sources of an ADD into `scratch/<n>/` (one directory
+/// per source, so equal names do not collide) and checks `--checksum`.
+pub(super) async fn download_sources(
+    action: &JobAction,
+    client: &reqwest::Client,
+    scratch: &Path,
+    cancel: &CancellationToken,
+) -> Result<Downloads, JobError> {
+    let mut downloads = Downloads {
+        files: Vec::new(),
+        scratch: None,
+    };
+    let JobAction::Copy {
+        sources,
+        add: true,
+        checksum,
+        ..
+    } = action
+    else {
+        return Ok(downloads);
+    };
+    let checksum = match checksum {
+        Some(c) => {
+            if sources.len() != 1 || !is_url(&sources[0]) {
+                return Err(JobError::Invalid(format!(
+                    "ADD --checksum={c} needs exactly one source, an http(s) URL"
+                )));
+            }
+            Some(Checksum::parse(c)?)
+        }
+        None => None,
+    };
+    for (n, source) in sources.iter().enumerate() {
+        if !is_url(source) {
+            downloads.files.push(None);
+            continue;
+        }
+        downloads.scratch = Some(scratch.to_path_buf());
+        let dir = scratch.join(n.to_string());
+        let fetched = tokio::select! {
+            r = fetch_url(client, source, &dir, checksum.as_ref()) => r.map_err(JobError::from),
+            () = cancel.cancelled() => Err(JobError::Cancelled),
+        };
+        match fetched {
+            Ok(f) => downloads.files.push(Some(f)),
+            Err(e) => {
+                // Cleaned here rather than by a blocking drop on the runtime.
+                let _ = tokio::fs::remove_dir_all(scratch).await;
+                downloads.scratch = None;
+                return Err(e);
+            }
+        }
+    }
+    Ok(downloads)
+}
+
+/// COPY/ADD and WORKDIR's mkdir, on the blocking pool.
+pub(super) fn apply_file_action(
+    job: &Job,
+    root: &Path,
+    downloads: &Downloads,
+    store: &Store,
+    snapshotter: &dyn Snapshotter,
+) -> Result<(), JobError> {
+    match &job.action {
+        JobAction::Copy {
+            from,
+            sources,
+            dest,
+            chown,
+            chmod,
+            exclude,
+            add: is_add,
+            unpack,
+            checksum: _,
+        } => {
+            let opts = copy_options(job, root, chown, chmod, exclude)?;
+            let mut keep: Vec<Box<dyn Snapshot>> = Vec::new();
+            let mut src_root = None;
+            for (n, s) in sources.iter().enumerate() {
+                if let Some(Some(file)) = downloads.files.get(n) {
+                    let dir = file.path.parent().unwrap_or(Path::new("/"));
+                    let name = format!("/{}", file.name);
+                    let unpack = unpack.unwrap_or(false);
+                    add_matches(dir, &[name], root, dest, &opts, unpack, s)?;
+                    continue;
+                }
+                // Mounted only when a local source needs it.
+                let src_root = match &src_root {
+                    Some(r) => r,
+                    None => src_root.insert(source_root(
+                        from,
+                        store,
+                        snapshotter,
+                        &format!("{}-src", job.id),
+                        &mut keep,
+                    )?),
+                };
+                if *is_add {
+                    add(src_root, s, root, dest, &opts, unpack.unwrap_or(true))?;
+                } else {
+                    copy(src_root, s, root, dest, &opts)?;
+                }
+            }
+            Ok(())
+        }
+        JobAction::Mkdir { path, user } => {
+            let target = resolve_in_root(root, path, true)?;
+            if target.is_dir() {
+                return Ok(());
+            }
+            let u = crate::executor::user::resolve(root, user)
+                .map_err(|e| JobError::Invalid(format!("USER {user}: {e}")))?;
+            crate::executor::rootpath::mkdir_all_chown(&target, u.uid, u.gid).map_err(|source| {
+                JobError::Io {
+                    op: "creating",
+                    path: target.clone(),
+                    source,
+                }
+            })
+        }
+        JobAction::Run { .. } => Ok(()),
+    }
+}
+
+fn copy_options(
+    job: &Job,
+    root: &Path,
+    chown: &str,
+    chmod: &str,
+    exclude: &[String],
+) -> Result<CopyOptions, JobError> {
+    let owner = if chown.is_empty() {
+        None
+    } else {
+        let u = crate::executor::user::resolve(root, chown)
+            .map_err(|e| JobError::Invalid(format!("--chown={chown}: {e}")))?;
+        Some((u.uid, u.gid))
+    };
+    Ok(CopyOptions {
+        chown: owner,
+        chmod: if chmod.is_empty() {
+            None
+        } else {
+            Some(Chmod::parse(chmod).map_err(JobError::Invalid)?)
+        },
+        exclude: if exclude.is_empty() {
+            None
+        } else {
+            Some(
+                PatternMatcher::new(exclude)
+                    .map_err(|e| JobError::Invalid(format!("--exclude: {e}")))?,
+            )
+        },
+        utime: job.source_date_epoch,
+        ..CopyOptions::default()
+    })
+}
