@@ -67,7 +67,7 @@ async fn multi_stage_build_produces_docker_equivalent_image() {
     let ctx = tempfile::tempdir().expect("ctx");
     context(ctx.path());
     let state = tempfile::tempdir().expect("state");
-    let builder = Embedded::open(state.path())
+    let builder = Embedded::open(state.path(), Default::default())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let spec = BuildSpec {

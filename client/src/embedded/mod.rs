@@ -4,15 +4,16 @@
 
 mod context;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use strata_frontend::context::ContextManifest;
 use strata_frontend::plan::{
-    BaseImage as PlanBase, BaseRef, BuildPlan, ImageRef, ImageResolver, Offline, PlanOptions,
-    Platform, plan_dockerfile,
+    Action, BaseImage as PlanBase, BaseRef, BuildPlan, CopyFrom, ImageConfig, ImageRef,
+    ImageResolver, Offline, PlanOptions, Platform, plan_dockerfile,
 };
+use strata_oci::registry::{Platform as RegistryPlatform, RegistryClient, RegistryConfig};
 use strata_scheduler::assign::{AssignInputs, assignment};
 use strata_scheduler::image::{BaseImage, Image, LayerInfo, assemble, rfc3339};
 use strata_worker::assignment::job_from_assignment;
@@ -86,15 +87,24 @@ pub struct BuildOutput {
 /// The in-process builder.
 pub struct Embedded {
     worker: Worker,
+    registry: RegistryClient,
     state: PathBuf,
 }
 
+/// Base images known to the planner, by normalised reference.
 struct Known(BTreeMap<String, PlanBase>);
 
 impl ImageResolver for Known {
     fn resolve(&self, reference: &ImageRef, _: &Platform) -> Result<Option<PlanBase>, String> {
         Ok(self.0.get(&reference.to_string()).cloned())
     }
+}
+
+/// A pulled image, as the planner and the image assembly need it.
+struct Pulled {
+    plan: PlanBase,
+    config: serde_json::Value,
+    layers: Vec<LayerInfo>,
 }
 
 fn info(l: &LayerRef) -> LayerInfo {
@@ -106,17 +116,117 @@ fn info(l: &LayerRef) -> LayerInfo {
     }
 }
 
+/// The runtime part of an image config as the planner reads it (Docker's
+/// `null`s dropped).
+fn plan_config(raw: &serde_json::Value) -> ImageConfig {
+    let mut config = raw.get("config").cloned().unwrap_or_default();
+    if let Some(obj) = config.as_object_mut() {
+        obj.retain(|_, v| !v.is_null());
+    }
+    serde_json::from_value(config).unwrap_or_default()
+}
+
+/// Every image a plan reads: stage bases, `COPY --from=image`, mounts.
+fn images_of(plan: &BuildPlan) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |r: &str| {
+        if !out.iter().any(|x| x == r) {
+            out.push(r.to_string());
+        }
+    };
+    for s in &plan.stages {
+        if let BaseRef::Image { reference, .. } = &s.base_ref {
+            add(reference);
+        }
+    }
+    for step in &plan.steps {
+        match &step.action {
+            Action::Copy {
+                from: CopyFrom::Image { reference },
+                ..
+            } => add(reference),
+            Action::Run { mounts, .. } => {
+                for m in mounts {
+                    if let Some(CopyFrom::Image { reference }) = &m.source {
+                        add(reference);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Layer chains of what a build has produced so far.
+struct Chains<'a> {
+    plan: &'a BuildPlan,
+    steps: BTreeMap<String, LayerInfo>,
+    images: BTreeMap<String, Vec<LayerInfo>>,
+}
+
+impl Chains<'_> {
+    /// Layers of a stage's final filesystem.
+    fn stage(&self, stage: usize) -> Result<Vec<LayerInfo>> {
+        let s = self
+            .plan
+            .stages
+            .iter()
+            .find(|s| s.index == stage)
+            .ok_or_else(|| anyhow!("stage {stage} is not planned"))?;
+        self.from(stage, s.last_step.as_deref())
+    }
+
+    /// The chain a step starts from: its parent step's chain including the
+    /// parent, or the stage base's.
+    fn from(&self, stage: usize, parent: Option<&str>) -> Result<Vec<LayerInfo>> {
+        let Some(parent) = parent else {
+            let s = self
+                .plan
+                .stages
+                .iter()
+                .find(|s| s.index == stage)
+                .ok_or_else(|| anyhow!("stage {stage} is not planned"))?;
+            return match &s.base_ref {
+                BaseRef::Scratch => Ok(Vec::new()),
+                BaseRef::Stage { index } => self.stage(*index),
+                BaseRef::Image { reference, .. } => self
+                    .images
+                    .get(reference)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("base image {reference} was not pulled")),
+            };
+        };
+        let step = self
+            .plan
+            .step(parent)
+            .ok_or_else(|| anyhow!("step {parent} is not planned"))?;
+        let mut chain = self.from(step.stage, step.parent.as_deref())?;
+        chain.push(
+            self.steps
+                .get(parent)
+                .cloned()
+                .ok_or_else(|| anyhow!("step {parent} has not run"))?,
+        );
+        Ok(chain)
+    }
+}
+
 impl Embedded {
-    /// Opens (creating) the state directory.
-    pub async fn open(state: &Path) -> Result<Self> {
+    /// Opens (creating) the state directory; `registry` says which
+    /// registries are plain HTTP and where credentials are.
+    pub async fn open(state: &Path, registry: RegistryConfig) -> Result<Self> {
         let worker = Worker::open(WorkerConfig {
             state_dir: state.join("worker"),
             force_copy_snapshotter: false,
         })
         .await
         .map_err(|e| anyhow!("starting the embedded worker: {e}"))?;
+        let registry =
+            RegistryClient::new(registry).map_err(|e| anyhow!("registry client: {e}"))?;
         Ok(Self {
             worker,
+            registry,
             state: state.to_path_buf(),
         })
     }
@@ -124,6 +234,29 @@ impl Embedded {
     /// The worker (and its store).
     pub fn worker(&self) -> &Worker {
         &self.worker
+    }
+
+    async fn pull(&self, reference: &str, platform: &Platform) -> Result<Pulled> {
+        let p = RegistryPlatform::new(
+            &platform.os,
+            &platform.architecture,
+            (!platform.variant.is_empty()).then_some(platform.variant.as_str()),
+        );
+        let image = self
+            .worker
+            .pull_image(reference, &p, &self.registry)
+            .await
+            .map_err(|e| anyhow!("{reference}: {e}"))?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&image.config_raw).context("parsing the image config")?;
+        Ok(Pulled {
+            plan: PlanBase {
+                digest: image.manifest_digest.clone(),
+                config: plan_config(&config),
+            },
+            config,
+            layers: image.layers.iter().map(info).collect(),
+        })
     }
 
     /// Runs a build to the image of its target stage.
@@ -138,21 +271,20 @@ impl Embedded {
             plan_dockerfile(&spec.dockerfile, Some(&manifest), &spec.options, resolver)
                 .map_err(|e| anyhow!(e.with_file(&spec.dockerfile_name)))
         };
+        // Base images change how instructions expand (their ENV, WORKDIR,
+        // ONBUILD), so pull first, then plan against their configs.
         let offline = plan_with(&Offline)?;
-        let images: Vec<String> = offline
-            .stages
-            .iter()
-            .filter_map(|s| match &s.base_ref {
-                BaseRef::Image { reference, .. } => Some(reference.clone()),
-                _ => None,
-            })
-            .collect();
-        if let Some(r) = images.first() {
-            bail!(
-                "FROM {r}: pulling base images in embedded mode is not implemented yet (use FROM scratch or a stage)"
-            );
+        let mut pulled: BTreeMap<String, Pulled> = BTreeMap::new();
+        for reference in images_of(&offline) {
+            let image = self.pull(&reference, &spec.options.platform).await?;
+            pulled.insert(reference, image);
         }
-        let plan = plan_with(&Known(BTreeMap::new()))?;
+        let plan = plan_with(&Known(
+            pulled
+                .iter()
+                .map(|(k, v)| (k.clone(), v.plan.clone()))
+                .collect(),
+        ))?;
         let _ = events
             .send(Event::Planned {
                 steps: plan.steps.len(),
@@ -169,18 +301,25 @@ impl Embedded {
             .await?
             .context("materialising the build context")?;
 
-        let mut layers: BTreeMap<String, LayerInfo> = BTreeMap::new();
+        let mut chains = Chains {
+            plan: &plan,
+            steps: BTreeMap::new(),
+            images: pulled
+                .iter()
+                .map(|(k, v)| (k.clone(), v.layers.clone()))
+                .collect(),
+        };
         let build_id = format!("b{}", std::process::id());
         for step in &plan.steps {
-            let parent = chain_before(&plan, step.stage, step.parent.as_deref(), &layers)?;
+            let parent = chains.from(step.stage, step.parent.as_deref())?;
             let mut stages = BTreeMap::new();
             for &s in &step.reads_stages {
-                stages.insert(s, stage_layers(&plan, s, &layers)?);
+                stages.insert(s, chains.stage(s)?);
             }
             let inputs = AssignInputs {
                 parent: &parent,
                 stages,
-                images: BTreeMap::new(),
+                images: chains.images.clone(),
                 context: Some(Default::default()),
                 secrets: spec.secrets.clone(),
                 network: "default",
@@ -228,7 +367,7 @@ impl Embedded {
                     size: outcome.layer.size,
                 })
                 .await;
-            layers.insert(step.id.clone(), info(&outcome.layer));
+            chains.steps.insert(step.id.clone(), info(&outcome.layer));
         }
         let _ = std::fs::remove_dir_all(&ctx_dir);
         let created = match spec.source_date_epoch {
@@ -240,7 +379,19 @@ impl Embedded {
                 rfc3339(now.as_secs() as i64, now.subsec_nanos())
             }
         };
-        let bases: BTreeMap<String, BaseImage> = BTreeMap::new();
+        let bases: BTreeMap<String, BaseImage> = pulled
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    BaseImage {
+                        config: v.config,
+                        layers: v.layers,
+                    },
+                )
+            })
+            .collect();
+        let layers = chains.steps;
         let image = assemble(&plan, plan.target, &layers, &bases, &created)?;
         Ok(BuildOutput {
             plan,
@@ -248,51 +399,4 @@ impl Embedded {
             layers,
         })
     }
-}
-
-/// Layers of a stage's final filesystem.
-fn stage_layers(
-    plan: &BuildPlan,
-    stage: usize,
-    layers: &BTreeMap<String, LayerInfo>,
-) -> Result<Vec<LayerInfo>> {
-    let s = plan
-        .stages
-        .iter()
-        .find(|s| s.index == stage)
-        .ok_or_else(|| anyhow!("stage {stage} is not planned"))?;
-    chain_before(plan, stage, s.last_step.as_deref(), layers)
-}
-
-/// The layer chain of the filesystem a step starts from: its parent
-/// step's chain including the parent, or the stage base's.
-fn chain_before(
-    plan: &BuildPlan,
-    stage: usize,
-    parent: Option<&str>,
-    layers: &BTreeMap<String, LayerInfo>,
-) -> Result<Vec<LayerInfo>> {
-    let Some(parent) = parent else {
-        let s = plan
-            .stages
-            .iter()
-            .find(|s| s.index == stage)
-            .ok_or_else(|| anyhow!("stage {stage} is not planned"))?;
-        return match &s.base_ref {
-            BaseRef::Scratch => Ok(Vec::new()),
-            BaseRef::Stage { index } => stage_layers(plan, *index, layers),
-            BaseRef::Image { reference, .. } => bail!("base image {reference} is not available"),
-        };
-    };
-    let step = plan
-        .step(parent)
-        .ok_or_else(|| anyhow!("step {parent} is not planned"))?;
-    let mut chain = chain_before(plan, step.stage, step.parent.as_deref(), layers)?;
-    chain.push(
-        layers
-            .get(parent)
-            .cloned()
-            .ok_or_else(|| anyhow!("step {parent} has not run"))?,
-    );
-    Ok(chain)
 }
