@@ -1,3 +1,7 @@
 //! One module per subcommand.
 
+#[cfg(feature = "embedded")]
+pub mod build;
+#[cfg(feature = "embedded")]
+pub mod images;
 pub mod plan;

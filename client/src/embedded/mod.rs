@@ -3,6 +3,7 @@
 //! scheduler address is given.
 
 mod context;
+pub mod images;
 
 use anyhow::{Context as _, Result, anyhow};
 use std::collections::BTreeMap;
@@ -44,6 +45,13 @@ pub enum Event {
         id: String,
         /// The bytes.
         data: Vec<u8>,
+    },
+    /// A step's layer came from the cache.
+    StepCached {
+        /// Step id.
+        id: String,
+        /// Its instruction.
+        instruction: String,
     },
     /// A step finished.
     StepDone {
@@ -309,6 +317,7 @@ impl Embedded {
                 .map(|(k, v)| (k.clone(), v.layers.clone()))
                 .collect(),
         };
+        let mut cache = load_cache(&self.state);
         let build_id = format!("b{}", std::process::id());
         for step in &plan.steps {
             let parent = chains.from(step.stage, step.parent.as_deref())?;
@@ -326,6 +335,18 @@ impl Embedded {
                 source_date_epoch: spec.source_date_epoch,
                 compression: strata_proto::common::v1::Compression::Zstd,
             };
+            let hit = cache
+                .get(&step.cache_key)
+                .filter(|l| !step.no_cache && self.worker.store().has_blob(&l.digest));
+            if let Some(hit) = hit {
+                let cached = Event::StepCached {
+                    id: step.id.clone(),
+                    instruction: step.instruction.clone(),
+                };
+                let _ = events.send(cached).await;
+                chains.steps.insert(step.id.clone(), hit.clone());
+                continue;
+            }
             let job_id = format!("{build_id}-{}", step.id);
             let a = assignment(&job_id, &build_id, step, &inputs)
                 .map_err(|e| anyhow!("{}: {e}", step.instruction))?;
@@ -368,6 +389,8 @@ impl Embedded {
                 })
                 .await;
             chains.steps.insert(step.id.clone(), info(&outcome.layer));
+            cache.insert(step.cache_key.clone(), info(&outcome.layer));
+            save_cache(&self.state, &cache)?;
         }
         let _ = std::fs::remove_dir_all(&ctx_dir);
         let created = match spec.source_date_epoch {
@@ -399,4 +422,21 @@ impl Embedded {
             layers,
         })
     }
+}
+
+/// The embedded cache index: step cache key to the layer it produced.
+/// Keys cover the parent's key and every input (see the planner), so a
+/// hit is exactly Docker's "unchanged layer".
+fn load_cache(state: &Path) -> BTreeMap<String, LayerInfo> {
+    std::fs::read(state.join("cache.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_cache(state: &Path, cache: &BTreeMap<String, LayerInfo>) -> Result<()> {
+    let tmp = state.join(format!("cache.json.{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec(cache)?)?;
+    std::fs::rename(&tmp, state.join("cache.json"))?;
+    Ok(())
 }

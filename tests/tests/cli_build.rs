@@ -1,0 +1,155 @@
+//! `strata build` in embedded mode, through the real binary: a fresh build,
+//! a fully cached rebuild, a change that rebuilds only what follows it, a
+//! failing step fixed and re-run with the earlier layers reused, and
+//! `strata images` / `strata history` afterwards.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Output};
+use strata_tests::bin;
+
+fn strata(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin("strata"))
+        .env("STRATA_HOME", home)
+        .env_remove("STRATA_SCHEDULER")
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn context(dir: &Path, dockerfile: &str) {
+    assert!(
+        nix_root(),
+        "embedded builds run containers: run the tests as root"
+    );
+    let rootfs = dir.join("rootfs/bin");
+    if !rootfs.exists() {
+        fs::create_dir_all(&rootfs).expect("mkdir");
+        fs::copy("/bin/busybox", rootfs.join("busybox"))
+            .expect("busybox-static is required: apt-get install -y busybox-static");
+        for a in ["sh", "echo", "cat", "ls", "mkdir"] {
+            symlink("busybox", rootfs.join(a)).expect("symlink");
+        }
+    }
+    fs::write(dir.join("Dockerfile"), dockerfile).expect("write");
+}
+
+fn nix_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+const DOCKERFILE: &str = "FROM scratch\nCOPY rootfs/ /\nRUN echo base > /base\nCOPY app.txt /app/app.txt\nRUN cat /app/app.txt > /app/copy\nCMD [\"sh\"]\n";
+
+fn count(s: &str, needle: &str) -> usize {
+    s.matches(needle).count()
+}
+
+#[test]
+fn build_cache_change_failure_and_views() {
+    let home = tempfile::tempdir().expect("home");
+    let ctx = tempfile::tempdir().expect("ctx");
+    let c = ctx.path().to_str().expect("utf-8");
+    context(ctx.path(), DOCKERFILE);
+    fs::write(ctx.path().join("app.txt"), "v1\n").expect("write");
+
+    let first = strata(
+        home.path(),
+        &["build", "--progress", "plain", "-t", "app:1", c],
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(count(&stderr(&first), " CACHED"), 0);
+    assert_eq!(count(&stderr(&first), " DONE "), 4);
+
+    let again = strata(
+        home.path(),
+        &["build", "--progress", "plain", "-t", "app:1", c],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(count(&stderr(&again), " CACHED"), 4, "{}", stderr(&again));
+
+    // Changing the COPY source rebuilds that step and the one after it.
+    fs::write(ctx.path().join("app.txt"), "v2\n").expect("write");
+    let changed = strata(
+        home.path(),
+        &["build", "--progress", "plain", "-t", "app:2", c],
+    );
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    assert_eq!(
+        count(&stderr(&changed), " CACHED"),
+        2,
+        "{}",
+        stderr(&changed)
+    );
+    assert_eq!(count(&stderr(&changed), " DONE "), 2);
+
+    // A failing step: non-zero exit, the instruction and exit code named.
+    context(
+        ctx.path(),
+        &DOCKERFILE.replace(
+            "RUN cat /app/app.txt > /app/copy",
+            "RUN echo broken; exit 7",
+        ),
+    );
+    let failed = strata(home.path(), &["build", "--progress", "plain", c]);
+    assert_eq!(failed.status.code(), Some(1));
+    let err = stderr(&failed);
+    assert!(
+        err.contains("RUN echo broken; exit 7") && err.contains("exit code: 7"),
+        "{err}"
+    );
+    assert!(err.contains("broken"), "the step's log is shown: {err}");
+    // Fixed and re-run: every earlier step comes from the cache.
+    context(
+        ctx.path(),
+        &DOCKERFILE.replace(
+            "RUN cat /app/app.txt > /app/copy",
+            "RUN echo fixed > /fixed",
+        ),
+    );
+    let fixed = strata(
+        home.path(),
+        &["build", "--progress", "plain", "-t", "app:fixed", c],
+    );
+    assert!(fixed.status.success(), "{}", stderr(&fixed));
+    assert_eq!(count(&stderr(&fixed), " CACHED"), 3, "{}", stderr(&fixed));
+
+    let images = strata(home.path(), &["images"]);
+    let out = String::from_utf8_lossy(&images.stdout);
+    assert!(images.status.success());
+    for tag in [
+        "app                                      1 ",
+        "app                                      2 ",
+        "fixed",
+    ] {
+        assert!(out.contains(tag), "images: {out}");
+    }
+    let history = strata(home.path(), &["history", "--no-trunc", "app:fixed"]);
+    let out = String::from_utf8_lossy(&history.stdout);
+    assert!(history.status.success(), "{}", stderr(&history));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("IMAGE"));
+    assert!(
+        lines[1].contains("CMD [\"sh\"]") && lines[1].contains("0B"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("RUN /bin/sh -c echo fixed > /fixed # buildkit"),
+        "{out}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("COPY rootfs/ / # buildkit") && l.contains("MB")),
+        "{out}"
+    );
+}
