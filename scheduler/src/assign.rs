@@ -290,7 +290,7 @@ pub fn assignment(
             exclude,
             checksum,
             unpack,
-            ..
+            inline,
         } => {
             let from = inputs.copy_source(step, Some(from))?;
             let sources = sources
@@ -314,6 +314,15 @@ pub fn assignment(
                 parents: *parents,
                 unpack: unpack.unwrap_or(*add),
                 keep_git_dir: false,
+                heredocs: inline
+                    .iter()
+                    .map(|f| worker::Heredoc {
+                        name: f.name.clone(),
+                        content: f.data.clone().into_bytes(),
+                        path: String::new(),
+                        mode: 0,
+                    })
+                    .collect(),
             };
             let kind = if *add {
                 common::StepKind::Add

@@ -2,6 +2,7 @@
 
 pub mod base_image;
 pub mod buildkit;
+pub mod equivalence;
 pub mod registry;
 
 use std::path::PathBuf;

@@ -154,15 +154,20 @@ pub fn job_from_assignment(
             }
         }
         Instruction::Copy(c) => {
-            if c.sources.iter().any(|s| !s.url.is_empty()) {
-                return Err(AssignmentError::Unsupported {
-                    job,
-                    what: "ADD of a URL".into(),
-                });
-            }
             JobAction::Copy {
                 from: file_source(&job, c.from.as_ref(), context)?,
-                sources: c.sources.iter().map(|s| s.pattern.clone()).collect(),
+                // URL sources (ADD) are downloaded by the worker.
+                sources: c
+                    .sources
+                    .iter()
+                    .map(|s| {
+                        if s.url.is_empty() {
+                            s.pattern.clone()
+                        } else {
+                            s.url.clone()
+                        }
+                    })
+                    .collect(),
                 dest: c.dest.clone(),
                 chown: c.chown.clone(),
                 chmod: c.chmod.clone(),
@@ -171,7 +176,18 @@ pub fn job_from_assignment(
                 // The wire's `unpack` is true unless `--unpack=false`:
                 // leave Docker's default (local archives only) otherwise.
                 unpack: (c.add && !c.unpack).then_some(false),
-                checksum: None,
+                parents: c.parents,
+                link: c.link,
+                checksum: c
+                    .sources
+                    .iter()
+                    .find(|s| !s.checksum.is_empty())
+                    .map(|s| s.checksum.clone()),
+                inline: c
+                    .heredocs
+                    .iter()
+                    .map(|h| (h.name.clone(), h.content.clone()))
+                    .collect(),
             }
         }
         Instruction::Workdir(w) => JobAction::Mkdir {
@@ -207,4 +223,49 @@ pub fn job_from_assignment(
         compression,
         timeout: a.timeout.as_ref().and_then(|d| Duration::try_from(*d).ok()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_keeps_url_sources_their_checksum_and_heredocs() {
+        let copy = wire::CopyInstruction {
+            add: true,
+            sources: vec![wire::CopySource {
+                url: "https://example.com/a.tar.gz".into(),
+                checksum: "sha256:00".into(),
+                ..Default::default()
+            }],
+            dest: "/d/".into(),
+            unpack: true,
+            heredocs: vec![wire::Heredoc {
+                name: "EOF".into(),
+                content: b"inline\n".to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let a = wire::JobAssignment {
+            job_id: "j".into(),
+            instruction: Some(wire::job_assignment::Instruction::Copy(copy)),
+            ..Default::default()
+        };
+        let job = job_from_assignment(&a, Some(Path::new("/ctx"))).expect("job");
+        let JobAction::Copy {
+            sources,
+            checksum,
+            inline,
+            unpack,
+            ..
+        } = job.action
+        else {
+            panic!("not a copy: {:?}", job.action);
+        };
+        assert_eq!(sources, ["https://example.com/a.tar.gz"]);
+        assert_eq!(checksum.as_deref(), Some("sha256:00"));
+        assert_eq!(inline, [("EOF".to_string(), b"inline\n".to_vec())]);
+        assert_eq!(unpack, None, "Docker's default: downloads stay packed");
+    }
 }

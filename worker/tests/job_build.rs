@@ -158,6 +158,9 @@ async fn run_copy_workdir_produce_the_expected_tree() {
         add: false,
         unpack: None,
         checksum: None,
+        parents: false,
+        link: false,
+        inline: Vec::new(),
     };
     let (out, _) = exec(&worker, job("copy", &[base.clone(), l1.clone()], copy))
         .await
@@ -345,5 +348,33 @@ async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
     assert!(
         !tree.path().join("run/secrets").exists(),
         "secret mount point is not in the layer"
+    );
+}
+
+#[tokio::test]
+async fn a_chain_holding_a_layer_twice_still_mounts() {
+    // Steps that change nothing all give the empty layer, so a chain can
+    // list one layer twice; overlayfs refuses a repeated lowerdir.
+    let state = tempfile::tempdir().expect("state");
+    let worker = open(state.path(), false).await;
+    let mut chain = vec![base_layer(&worker)];
+    for name in ["noop1", "noop2", "noop3"] {
+        let (out, _) = exec(&worker, job(name, &chain, run("true")))
+            .await
+            .unwrap_or_else(|e| panic!("{name} on {} layers: {e}", chain.len()));
+        chain.push(out.layer);
+    }
+    assert_eq!(
+        chain[2].diff_id, chain[3].diff_id,
+        "both are the empty layer"
+    );
+    let (out, _) = exec(&worker, job("top", &chain, run("echo top > /top")))
+        .await
+        .expect("run on a chain holding the empty layer twice");
+    chain.push(out.layer);
+    let tree = flatten(&worker, &chain);
+    assert_eq!(
+        fs::read_to_string(tree.path().join("top")).expect("top"),
+        "top\n"
     );
 }

@@ -67,6 +67,9 @@ fn add(from: &Path, sources: &[&str], dest: &str) -> JobAction {
         add: true,
         unpack: None,
         checksum: None,
+        parents: false,
+        link: false,
+        inline: Vec::new(),
     }
 }
 
@@ -208,6 +211,9 @@ async fn a_pulled_image_runs_a_step_and_serves_copy_from() {
         add: false,
         unpack: None,
         checksum: None,
+        parents: false,
+        link: false,
+        inline: Vec::new(),
     };
     let (out, _) = exec(&worker, job("copy-from-image", &[], copy))
         .await

@@ -33,14 +33,21 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
+/// Go's `%.4g` for 1 <= v < 1000 (docker/go-units `HumanSize`).
 fn trim(v: f64) -> String {
-    let s = format!("{v:.3}");
-    let s = if s.len() > 4 {
-        format!("{v:.4}")[..4].to_string()
+    let int_digits = if v < 10.0 {
+        1
+    } else if v < 100.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.prec$}", prec = 4 - int_digits);
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
         s
-    };
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 /// Parses RFC 3339 UTC (`2024-01-02T03:04:05.123Z`) to Unix seconds.
@@ -187,7 +194,8 @@ mod tests {
     #[test]
     fn sizes_and_times_print_like_docker() {
         assert_eq!(human_size(512), "512B");
-        assert_eq!(human_size(1_234_567), "1.234MB");
+        assert_eq!(human_size(1_234_567), "1.235MB");
+        assert_eq!(human_size(123_456), "123.5kB");
         assert_eq!(human_size(5_000), "5kB");
         assert_eq!(parse_time("2023-11-14T22:13:20Z"), Some(1_700_000_000));
         assert_eq!(parse_time("2023-11-14T22:13:20.5Z"), Some(1_700_000_000));

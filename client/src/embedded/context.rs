@@ -1,15 +1,19 @@
 //! Materialising the build context for the in-process worker: exactly the
 //! files of the context manifest (so `.dockerignore`d files stay invisible),
 //! owned by root as BuildKit's context transfer makes them, with their
-//! modes and modification times.
+//! modes, modification times and hardlinks.
 
+use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use strata_frontend::context::{ContextManifest, EntryKind};
 
 /// Copies the manifest's entries from `src` into the empty directory `dst`.
 pub fn materialize(src: &Path, manifest: &ContextManifest, dst: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dst)?;
+    // Hardlinked context files stay linked, as BuildKit's context transfer
+    // (fsutil) keeps them: (dev, inode) of a source to its first copy.
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for e in &manifest.entries {
         let from = src.join(&e.path);
         let to = dst.join(&e.path);
@@ -19,7 +23,14 @@ pub fn materialize(src: &Path, manifest: &ContextManifest, dst: &Path) -> std::i
         match e.kind {
             EntryKind::Dir => std::fs::create_dir_all(&to)?,
             EntryKind::File => {
-                std::fs::copy(&from, &to)?;
+                let meta = std::fs::symlink_metadata(&from)?;
+                match links.get(&(meta.dev(), meta.ino())) {
+                    Some(first) => std::fs::hard_link(first, &to)?,
+                    None => {
+                        std::fs::copy(&from, &to)?;
+                        links.insert((meta.dev(), meta.ino()), to.clone());
+                    }
+                }
             }
             EntryKind::Symlink => {
                 let target = e.link_target.clone().unwrap_or_default();

@@ -8,6 +8,7 @@ pub mod images;
 use anyhow::{Context as _, Result, anyhow};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use strata_frontend::context::ContextManifest;
 use strata_frontend::plan::{
@@ -299,10 +300,11 @@ impl Embedded {
             })
             .await;
 
-        let ctx_dir = self
-            .state
-            .join("contexts")
-            .join(format!("{}", std::process::id()));
+        // Unique per build, not per process: job ids name runc containers
+        // and their cgroups (`/strata/<job id>`), which builders with
+        // different state directories in one process share.
+        let build_id = next_build_id();
+        let ctx_dir = self.state.join("contexts").join(&build_id);
         let _ = std::fs::remove_dir_all(&ctx_dir);
         let (src, m, dst) = (spec.context.clone(), manifest.clone(), ctx_dir.clone());
         tokio::task::spawn_blocking(move || context::materialize(&src, &m, &dst))
@@ -318,7 +320,6 @@ impl Embedded {
                 .collect(),
         };
         let mut cache = load_cache(&self.state);
-        let build_id = format!("b{}", std::process::id());
         for step in &plan.steps {
             let parent = chains.from(step.stage, step.parent.as_deref())?;
             let mut stages = BTreeMap::new();
@@ -422,6 +423,13 @@ impl Embedded {
             layers,
         })
     }
+}
+
+/// `b<pid>-<n>`: the n-th build this process started.
+fn next_build_id() -> String {
+    static BUILDS: AtomicU64 = AtomicU64::new(0);
+    let n = BUILDS.fetch_add(1, Ordering::Relaxed);
+    format!("b{}-{n}", std::process::id())
 }
 
 /// The embedded cache index: step cache key to the layer it produced.

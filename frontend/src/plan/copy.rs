@@ -48,6 +48,15 @@ fn valid_chmod(s: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `--chown` names a user or group (BuildKit's `chownByName`):
+/// names are looked up in the destination's `/etc/passwd` and `/etc/group`,
+/// which a `--link` copy does not see.
+fn chown_by_name(chown: &str) -> bool {
+    let (user, group) = chown.split_once(':').unwrap_or((chown, ""));
+    let name = |s: &str| !s.is_empty() && s != "root" && s.parse::<i32>().is_err();
+    name(user) || name(group)
+}
+
 impl Planner<'_> {
     /// Plans one COPY or ADD step.
     pub(super) fn dispatch_copy(
@@ -82,6 +91,14 @@ impl Planner<'_> {
                 f.data.clone()
             };
             inline.push(InlineFile { data, ..f.clone() });
+        }
+        if c.link && chown_by_name(&chown) {
+            return Err(PlanError::at(
+                line,
+                format!(
+                    "--chown={chown}: user and group names can't be resolved when used with --link, use numeric uid[:gid] instead"
+                ),
+            ));
         }
         let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
         if !c.checksum.is_empty() {
@@ -166,6 +183,9 @@ impl Planner<'_> {
             text.push_str(&format!(" <<{}", f.name));
         }
         text.push_str(&format!(" {dest_raw} # buildkit"));
+        // BuildKit links (copies onto scratch and merges) only without
+        // --chmod; with it, --link is an ordinary copy.
+        let link = c.link && chmod.is_empty();
         let action = Action::Copy {
             add,
             from,
@@ -174,7 +194,7 @@ impl Planner<'_> {
             dest,
             chown,
             chmod,
-            link: c.link,
+            link,
             parents: c.parents,
             exclude: c.exclude.clone(),
             checksum: c.checksum.clone(),
@@ -197,6 +217,12 @@ mod tests {
         assert_eq!(normalize_dest("/app", "x/"), "/app/x/");
         assert_eq!(normalize_dest("/", "/opt/a/../b"), "/opt/b");
         assert_eq!(normalize_dest("/", "/"), "/");
+    }
+
+    #[test]
+    fn chown_names_are_told_from_ids() {
+        assert!(chown_by_name("app") && chown_by_name("1000:staff"));
+        assert!(!chown_by_name("1000:1000") && !chown_by_name("root") && !chown_by_name(""));
     }
 
     #[test]

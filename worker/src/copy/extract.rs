@@ -7,7 +7,9 @@
 //! - owners come from the archive unless `--chown` is given; modes
 //!   (setuid/setgid/sticky included), mtimes and xattrs (best effort) come
 //!   from the archive; `SOURCE_DATE_EPOCH` replaces mtimes, as for COPY;
-//! - missing parents are created 0755, owned by the `--chown` user or root.
+//! - parents the archive implies without listing them are created 0755
+//!   and owned by root, even with `--chown` (moby's
+//!   `createImpliedDirectories`); the destination itself takes `--chown`.
 //!
 //! Nothing can land outside the destination: absolute names and `..`
 //! components are rejected, as are hardlinks whose target does, and entries
@@ -352,8 +354,9 @@ impl<'a> Extractor<'a> {
         let err = || self.io(format!("entry \"{entry}\": creating parent directory"));
         std::fs::create_dir(path).map_err(err())?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(err())?;
-        let (uid, gid) = self.opts.chown.unwrap_or((0, 0));
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(err())?;
+        // moby's createImpliedDirectories owns them by the root of the ID
+        // map, whatever `--chown` says (it applies to the entries only).
+        std::os::unix::fs::lchown(path, Some(0), Some(0)).map_err(err())?;
         if let Some(t) = self.opts.utime {
             // Set once its children are in.
             self.dir_times

@@ -4,13 +4,16 @@
 //! - a source directory's *contents* are copied, not the directory;
 //! - a file goes to `dest/NAME` when `dest` ends with `/` or is an existing
 //!   directory, otherwise to `dest` itself;
-//! - missing parents of the destination are created 0755, owned by the
-//!   `--chown` user or root;
+//! - missing parents of the destination are created 0755 (or with an
+//!   octal `--chmod`'s mode), owned by the `--chown` user or root;
+//! - a destination that is a symlink is written through, as BuildKit
+//!   resolves the whole destination path;
 //! - symlinks given as sources are followed (inside the source root); links
 //!   inside copied directories are copied as links; hardlinks stay linked;
 //! - modes (setuid/setgid/sticky included), xattrs and mtimes are kept;
 //!   ownership is kept unless `--chown` is given, `--chmod` replaces modes;
-//! - a wildcard that matches nothing copies nothing.
+//! - a wildcard that matches nothing copies nothing;
+//! - `--parents` ([`copy_parents`]) keeps the matched paths' directories.
 //!
 //! Every path is resolved inside its root: neither a source nor the
 //! destination can reach outside through `..` or symlinks.
@@ -22,11 +25,13 @@
 
 mod archive;
 mod extract;
+mod parents;
 mod resolve;
 mod tree;
 
 pub use archive::{ArchiveCompression, archive_compression, decompress};
 pub use extract::ArchiveLimits;
+pub use parents::copy_parents;
 pub use resolve::{resolve_in_root, resolve_wildcards};
 
 use std::path::{Path, PathBuf};
@@ -287,7 +292,7 @@ pub fn add_matches(
         } else {
             m.trim_start_matches('/').to_string()
         };
-        let dir = tree::Copier::new(opts).ensure_dir(dst_root, dest)?;
+        let dir = tree::Copier::new(opts).ensure_archive_dir(dst_root, dest)?;
         let file = std::fs::File::open(&src).map_err(|e| io("opening", m, e))?;
         let (_, reader) = decompress(std::io::BufReader::with_capacity(1 << 20, file))
             .map_err(|e| io("reading", m, e))?;

@@ -158,9 +158,29 @@ fn chown_chmod_and_excludes() {
         (a.uid(), a.gid(), a.mode() & 0o7777, a.mtime()),
         (1000, 1001, 0o640, 1_700_000_000)
     );
+    // Directories the copy creates take an octal --chmod too (fsutil's
+    // MkdirAll gets CopyInfo.Mode), as BuildKit makes them.
     let parent = fs::metadata(r.dst.join("new")).expect("stat");
-    assert_eq!((parent.uid(), parent.mode() & 0o7777), (1000, 0o755));
+    assert_eq!((parent.uid(), parent.mode() & 0o7777), (1000, 0o640));
     assert!(!r.dst.join("new/parent/sub").exists());
+}
+
+#[test]
+fn a_destination_symlink_is_written_through() {
+    // BuildKit resolves the whole destination (continuity's RootPath): a
+    // link stays a link and the file it names gets the content, its
+    // missing parents created.
+    let r = roots();
+    fs::write(r.dst.join("target"), "old").expect("write");
+    symlink("target", r.dst.join("link")).expect("symlink");
+    symlink("/missing/file", r.dst.join("dangling")).expect("symlink");
+    for dest in ["/link", "/dangling"] {
+        copy(&r.src, "top.txt", &r.dst, dest, &CopyOptions::default()).expect("copy");
+        let meta = fs::symlink_metadata(r.dst.join(&dest[1..])).expect("lstat");
+        assert!(meta.file_type().is_symlink(), "{dest} is still a link");
+    }
+    assert_eq!(read(r.dst.join("target")), "top");
+    assert_eq!(read(r.dst.join("missing/file")), "top");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The recursive copy: files, directories, links, special files and their
 //! metadata.
 
-use super::{CopyError, CopyOptions, io, resolve_in_root};
+use super::{Chmod, CopyError, CopyOptions, io, resolve_in_root};
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use std::collections::HashMap;
@@ -30,9 +30,20 @@ impl<'o> Copier<'o> {
         self.opts.chown.unwrap_or((0, 0))
     }
 
-    /// Creates missing directories along `rooted` inside `root`, 0755 and
-    /// owned by the `--chown` user (or root); returns the resolved path.
-    fn mkdir_all(&self, root: &Path, rooted: &str) -> Result<PathBuf, CopyError> {
+    /// The mode of a directory the copy creates on the way to its
+    /// destination: an octal `--chmod`'s, else 0755 (fsutil's `MkdirAll`
+    /// takes `CopyInfo.Mode`, which only an octal `--chmod` sets).
+    fn new_dir_mode(&self) -> u32 {
+        match self.opts.chmod {
+            Some(Chmod::Octal(m)) => m,
+            _ => 0o755,
+        }
+    }
+
+    /// Creates missing directories along `rooted` inside `root`, `mode`
+    /// and owned by the `--chown` user (or root); returns the resolved
+    /// path.
+    fn mkdir_all(&self, root: &Path, rooted: &str, mode: u32) -> Result<PathBuf, CopyError> {
         let mut current = String::new();
         for part in rooted.split('/').filter(|s| !s.is_empty()) {
             current.push('/');
@@ -50,7 +61,7 @@ impl<'o> Copier<'o> {
                 Err(_) => {
                     std::fs::create_dir(&path)
                         .map_err(|e| io("creating directory", &current, e))?;
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                         .map_err(|e| io("chmod", &current, e))?;
                     let (uid, gid) = self.owner_of_new();
                     chown(&path, uid, gid).map_err(|e| io("chown", &current, e))?;
@@ -63,12 +74,27 @@ impl<'o> Copier<'o> {
         resolve_in_root(root, rooted, true)
     }
 
+    /// Creates the destination directory of a directory copy (and its
+    /// missing parents) as [`Self::new_dir_mode`] says.
     pub(super) fn ensure_dir(&mut self, dst_root: &Path, dest: &str) -> Result<PathBuf, CopyError> {
-        self.mkdir_all(dst_root, dest)
+        self.mkdir_all(dst_root, dest, self.new_dir_mode())
+    }
+
+    /// Creates the directory an archive is extracted into: 0755 whatever
+    /// `--chmod` says (BuildKit's unpack calls `MkdirAll(dest, 0755, ..)`).
+    pub(super) fn ensure_archive_dir(
+        &mut self,
+        dst_root: &Path,
+        dest: &str,
+    ) -> Result<PathBuf, CopyError> {
+        self.mkdir_all(dst_root, dest, 0o755)
     }
 
     /// Where a copied file lands: `dest/NAME` when `dest` ends with `/` or
-    /// is an existing directory, else `dest`.
+    /// is an existing directory, else `dest` — or, when `dest` is a
+    /// symlink, the path it leads to (BuildKit resolves the whole
+    /// destination with continuity's `RootPath` and writes through the
+    /// link), its missing parents created.
     pub(super) fn file_target(
         &mut self,
         dst_root: &Path,
@@ -81,17 +107,30 @@ impl<'o> Copier<'o> {
             || std::fs::metadata(&resolved)
                 .map(|m| m.is_dir())
                 .unwrap_or(false);
+        let mode = self.new_dir_mode();
         if into_dir {
-            let dir = self.mkdir_all(dst_root, dest)?;
+            let dir = self.mkdir_all(dst_root, dest, mode)?;
             return Ok(dir.join(name));
         }
         let parent = match dest.rfind('/') {
             Some(0) | None => "/",
             Some(i) => &dest[..i],
         };
-        let dir = self.mkdir_all(dst_root, parent)?;
+        let dir = self.mkdir_all(dst_root, parent, mode)?;
         let file = dest.rsplit('/').next().unwrap_or(dest);
-        Ok(dir.join(file))
+        let target = dir.join(file);
+        if !std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Ok(target);
+        }
+        let Some(rooted_parent) = resolved
+            .parent()
+            .and_then(|p| p.strip_prefix(dst_root).ok())
+            .map(|p| format!("/{}", p.display()))
+        else {
+            return Ok(resolved);
+        };
+        self.mkdir_all(dst_root, &rooted_parent, mode)?;
+        Ok(resolved)
     }
 
     fn excluded(&self, rel: &str) -> bool {
@@ -176,6 +215,16 @@ impl<'o> Copier<'o> {
                 meta.rdev(),
             )
             .map_err(|e| io("creating special file", &disp(dst), e.into()))?;
+        }
+        self.copy_metadata(src, dst, &meta)
+    }
+
+    /// Makes `dst` a directory (if it is not one yet) with the metadata of
+    /// the source directory `src`, `--chown`/`--chmod` applied.
+    pub(super) fn make_dir_like(&self, src: &Path, dst: &Path) -> Result<(), CopyError> {
+        let meta = std::fs::metadata(src).map_err(|e| io("reading", &disp(src), e))?;
+        if !std::fs::symlink_metadata(dst).is_ok_and(|m| m.is_dir()) {
+            std::fs::create_dir(dst).map_err(|e| io("creating directory", &disp(dst), e))?;
         }
         self.copy_metadata(src, dst, &meta)
     }

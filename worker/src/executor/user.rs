@@ -48,6 +48,51 @@ pub(crate) fn resolve(rootfs: &Path, user: &str) -> Result<ResolvedUser, String>
     resolve_with(user, passwd.as_deref(), group.as_deref())
 }
 
+/// The owner a file operation gives what it creates for `spec` (COPY/ADD
+/// `--chown`, WORKDIR's directory as USER), with BuildKit's file-op rules
+/// (`llb.WithUser`, then `readUser`), which differ from [`resolve`]'s: a
+/// numeric user without a group is also the group (`1000` is `1000:1000`),
+/// a name takes its passwd entry's uid and primary gid, a group part
+/// replaces the gid, and a name without an entry (or without the file)
+/// leaves root's id in place rather than failing.
+pub(crate) fn resolve_chown(rootfs: &Path, spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
+        None => (spec, None),
+    };
+    let id = |s: &str| {
+        if s == "root" {
+            Some(0)
+        } else {
+            s.parse::<u32>().ok().filter(|v| *v <= i32::MAX as u32)
+        }
+    };
+    let (mut uid, mut gid) = (0, 0);
+    match id(user) {
+        Some(n) => (uid, gid) = (n, n),
+        None => {
+            let passwd = read_user_file(rootfs, "/etc/passwd")?;
+            let entries = passwd.as_deref().map(parse_passwd).unwrap_or_default();
+            if let Some(u) = entries.iter().find(|u| u.name == user) {
+                (uid, gid) = (u.uid as u32, u.gid as u32);
+            }
+        }
+    }
+    if let Some(group) = group {
+        match id(group) {
+            Some(n) => gid = n,
+            None => {
+                let text = read_user_file(rootfs, "/etc/group")?;
+                let groups = text.as_deref().map(parse_group).unwrap_or_default();
+                if let Some(g) = groups.iter().find(|g| g.name == group) {
+                    gid = g.gid as u32;
+                }
+            }
+        }
+    }
+    Ok((uid, gid))
+}
+
 /// [`resolve`] on file contents; `None` is a missing file.
 fn resolve_with(
     user: &str,
@@ -318,6 +363,29 @@ mod tests {
         assert_eq!(u.gid, 3000);
         let u = r("root:root").unwrap();
         assert_eq!((u.uid, u.gid), (0, 0));
+    }
+
+    #[test]
+    fn file_operations_resolve_owners_like_buildkits_read_user() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("etc")).expect("mkdir");
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            format!("{PASSWD}odd:x:1005:1002::/:/bin/sh\n"),
+        )
+        .expect("write");
+        std::fs::write(root.path().join("etc/group"), GROUP).expect("write");
+        let c = |spec: &str| resolve_chown(root.path(), spec).expect(spec);
+        assert_eq!(c("1005"), (1005, 1005), "a bare uid is also the gid");
+        assert_eq!(c("odd"), (1005, 1002), "a name takes its primary group");
+        assert_eq!(c("odd:extra"), (1005, 2000));
+        assert_eq!(c("1005:7"), (1005, 7));
+        assert_eq!(c(":extra"), (0, 2000));
+        assert_eq!(c("app:"), (1000, 1000));
+        assert_eq!(c("root:root"), (0, 0));
+        assert_eq!(c("ghost:ghosts"), (0, 0), "unknown names leave root's ids");
+        let bare = tempfile::tempdir().expect("tempdir");
+        assert_eq!(resolve_chown(bare.path(), "app"), Ok((0, 0)));
     }
 
     #[test]

@@ -3,10 +3,13 @@
 
 use super::mounts::source_root;
 use super::{Job, JobAction, JobError};
-use crate::copy::{Chmod, CopyOptions, add, add_matches, copy, resolve_in_root};
+use crate::copy::{
+    Chmod, CopyOptions, add, add_matches, copy, copy_matches, copy_parents, resolve_in_root,
+};
 use crate::fetch::{Checksum, FetchedFile, fetch_url, is_url};
 use crate::snapshot::{Snapshot, Snapshotter};
 use crate::store::Store;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use strata_frontend::dockerignore::PatternMatcher;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +104,9 @@ pub(super) fn apply_file_action(
             add: is_add,
             unpack,
             checksum: _,
+            parents,
+            link: _,
+            inline,
         } => {
             let opts = copy_options(job, root, chown, chmod, exclude)?;
             let mut keep: Vec<Box<dyn Snapshot>> = Vec::new();
@@ -126,9 +132,14 @@ pub(super) fn apply_file_action(
                 };
                 if *is_add {
                     add(src_root, s, root, dest, &opts, unpack.unwrap_or(true))?;
+                } else if *parents {
+                    copy_parents(src_root, s, root, dest, &opts)?;
                 } else {
                     copy(src_root, s, root, dest, &opts)?;
                 }
+            }
+            if !inline.is_empty() {
+                copy_heredocs(inline, store, root, dest, &opts)?;
             }
             Ok(())
         }
@@ -137,9 +148,15 @@ pub(super) fn apply_file_action(
             if target.is_dir() {
                 return Ok(());
             }
-            let u = crate::executor::user::resolve(root, user)
-                .map_err(|e| JobError::Invalid(format!("USER {user}: {e}")))?;
-            crate::executor::rootpath::mkdir_all_chown(&target, u.uid, u.gid).map_err(|source| {
+            // BuildKit's mkdir takes USER as a file-op owner (`llb.WithUser`),
+            // not as the identity a RUN would get.
+            let (uid, gid) = if user.is_empty() {
+                (0, 0)
+            } else {
+                crate::executor::user::resolve_chown(root, user)
+                    .map_err(|e| JobError::Invalid(format!("USER {user}: {e}")))?
+            };
+            crate::executor::rootpath::mkdir_all_chown(&target, uid, gid).map_err(|source| {
                 JobError::Io {
                     op: "creating",
                     path: target.clone(),
@@ -149,6 +166,47 @@ pub(super) fn apply_file_action(
         }
         JobAction::Run { .. } => Ok(()),
     }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `COPY <<EOF /dest`: as BuildKit does, each heredoc becomes a file named
+/// by its delimiter, mode 0644 and owned by root, in a scratch directory,
+/// and is copied from there like a single-file source.
+fn copy_heredocs(
+    inline: &[(String, Vec<u8>)],
+    store: &Store,
+    root: &Path,
+    dest: &str,
+    opts: &CopyOptions,
+) -> Result<(), JobError> {
+    let scratch = Scratch(store.temp_path("heredocs"));
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| JobError::Io { op, path, source }
+    };
+    std::fs::create_dir_all(&scratch.0).map_err(io("creating", &scratch.0))?;
+    for (name, data) in inline {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(JobError::Invalid(format!(
+                "heredoc name \"{name}\" cannot name a file"
+            )));
+        }
+        let file = scratch.0.join(name);
+        std::fs::write(&file, data).map_err(io("writing", &file))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .map_err(io("setting the mode of", &file))?;
+        std::os::unix::fs::lchown(&file, Some(0), Some(0)).map_err(io("chown", &file))?;
+        copy_matches(&scratch.0, &[format!("/{name}")], root, dest, opts)?;
+    }
+    Ok(())
 }
 
 fn copy_options(
@@ -161,9 +219,10 @@ fn copy_options(
     let owner = if chown.is_empty() {
         None
     } else {
-        let u = crate::executor::user::resolve(root, chown)
-            .map_err(|e| JobError::Invalid(format!("--chown={chown}: {e}")))?;
-        Some((u.uid, u.gid))
+        Some(
+            crate::executor::user::resolve_chown(root, chown)
+                .map_err(|e| JobError::Invalid(format!("--chown={chown}: {e}")))?,
+        )
     };
     Ok(CopyOptions {
         chown: owner,

@@ -118,6 +118,17 @@ pub enum JobAction {
         unpack: Option<bool>,
         /// ADD `--checksum` (`sha256:<hex>`) of the single URL source.
         checksum: Option<String>,
+        /// `--parents`: keep the matched paths' directories
+        /// ([`crate::copy::copy_parents`]).
+        parents: bool,
+        /// `--link`: copy onto an empty tree, so the layer holds only what
+        /// the copy wrote, as BuildKit's merge of a scratch copy does
+        /// (destination paths are not resolved against the parent).
+        link: bool,
+        /// Heredoc sources (`COPY <<EOF /dest`): delimiter and content,
+        /// copied after `sources` as files of that name, mode 0644, owned
+        /// by root before `--chown`/`--chmod`.
+        inline: Vec<(String, Vec<u8>)>,
     },
     /// WORKDIR creating its directory.
     Mkdir {

@@ -110,7 +110,14 @@ impl Worker {
         let started = Instant::now();
         let store = self.store.clone();
         let snapshotter = self.snapshotter.clone();
-        let parent = job.parent.clone();
+        // COPY --link works on an empty tree; its layer goes on top of the
+        // parent all the same.
+        let linked = matches!(job.action, JobAction::Copy { link: true, .. });
+        let parent = if linked {
+            Vec::new()
+        } else {
+            job.parent.clone()
+        };
         let id = job.id.clone();
         let (snapshot, lowers) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
             let mut lowers = Vec::with_capacity(parent.len());

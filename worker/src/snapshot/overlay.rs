@@ -69,8 +69,19 @@ impl Snapshotter for OverlaySnapshotter {
         };
         // overlayfs takes the topmost lower first. Short symlinks keep the
         // option under the one-page limit however deep the layer chain is.
-        let mut names = Vec::with_capacity(lowers.len().max(1));
-        for (i, lower) in lowers.iter().rev().enumerate() {
+        // A layer can appear twice in a chain (two steps that change
+        // nothing both give the empty layer) and overlayfs refuses a
+        // lowerdir listed twice (ELOOP). Keeping only its topmost
+        // occurrence changes nothing: that one already sets every path the
+        // layer has, hiding the lower copy.
+        let mut stack: Vec<&PathBuf> = Vec::with_capacity(lowers.len());
+        for lower in lowers.iter().rev() {
+            if !stack.contains(&lower) {
+                stack.push(lower);
+            }
+        }
+        let mut names = Vec::with_capacity(stack.len().max(1));
+        for (i, lower) in stack.into_iter().enumerate() {
             let link = links.join(i.to_string());
             std::os::unix::fs::symlink(lower, &link).map_err(io_err("linking", &link))?;
             names.push(format!("l/{i}"));
