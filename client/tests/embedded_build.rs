@@ -11,7 +11,9 @@ use strata_frontend::plan::PlanOptions;
 use strata_oci::layer::{UnpackOptions, unpack};
 use tokio::sync::mpsc;
 
-const APPLETS: &[&str] = &["sh", "echo", "mkdir", "cat", "ls", "rm", "touch", "id"];
+const APPLETS: &[&str] = &[
+    "sh", "echo", "mkdir", "cat", "ls", "rm", "touch", "id", "sleep", "test", "[",
+];
 
 fn busybox() -> &'static Path {
     assert!(
@@ -153,5 +155,56 @@ async fn multi_stage_build_produces_docker_equivalent_image() {
         (busy.uid(), busy.gid()),
         (0, 0),
         "context files are owned by root"
+    );
+}
+
+/// Each step waits (up to 10 s) for a file the other one writes into a
+/// shared cache mount: both see each other only if they run at once.
+const RENDEZVOUS: &str = "FROM scratch AS base\n\
+COPY rootfs/ /\n\
+FROM base AS a\n\
+RUN --mount=type=cache,target=/sync,id=sync touch /sync/a; i=0; while [ ! -f /sync/b ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; if [ -f /sync/b ]; then echo met > /a; else echo alone > /a; fi\n\
+FROM base AS b\n\
+RUN --mount=type=cache,target=/sync,id=sync touch /sync/b; i=0; while [ ! -f /sync/a ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; if [ -f /sync/a ]; then echo met > /b; else echo alone > /b; fi\n\
+FROM base\n\
+COPY --from=a /a /a\n\
+COPY --from=b /b /b\n";
+
+#[tokio::test]
+async fn independent_stages_run_at_the_same_time() {
+    let ctx = tempfile::tempdir().expect("ctx");
+    context(ctx.path());
+    fs::write(ctx.path().join("Dockerfile"), RENDEZVOUS).expect("write");
+    let state = tempfile::tempdir().expect("state");
+    let builder = Embedded::open(state.path(), Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let spec = BuildSpec {
+        dockerfile: RENDEZVOUS.as_bytes().to_vec(),
+        dockerfile_name: "Dockerfile".into(),
+        context: ctx.path().to_path_buf(),
+        options: PlanOptions::default(),
+        secrets: BTreeMap::new(),
+        source_date_epoch: None,
+    };
+    let (tx, mut rx) = mpsc::channel(256);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let out = builder
+        .build(&spec, &tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let flat = tempfile::tempdir().expect("flat");
+    for l in &out.image.layers {
+        let blob = fs::File::open(builder.worker().store().blob_path(&l.digest).expect("path"))
+            .expect("blob");
+        unpack(blob, flat.path(), &UnpackOptions::default()).expect("unpack");
+    }
+    assert_eq!(
+        fs::read_to_string(flat.path().join("a")).expect("a"),
+        "met\n"
+    );
+    assert_eq!(
+        fs::read_to_string(flat.path().join("b")).expect("b"),
+        "met\n"
     );
 }

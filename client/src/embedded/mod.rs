@@ -5,22 +5,24 @@
 mod context;
 pub mod images;
 
-use anyhow::{Context as _, Result, anyhow};
-use std::collections::BTreeMap;
+use anyhow::{Context as _, Result, anyhow, bail};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use strata_frontend::context::ContextManifest;
 use strata_frontend::plan::{
     Action, BaseImage as PlanBase, BaseRef, BuildPlan, CopyFrom, ImageConfig, ImageRef,
-    ImageResolver, Offline, PlanOptions, Platform, plan_dockerfile,
+    ImageResolver, Offline, PlanOptions, Platform, Step, plan_dockerfile,
 };
 use strata_oci::registry::{Platform as RegistryPlatform, RegistryClient, RegistryConfig};
 use strata_scheduler::assign::{AssignInputs, assignment};
 use strata_scheduler::image::{BaseImage, Image, LayerInfo, assemble, rfc3339};
 use strata_worker::assignment::job_from_assignment;
 use strata_worker::executor::OutputChunk;
-use strata_worker::job::{Worker, WorkerConfig};
+use strata_worker::job::{Job, JobError, Worker, WorkerConfig};
 use strata_worker::store::LayerRef;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -268,6 +270,75 @@ impl Embedded {
         })
     }
 
+    /// The job for `step`, given the layers built so far.
+    fn job_for(
+        &self,
+        step: &Step,
+        chains: &Chains<'_>,
+        spec: &BuildSpec,
+        build_id: &str,
+        ctx_dir: &Path,
+    ) -> Result<Job> {
+        let parent = chains.from(step.stage, step.parent.as_deref())?;
+        let mut stages = BTreeMap::new();
+        for &s in &step.reads_stages {
+            stages.insert(s, chains.stage(s)?);
+        }
+        let inputs = AssignInputs {
+            parent: &parent,
+            stages,
+            images: chains.images.clone(),
+            context: Some(Default::default()),
+            secrets: spec.secrets.clone(),
+            network: "default",
+            source_date_epoch: spec.source_date_epoch,
+            compression: strata_proto::common::v1::Compression::Zstd,
+        };
+        let job_id = format!("{build_id}-{}", step.id);
+        let a = assignment(&job_id, build_id, step, &inputs)
+            .map_err(|e| anyhow!("{}: {e}", step.instruction))?;
+        job_from_assignment(&a, Some(ctx_dir)).map_err(|e| anyhow!("{}: {e}", step.instruction))
+    }
+
+    /// Runs one job, forwarding its output as events.
+    async fn run_step(
+        &self,
+        step: &Step,
+        job: Job,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<LayerInfo, JobError> {
+        let _ = events
+            .send(Event::StepStarted {
+                id: step.id.clone(),
+                instruction: step.instruction.clone(),
+            })
+            .await;
+        let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
+        let (ev, id) = (events.clone(), step.id.clone());
+        let forward = tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                let _ = ev
+                    .send(Event::Log {
+                        id: id.clone(),
+                        data: c.data,
+                    })
+                    .await;
+            }
+        });
+        let started = Instant::now();
+        let outcome = self.worker.run_job(job, tx, CancellationToken::new()).await;
+        let _ = forward.await;
+        let outcome = outcome?;
+        let _ = events
+            .send(Event::StepDone {
+                id: step.id.clone(),
+                duration: started.elapsed(),
+                size: outcome.layer.size,
+            })
+            .await;
+        Ok(info(&outcome.layer))
+    }
+
     /// Runs a build to the image of its target stage.
     pub async fn build(
         &self,
@@ -320,61 +391,58 @@ impl Embedded {
                 .collect(),
         };
         let mut cache = load_cache(&self.state);
-        for step in &plan.steps {
-            let parent = chains.from(step.stage, step.parent.as_deref())?;
-            let mut stages = BTreeMap::new();
-            for &s in &step.reads_stages {
-                stages.insert(s, chains.stage(s)?);
-            }
-            let inputs = AssignInputs {
-                parent: &parent,
-                stages,
-                images: chains.images.clone(),
-                context: Some(Default::default()),
-                secrets: spec.secrets.clone(),
-                network: "default",
-                source_date_epoch: spec.source_date_epoch,
-                compression: strata_proto::common::v1::Compression::Zstd,
-            };
-            let hit = cache
-                .get(&step.cache_key)
-                .filter(|l| !step.no_cache && self.worker.store().has_blob(&l.digest));
-            if let Some(hit) = hit {
-                let cached = Event::StepCached {
-                    id: step.id.clone(),
-                    instruction: step.instruction.clone(),
-                };
-                let _ = events.send(cached).await;
-                chains.steps.insert(step.id.clone(), hit.clone());
-                continue;
-            }
-            let job_id = format!("{build_id}-{}", step.id);
-            let a = assignment(&job_id, &build_id, step, &inputs)
-                .map_err(|e| anyhow!("{}: {e}", step.instruction))?;
-            let job = job_from_assignment(&a, Some(&ctx_dir))
-                .map_err(|e| anyhow!("{}: {e}", step.instruction))?;
-            let _ = events
-                .send(Event::StepStarted {
-                    id: step.id.clone(),
-                    instruction: step.instruction.clone(),
-                })
-                .await;
-            let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
-            let (ev, id) = (events.clone(), step.id.clone());
-            let forward = tokio::spawn(async move {
-                while let Some(c) = rx.recv().await {
-                    let _ = ev
-                        .send(Event::Log {
-                            id: id.clone(),
-                            data: c.data,
-                        })
-                        .await;
+        // Run every step whose dependencies are done, up to the worker's
+        // capacity at once: independent stages build at the same time.
+        let capacity = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
+        let mut pending: Vec<&Step> = plan.steps.iter().collect();
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        let mut running = FuturesUnordered::new();
+        loop {
+            let mut progressed = false;
+            let mut i = 0;
+            while i < pending.len() && running.len() < capacity {
+                let step = pending[i];
+                if !step.depends_on.iter().all(|d| done.contains(d.as_str())) {
+                    i += 1;
+                    continue;
                 }
-            });
-            let started = Instant::now();
-            let outcome = self.worker.run_job(job, tx, CancellationToken::new()).await;
-            let _ = forward.await;
-            let outcome = outcome.map_err(|e| {
+                pending.remove(i);
+                progressed = true;
+                let hit = cache
+                    .get(&step.cache_key)
+                    .filter(|l| !step.no_cache && self.worker.store().has_blob(&l.digest));
+                if let Some(hit) = hit {
+                    let cached = Event::StepCached {
+                        id: step.id.clone(),
+                        instruction: step.instruction.clone(),
+                    };
+                    let _ = events.send(cached).await;
+                    chains.steps.insert(step.id.clone(), hit.clone());
+                    done.insert(&step.id);
+                    continue;
+                }
+                let job = self.job_for(step, &chains, spec, &build_id, &ctx_dir)?;
+                running.push(async move { (step, self.run_step(step, job, events).await) });
+            }
+            let Some((step, result)) = running.next().await else {
+                if pending.is_empty() {
+                    break;
+                }
+                if progressed {
+                    continue;
+                }
+                bail!(
+                    "steps {} wait for each other",
+                    pending
+                        .iter()
+                        .map(|s| s.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            };
+            let layer = result.map_err(|e| {
                 anyhow!(
                     "{}:{}: {}: {e}",
                     spec.dockerfile_name,
@@ -382,17 +450,13 @@ impl Embedded {
                     step.instruction
                 )
             })?;
-            let _ = events
-                .send(Event::StepDone {
-                    id: step.id.clone(),
-                    duration: started.elapsed(),
-                    size: outcome.layer.size,
-                })
-                .await;
-            chains.steps.insert(step.id.clone(), info(&outcome.layer));
-            cache.insert(step.cache_key.clone(), info(&outcome.layer));
+            chains.steps.insert(step.id.clone(), layer.clone());
+            cache.insert(step.cache_key.clone(), layer);
             save_cache(&self.state, &cache)?;
+            done.insert(&step.id);
         }
+        drop(running);
+        drop(done);
         let _ = std::fs::remove_dir_all(&ctx_dir);
         let created = match spec.source_date_epoch {
             Some(t) => rfc3339(t, 0),
