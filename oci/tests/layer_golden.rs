@@ -19,7 +19,7 @@
 //! (what BuildKit's `overlay.WriteUpperdir` mounts), and `sha256sum` the
 //! outputs.
 
-#[path = "layer_common.rs"]
+#[path = "layer_common/mod.rs"]
 mod common;
 
 use std::fs;

@@ -2,7 +2,7 @@
 //! unpack, whichever snapshotter produced them, and give the same bytes
 //! every time. Needs root (CI runs as root).
 
-#[path = "layer_common.rs"]
+#[path = "layer_common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Unpacking: whiteout and opaque semantics, compression detection, and
 //! refusal of hostile layers. Needs root (CI runs as root).
 
-#[path = "layer_common.rs"]
+#[path = "layer_common/mod.rs"]
 mod common;
 
 use std::fs;

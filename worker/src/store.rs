@@ -209,18 +209,6 @@ impl Store {
         }
     }
 
-    /// Moves a step's finished upper dir in as the unpacked form of the
-    /// layer it produced, so the next step on this worker stacks on it
-    /// without unpacking the blob.
-    pub fn adopt_layer_dir(&self, upper: &Path, diff_id: &str) -> Result<PathBuf, StoreError> {
-        let dir = self.layer_dir(diff_id)?;
-        if dir.is_dir() {
-            return Ok(dir);
-        }
-        std::fs::rename(upper, &dir).map_err(io_err("storing layer", &dir))?;
-        Ok(dir)
-    }
-
     /// The diffIDs of every unpacked layer (reported to the scheduler).
     pub fn layers_held(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.root.join("layers")) else {

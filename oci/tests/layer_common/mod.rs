@@ -1,6 +1,6 @@
 //! Helpers shared by the `layer_*` tests: scratch tmpfs mounts, overlay
 //! mounts, and a tree snapshot that compares everything a layer must carry.
-//! Included by the test files with `#[path = "layer_common.rs"] mod common;`.
+//! Included by the test files with `#[path = "layer_common/mod.rs"] mod common;`.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
