@@ -4,6 +4,10 @@
 //! and the tree checked. Also: failures report the exit code, cancel leaves
 //! no mount behind, and both snapshotters produce the same layer.
 
+#[path = "job_support/mod.rs"]
+mod job_support;
+use job_support::{exec, flatten};
+
 #[path = "executor_support/mod.rs"]
 mod support;
 
@@ -11,7 +15,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
-use strata_oci::layer::{Compression, LayerOptions, UnpackOptions, unpack, write_layer_from_trees};
+use strata_oci::layer::{Compression, LayerOptions, write_layer_from_trees};
 use strata_worker::executor::Network;
 use strata_worker::job::{FileSource, Job, JobAction, JobError, RunMount, Worker, WorkerConfig};
 use strata_worker::store::LayerRef;
@@ -84,35 +88,6 @@ async fn open(state: &Path, copy: bool) -> Worker {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn exec(
-    worker: &Worker,
-    j: Job,
-) -> Result<(strata_worker::job::JobOutcome, String), JobError> {
-    let (tx, mut rx) = mpsc::channel::<strata_worker::job::Output>(64);
-    let collect = tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Some(c) = rx.recv().await {
-            out.extend_from_slice(&c.data);
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    });
-    let r = worker.run_job(j, tx, CancellationToken::new()).await;
-    let out = collect.await.expect("collect");
-    r.map(|o| (o, out))
-}
-
-/// Applies the layers in order onto a fresh directory.
-fn flatten(worker: &Worker, layers: &[LayerRef]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for l in layers {
-        let blob =
-            fs::File::open(worker.store().blob_path(&l.digest).expect("path")).expect("blob");
-        let report = unpack(blob, dir.path(), &UnpackOptions::default()).expect("unpack");
-        assert_eq!(report.diff_id, l.diff_id);
-    }
-    dir
 }
 
 const CHANGES: &str = "set -e

@@ -8,6 +8,10 @@
 //! These need root, runc, busybox-static and docker-registry; without them
 //! they fail saying what to install, never skip.
 
+#[path = "job_support/mod.rs"]
+mod job_support;
+use job_support::{exec, flatten};
+
 #[path = "executor_support/mod.rs"]
 mod support;
 
@@ -23,14 +27,12 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
-use strata_oci::layer::{Compression, UnpackOptions, unpack};
+use strata_oci::layer::Compression;
 use strata_oci::registry::Platform;
 use strata_worker::executor::Network;
-use strata_worker::job::{FileSource, Job, JobAction, JobError, JobOutcome, Worker, WorkerConfig};
+use strata_worker::job::{FileSource, Job, JobAction, JobError, Worker, WorkerConfig};
 use strata_worker::pull::PulledImage;
 use strata_worker::store::{LayerRef, StoreError};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 async fn open(state: &Path) -> Worker {
     support::require_environment();
@@ -71,32 +73,6 @@ fn add(from: &Path, sources: &[&str], dest: &str) -> JobAction {
         link: false,
         inline: Vec::new(),
     }
-}
-
-async fn exec(worker: &Worker, j: Job) -> Result<(JobOutcome, String), JobError> {
-    let (tx, mut rx) = mpsc::channel::<strata_worker::job::Output>(64);
-    let collect = tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Some(c) = rx.recv().await {
-            out.extend_from_slice(&c.data);
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    });
-    let r = worker.run_job(j, tx, CancellationToken::new()).await;
-    let out = collect.await.expect("collect");
-    r.map(|o| (o, out))
-}
-
-/// Applies the layers' blobs in order onto a fresh directory.
-fn flatten(worker: &Worker, layers: &[LayerRef]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for l in layers {
-        let blob =
-            fs::File::open(worker.store().blob_path(&l.digest).expect("path")).expect("blob");
-        let report = unpack(blob, dir.path(), &UnpackOptions::default()).expect("unpack");
-        assert_eq!(report.diff_id, l.diff_id);
-    }
-    dir
 }
 
 /// A registry with the busybox image, and a worker that pulled it.
