@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# A strata farm on this machine: one strata-scheduler and N strata-worker
+# processes on loopback, no containers. Prints, on stdout, the line to point
+# the CLI at it, so this works:
+#
+#   eval "$(deploy/local/up.sh --workers 2)"
+#   strata build -t myimage:1 DIR
+#   deploy/local/down.sh
+#
+# Everything (pid files, logs, state) lives under --dir; see common.sh for
+# the layout. Workers run RUN steps with runc and overlayfs, so run this as
+# root. --redis and --s3* configure the shared cache (issue #5) and are
+# passed through to the scheduler and every worker.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd -P)"
+repo="$(cd "$here/../.." && pwd -P)"
+# shellcheck source=deploy/local/common.sh
+. "$here/common.sh"
+
+# How long the scheduler may take to listen, and the workers to register.
+readonly START_TIMEOUT_S="${STRATA_FARM_START_TIMEOUT:-60}"
+
+usage() {
+    cat >&2 <<EOF
+usage: $0 [--workers N] [--port P] [--dir DIR] [--release|--debug]
+          [--capacity N] [--redis URL]
+          [--s3 URL --s3-bucket B [--s3-access-key K --s3-secret-key S]]
+
+  --workers N      worker processes to start (default 2)
+  --port P         scheduler port on 127.0.0.1 (default 7390)
+  --dir DIR        pid files, logs and state (default $(default_dir))
+  --release        binaries from target/release (default)
+  --debug          binaries from target/debug
+                   (\$STRATA_BIN_DIR, when set, wins over both)
+  --capacity N     jobs each worker runs at once (default: the worker's own)
+  --redis URL      shared cache (issue 5): Redis for the cache index and build state
+  --s3 URL         shared cache (issue 5): S3 endpoint for layer blobs
+  --s3-bucket B    the bucket; --s3-access-key/--s3-secret-key or
+                   AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment
+EOF
+    exit 2
+}
+
+workers=2
+port=7390
+dir="$(default_dir)"
+profile=release
+capacity=""
+redis=""
+s3=""
+s3_bucket=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --workers) workers="${2:?--workers needs a number}"; shift 2 ;;
+    --port) port="${2:?--port needs a number}"; shift 2 ;;
+    --dir) dir="${2:?--dir needs a directory}"; shift 2 ;;
+    --release) profile=release; shift ;;
+    --debug) profile=debug; shift ;;
+    --capacity) capacity="${2:?--capacity needs a number}"; shift 2 ;;
+    --redis) redis="${2:?--redis needs a URL}"; shift 2 ;;
+    --s3) s3="${2:?--s3 needs a URL}"; shift 2 ;;
+    --s3-bucket) s3_bucket="${2:?--s3-bucket needs a name}"; shift 2 ;;
+    --s3-access-key) export AWS_ACCESS_KEY_ID="${2:?--s3-access-key needs a value}"; shift 2 ;;
+    --s3-secret-key) export AWS_SECRET_ACCESS_KEY="${2:?--s3-secret-key needs a value}"; shift 2 ;;
+    -h | --help) usage ;;
+    *) log "unknown argument: $1"; usage ;;
+    esac
+done
+[[ "$workers" =~ ^[1-9][0-9]*$ ]] || die "--workers must be a positive number, not '$workers'"
+if ! [[ "$port" =~ ^[0-9]+$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
+    die "--port must be 1-65535, not '$port'"
+fi
+[[ -z "$capacity" || "$capacity" =~ ^[1-9][0-9]*$ ]] || die "--capacity must be a positive number, not '$capacity'"
+if [[ -n "$s3" && -z "$s3_bucket" ]] || [[ -z "$s3" && -n "$s3_bucket" ]]; then
+    die "--s3 and --s3-bucket go together"
+fi
+[[ "$(id -u)" -eq 0 ]] || die "workers run build steps with runc and overlayfs: run this as root"
+
+bin_dir="${STRATA_BIN_DIR:-$repo/target/$profile}"
+missing=()
+for b in strata-scheduler strata-worker strata; do
+    [[ -x "$bin_dir/$b" ]] || missing+=("$b")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    flag="--release"
+    [[ "$profile" == debug ]] && flag=""
+    die "missing in ${bin_dir}: ${missing[*]}; build them with:
+    cargo build ${flag:+$flag }-p strata-scheduler -p strata-worker -p strata-client"
+fi
+
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd -P)"
+if farm_running "$dir"; then
+    die "a farm is already running in ${dir}; stop it with: $here/down.sh --dir ${dir}"
+fi
+rm -f "$dir"/pids/*.pid "$dir/farm.env"
+mkdir -p "$dir/pids" "$dir/logs" "$dir/state/scheduler"
+
+# True if something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+port_open "$port" && die "port ${port} on 127.0.0.1 is already in use: pick another with --port"
+
+url="http://127.0.0.1:${port}"
+shared=()
+[[ -n "$redis" ]] && shared+=(--redis "$redis")
+[[ -n "$s3" ]] && shared+=(--s3-endpoint "$s3" --s3-bucket "$s3_bucket")
+
+# Starts "$2..." detached (its own session, so it outlives this shell and
+# the terminal) with its output in logs/$1.log and its pid in pids/$1.pid.
+start() {
+    local name="$1"
+    shift
+    log "starting ${name}: $*"
+    setsid "$@" </dev/null >>"$dir/logs/$name.log" 2>&1 &
+    echo "$!" >"$dir/pids/$name.pid"
+}
+
+fail() {
+    log "error: $*"
+    local f
+    for f in "$dir"/logs/*.log; do
+        [[ -e "$f" ]] || continue
+        log "last lines of ${f}:"
+        tail -n 20 "$f" >&2 || true
+    done
+    log "stopping what was started"
+    stop_farm "$dir"
+    exit 1
+}
+trap 'fail "interrupted"' INT TERM
+
+start scheduler "$bin_dir/strata-scheduler" --listen "127.0.0.1:${port}" \
+    --state "$dir/state/scheduler" "${shared[@]}"
+deadline=$((SECONDS + START_TIMEOUT_S))
+until port_open "$port"; do
+    live_pid "$dir/pids/scheduler.pid" >/dev/null || fail "strata-scheduler exited"
+    ((SECONDS < deadline)) || fail "strata-scheduler did not listen on 127.0.0.1:${port} within ${START_TIMEOUT_S} s"
+    sleep 0.2
+done
+log "scheduler listens on 127.0.0.1:${port}"
+
+names=()
+for ((i = 1; i <= workers; i++)); do
+    name="worker-$i"
+    names+=("$name")
+    mkdir -p "$dir/state/$name"
+    args=(--scheduler "$url" --state "$dir/state/$name" --name "$name")
+    [[ -n "$capacity" ]] && args+=(--capacity "$capacity")
+    start "$name" "$bin_dir/strata-worker" "${args[@]}" "${shared[@]}"
+done
+
+# Every worker registered: each name appears in `strata workers`.
+registered() {
+    local out name
+    out="$("$bin_dir/strata" --scheduler "$url" workers 2>/dev/null)" || return 1
+    for name in "${names[@]}"; do
+        grep -qw -- "$name" <<<"$out" || return 1
+    done
+}
+until registered; do
+    for name in scheduler "${names[@]}"; do
+        live_pid "$dir/pids/$name.pid" >/dev/null || fail "strata-${name%%-*} (${name}) exited"
+    done
+    ((SECONDS < deadline)) || fail "not all ${workers} workers registered within ${START_TIMEOUT_S} s"
+    sleep 0.5
+done
+trap - INT TERM
+
+echo "STRATA_SCHEDULER=${url}" >"$dir/farm.env"
+log "farm up: scheduler ${url}, ${workers} worker(s); logs in ${dir}/logs; stop with: $here/down.sh --dir ${dir}"
+"$bin_dir/strata" --scheduler "$url" workers >&2 || true
+echo "export STRATA_SCHEDULER=${url}"
