@@ -1,6 +1,10 @@
 //! Command-line definition and dispatch.
 
-use crate::commands;
+use crate::commands::{
+    build, builds, cancel, history, images, import, logs, plan, push, rmi, save, tag, workers,
+};
+use crate::connect;
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -8,6 +12,10 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about, long_about = None)]
 pub struct Cli {
+    /// Scheduler to talk to, e.g. `http://127.0.0.1:7390`; without it the
+    /// builder runs in this process (when strata was built with it).
+    #[arg(long, global = true, env = "STRATA_SCHEDULER", value_name = "URL")]
+    pub scheduler: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -17,48 +25,73 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    #[cfg(feature = "embedded")]
-    Build(commands::build::BuildArgs),
+    Build(build::BuildArgs),
     /// List images.
-    #[cfg(feature = "embedded")]
-    Images,
+    Images(images::ImagesArgs),
     /// Show the history of an image.
-    #[cfg(feature = "embedded")]
-    History(commands::images::HistoryArgs),
+    History(history::HistoryArgs),
+    /// Write an image as a docker-archive tarball.
+    Save(save::SaveArgs),
+    /// Push an image to a registry.
+    Push(push::PushArgs),
+    /// Give an image another name.
+    Tag(tag::TagArgs),
+    /// Remove images.
+    Rmi(rmi::RmiArgs),
+    /// Create an image from a root filesystem tarball.
+    Import(import::ImportArgs),
+    /// Show a build's progress and logs.
+    Logs(logs::LogsArgs),
+    /// Cancel a build.
+    Cancel(cancel::CancelArgs),
+    /// List the scheduler's workers.
+    Workers(workers::WorkersArgs),
+    /// List recent builds.
+    Builds(builds::BuildsArgs),
     /// Print the per-layer job graph of a Dockerfile without building it.
-    Plan(commands::plan::PlanArgs),
+    Plan(plan::PlanArgs),
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        #[cfg(feature = "embedded")]
-        Command::Build(args) => {
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(commands::build::run(&args))
-        }
-        #[cfg(feature = "embedded")]
-        Command::Images => {
-            print!("{}", commands::images::images(&commands::build::home())?);
-            Ok(())
-        }
-        #[cfg(feature = "embedded")]
-        Command::History(args) => {
-            print!(
-                "{}",
-                commands::images::history(&commands::build::home(), &args)?
-            );
-            Ok(())
-        }
-        Command::Plan(args) => commands::plan::run(&args),
+async fn remote(scheduler: Option<&str>, command: Command) -> Result<()> {
+    if let Command::Build(args) = &command {
+        return build::run(args, scheduler).await;
+    }
+    let mut conn = connect::connect(scheduler).await?;
+    let c = &mut conn.client;
+    match &command {
+        Command::Images(a) => images::run(c, a).await,
+        Command::History(a) => history::run(c, a).await,
+        Command::Save(a) => save::run(c, a).await,
+        Command::Push(a) => push::run(c, a).await,
+        Command::Tag(a) => tag::run(c, a).await,
+        Command::Rmi(a) => rmi::run(c, a).await,
+        Command::Import(a) => import::run(c, a).await,
+        Command::Logs(a) => logs::run(c, a).await,
+        Command::Cancel(a) => cancel::run(c, a).await,
+        Command::Workers(a) => workers::run(c, a).await,
+        Command::Builds(a) => builds::run(c, a).await,
+        Command::Build(_) | Command::Plan(_) => unreachable!("handled before connecting"),
     }
 }
 
-/// Parses the command line, runs the command and maps failure to exit 1.
+fn run(cli: Cli) -> Result<()> {
+    if let Command::Plan(args) = &cli.command {
+        return plan::run(args);
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(remote(cli.scheduler.as_deref(), cli.command))
+}
+
+/// Parses the command line, runs the command and maps failure to an exit
+/// status: 1 with `error: ...` on stderr, or the status of a [`crate::Exit`].
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(crate::Exit(code)) = e.downcast_ref::<crate::Exit>() {
+                return ExitCode::from(*code);
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,7 +1,15 @@
-//! One module per subcommand.
+//! One module per subcommand. All but `plan` talk to a scheduler.
 
-#[cfg(feature = "embedded")]
 pub mod build;
-#[cfg(feature = "embedded")]
+pub mod builds;
+pub mod cancel;
+pub mod history;
 pub mod images;
+pub mod import;
+pub mod logs;
 pub mod plan;
+pub mod push;
+pub mod rmi;
+pub mod save;
+pub mod tag;
+pub mod workers;

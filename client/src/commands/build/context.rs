@@ -1,0 +1,85 @@
+//! The build context on the wire: the frontend's manifest as a
+//! `strata.common.v1.ContextManifest`.
+
+use sha2::{Digest as _, Sha256};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use strata_frontend::context::{ContextEntry, ContextManifest, EntryKind};
+use strata_proto::common::v1 as common;
+
+/// Converts one entry. Per the wire contract only regular files carry a
+/// size and digest (a symlink's target is its content); `mtime` is filled
+/// in by [`manifest_to_proto`], which can stat the file.
+pub fn entry_to_proto(e: &ContextEntry) -> common::ContextEntry {
+    let (kind, size, digest, link_target) = match e.kind {
+        EntryKind::File => (
+            common::EntryKind::File,
+            e.size,
+            e.digest.clone().unwrap_or_default(),
+            String::new(),
+        ),
+        EntryKind::Dir => (
+            common::EntryKind::Directory,
+            0,
+            String::new(),
+            String::new(),
+        ),
+        EntryKind::Symlink => (
+            common::EntryKind::Symlink,
+            0,
+            String::new(),
+            e.link_target.clone().unwrap_or_default(),
+        ),
+    };
+    common::ContextEntry {
+        path: e.path.clone(),
+        kind: kind.into(),
+        mode: e.mode & 0o7777,
+        uid: e.uid,
+        gid: e.gid,
+        size,
+        digest,
+        link_target,
+        mtime: None,
+        xattrs: Default::default(),
+    }
+}
+
+/// The wire manifest of the context at `root`: every entry, with its
+/// modification time when `root` can still be read (COPY keeps mtimes, as
+/// BuildKit does; they are never part of a cache key), and the digest of
+/// the `.dockerignore` that was applied.
+pub fn manifest_to_proto(
+    manifest: &ContextManifest,
+    root: Option<&Path>,
+) -> common::ContextManifest {
+    let entries = manifest
+        .entries
+        .iter()
+        .map(|e| {
+            let mut out = entry_to_proto(e);
+            if let Some(root) = root
+                && let Ok(meta) = std::fs::symlink_metadata(root.join(&e.path))
+            {
+                out.mtime = Some(prost_types::Timestamp {
+                    seconds: meta.mtime(),
+                    nanos: i32::try_from(meta.mtime_nsec()).unwrap_or(0),
+                });
+            }
+            out
+        })
+        .collect();
+    let dockerignore_digest = root
+        .and_then(|r| std::fs::read(r.join(".dockerignore")).ok())
+        .map(|b| sha256_digest(&b))
+        .unwrap_or_default();
+    common::ContextManifest {
+        entries,
+        dockerignore_digest,
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}

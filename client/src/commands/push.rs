@@ -1,0 +1,33 @@
+//! `strata push IMAGE [DESTINATION]`: push an image to a registry.
+
+use crate::transfer;
+use anyhow::Result;
+use clap::Args;
+use strata_proto::build::v1::build_service_client::BuildServiceClient;
+use tonic::transport::Channel;
+
+/// Arguments of `strata push`.
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// Image in the scheduler's store.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Registry reference to push to (default: the image's own name).
+    #[arg(value_name = "DESTINATION")]
+    pub destination: Option<String>,
+}
+
+/// Runs `strata push`: progress on stderr, `pushed NAME@DIGEST` on stdout.
+pub async fn run(client: &mut BuildServiceClient<Channel>, args: &PushArgs) -> Result<()> {
+    let dest = args.destination.clone().unwrap_or_default();
+    let done = transfer::push_image(client, &args.image, &dest, &mut |l| eprintln!("{l}")).await?;
+    let name = if !done.destination.is_empty() {
+        done.destination
+    } else if dest.is_empty() {
+        args.image.clone()
+    } else {
+        dest
+    };
+    println!("pushed {name}@{}", done.manifest_digest);
+    Ok(())
+}

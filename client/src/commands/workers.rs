@@ -1,0 +1,71 @@
+//! `strata workers`: the workers the scheduler knows.
+
+use crate::format;
+use anyhow::{Result, anyhow};
+use clap::Args;
+use strata_proto::build::v1 as pb;
+use strata_proto::build::v1::build_service_client::BuildServiceClient;
+use tonic::transport::Channel;
+
+/// Arguments of `strata workers`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkersArgs {
+    /// Also list recently disconnected workers.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+fn state_word(s: pb::WorkerState) -> &'static str {
+    match s {
+        pb::WorkerState::Unspecified => "unknown",
+        pb::WorkerState::Ready => "ready",
+        pb::WorkerState::Draining => "draining",
+        pb::WorkerState::Unresponsive => "unresponsive",
+        pb::WorkerState::Disconnected => "disconnected",
+    }
+}
+
+/// Renders the worker table relative to `now` (Unix seconds).
+pub fn render(workers: &[pb::WorkerInfo], now: i64) -> String {
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            let platforms: Vec<String> = w.platforms.iter().map(format::platform).collect();
+            vec![
+                w.worker_id.clone(),
+                w.hostname.clone(),
+                state_word(w.state()).to_string(),
+                w.capacity.to_string(),
+                w.running_jobs.to_string(),
+                platforms.join(","),
+                format::ago(w.last_heartbeat.as_ref(), now),
+            ]
+        })
+        .collect();
+    format::table(
+        &[
+            "ID",
+            "HOSTNAME",
+            "STATE",
+            "CAPACITY",
+            "RUNNING",
+            "PLATFORMS",
+            "LAST SEEN",
+        ],
+        &rows,
+    )
+}
+
+/// Runs `strata workers`.
+pub async fn run(client: &mut BuildServiceClient<Channel>, args: &WorkersArgs) -> Result<()> {
+    let resp = client
+        .list_workers(pb::ListWorkersRequest {
+            include_disconnected: args.all,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?
+        .into_inner();
+    print!("{}", render(&resp.workers, format::now_unix()));
+    Ok(())
+}
