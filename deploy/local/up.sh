@@ -152,13 +152,16 @@ for ((i = 1; i <= workers; i++)); do
     start "$name" "$bin_dir/strata-worker" "${args[@]}" "${shared[@]}"
 done
 
-# Every worker registered: each name appears in `strata workers`.
+# Every worker registered: `strata workers` shows each name, or at least
+# N workers in state "ready" (should the scheduler list workers by an id of
+# its own rather than by --name).
 registered() {
-    local out name
+    local out name unlisted=0
     out="$("$bin_dir/strata" --scheduler "$url" workers 2>/dev/null)" || return 1
     for name in "${names[@]}"; do
-        grep -qw -- "$name" <<<"$out" || return 1
+        grep -qw -- "$name" <<<"$out" || unlisted=1
     done
+    ((unlisted == 0)) || (($(grep -cw ready <<<"$out" || true) >= workers))
 }
 until registered; do
     for name in scheduler "${names[@]}"; do
