@@ -51,6 +51,11 @@ pub struct ContextEntry {
     pub digest: Option<String>,
     /// The symlink's target, verbatim.
     pub link_target: Option<String>,
+    /// Modification time (seconds, nanoseconds since the epoch). Copied to
+    /// the image as BuildKit's context transfer does; never part of a
+    /// cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<(i64, u32)>,
 }
 
 /// Every entry of a build context, sorted by path (byte order).
@@ -380,6 +385,7 @@ fn entry_for(abs: &Path, rel: &str, meta: &fs::Metadata) -> Result<ContextEntry,
         size,
         digest,
         link_target,
+        mtime: Some((meta.mtime(), meta.mtime_nsec() as u32)),
     })
 }
 

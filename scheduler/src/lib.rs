@@ -1,19 +1,143 @@
-//! The strata scheduler. Not implemented yet (issue #4): the binary only
-//! prints its usage and exits with status 2, so nothing pretends to work.
-//! The library already assembles images from a plan and its layers
-//! ([`image`]).
+//! The strata scheduler: serves `BuildService` to clients and
+//! `WorkerService` + `BlobService` to workers. It plans each build with the
+//! frontend, answers steps from the layer cache, queues the others as
+//! per-layer jobs for connected workers (independent stages at the same
+//! time, on different workers), streams every event to the build's
+//! watchers, assembles and stores the image, and tags, pushes and exports
+//! images.
+//!
+//! Module map: [`service`] (the gRPC surface), [`build`] (one build's run
+//! and event log), [`pool`] (workers and the job queue), [`blobs`] (the
+//! content store), [`cache`] (cache key → layer), [`images`] (names and
+//! history), [`archive`] (docker/OCI/rootfs archives, `docker import`),
+//! [`assign`] (planned step → wire job), [`image`] (config and manifest).
 
+pub mod archive;
 pub mod assign;
+pub mod blobs;
+pub mod build;
+pub mod cache;
 pub mod image;
+pub mod images;
+pub mod pool;
+pub mod push;
+pub mod service;
 
-/// The usage text the binary prints.
-pub const USAGE: &str = "\
-usage: strata-scheduler [OPTIONS]
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use strata_oci::registry::{RegistryClient, RegistryConfig};
 
-Serves BuildService to clients and WorkerService to workers, plans builds and dispatches per-layer jobs.
+/// How a scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Where the cache index, image index and build logs live.
+    pub state_dir: PathBuf,
+    /// Root of the blob store; `<state_dir>/store` when unset. The embedded
+    /// farm points it at its worker's store so nothing is copied.
+    pub blob_root: Option<PathBuf>,
+    /// Which registries are plain HTTP, where credentials are.
+    pub registry: RegistryConfig,
+    /// How many workers a job is tried on before the build fails.
+    pub max_attempts: u32,
+    /// How often workers send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// How long a job's lease lasts without a heartbeat.
+    pub lease_duration: Duration,
+}
 
-options (planned):
-  --listen ADDR        address to serve gRPC on
+impl SchedulerConfig {
+    /// Defaults for a state directory.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            blob_root: None,
+            registry: RegistryConfig::default(),
+            max_attempts: 3,
+            heartbeat_interval: Duration::from_secs(5),
+            lease_duration: Duration::from_secs(30),
+        }
+    }
+}
 
-strata-scheduler is not implemented yet; see ARCHITECTURE.md for the plan.
-";
+/// Shared state of a running scheduler.
+pub struct Inner {
+    /// Its configuration.
+    pub config: SchedulerConfig,
+    /// The content store.
+    pub blobs: blobs::FsBlobs,
+    /// The layer cache index.
+    pub cache: cache::CacheIndex,
+    /// Image names and records.
+    pub images: images::ImageStore,
+    /// Registry access for base images and pushes.
+    pub registry: RegistryClient,
+    /// Connected workers and queued jobs.
+    pub pool: pool::Pool,
+    /// Builds of this process, by id.
+    pub builds: Mutex<HashMap<String, Arc<build::BuildHandle>>>,
+}
+
+/// A scheduler, ready to serve.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+/// Why a scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state directory or a store in it is unusable.
+    #[error("state {path}: {detail}")]
+    State {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        detail: String,
+    },
+}
+
+impl Scheduler {
+    /// Opens the stores under the state directory.
+    pub fn open(config: SchedulerConfig) -> Result<Self, StartError> {
+        let state_err = |path: &std::path::Path, detail: String| StartError::State {
+            path: path.to_path_buf(),
+            detail,
+        };
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| state_err(&config.state_dir, e.to_string()))?;
+        let blob_root = config
+            .blob_root
+            .clone()
+            .unwrap_or_else(|| config.state_dir.join("store"));
+        let blobs =
+            blobs::FsBlobs::open(&blob_root).map_err(|e| state_err(&blob_root, e.to_string()))?;
+        let images = images::ImageStore::open(&config.state_dir)
+            .map_err(|e| state_err(&config.state_dir, e.to_string()))?;
+        let registry = RegistryClient::new(config.registry.clone())
+            .map_err(|e| state_err(&config.state_dir, format!("registry client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cache: cache::CacheIndex::open(&config.state_dir),
+                pool: pool::Pool::new(config.max_attempts),
+                config,
+                blobs,
+                images,
+                registry,
+                builds: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The shared state.
+    pub fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// The gRPC services (BuildService, WorkerService, BlobService) with
+    /// strata's message size limits.
+    pub fn routes(&self) -> tonic::service::Routes {
+        service::routes(Arc::clone(&self.inner))
+    }
+}

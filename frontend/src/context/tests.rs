@@ -320,6 +320,7 @@ fn entry(path: &str, kind: EntryKind, size: u64) -> ContextEntry {
         size,
         digest: None,
         link_target: None,
+        mtime: None,
     }
 }
 

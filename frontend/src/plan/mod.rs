@@ -19,6 +19,7 @@ mod stages;
 
 pub use config::{ConfigChange, DEFAULT_PATH, HealthConfig, ImageConfig};
 pub use reference::{DEFAULT_REGISTRY, ImageRef};
+pub use sources::context_subset;
 
 use crate::Limits;
 use crate::context::ContextManifest;

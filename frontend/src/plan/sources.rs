@@ -170,6 +170,57 @@ pub(crate) fn select(
     })
 }
 
+/// The part of `manifest` a step reading `sources` needs (each source as
+/// written in COPY/ADD or a bind mount's `source`, "" or "." for the whole
+/// context): every matched entry, the subtree of matched directories, and
+/// the directories above them. When a symlink is involved the whole
+/// manifest is returned, so link resolution on the worker sees everything
+/// it could reach. Workers materialise only this subset.
+pub fn context_subset(manifest: &ContextManifest, sources: &[String]) -> ContextManifest {
+    let mut keep = std::collections::BTreeSet::new();
+    for src in sources {
+        let Ok(path) = clean_context_path(src) else {
+            continue;
+        };
+        if path.is_empty() {
+            return manifest.clone();
+        }
+        let roots: Vec<&ContextEntry> = if has_wildcards(&path) {
+            manifest
+                .entries
+                .iter()
+                .filter(|e| path_match(&path, &e.path).unwrap_or(false))
+                .collect()
+        } else {
+            manifest.get(&path).into_iter().collect()
+        };
+        for root in roots {
+            for e in manifest.subtree(&root.path) {
+                keep.insert(e.path.as_str());
+            }
+            keep.insert(root.path.as_str());
+        }
+    }
+    let mut out: Vec<ContextEntry> = Vec::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    for p in &keep {
+        let mut rest = *p;
+        while let Some((parent, _)) = rest.rsplit_once('/') {
+            dirs.insert(parent);
+            rest = parent;
+        }
+    }
+    for e in &manifest.entries {
+        if keep.contains(e.path.as_str()) || dirs.contains(e.path.as_str()) {
+            if e.kind == EntryKind::Symlink {
+                return manifest.clone();
+            }
+            out.push(e.clone());
+        }
+    }
+    ContextManifest::from_entries(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +236,40 @@ mod tests {
                 .contains("outside the build context")
         );
         assert!(clean_context_path("a/../../x").is_err());
+    }
+
+    fn e(path: &str, kind: EntryKind) -> ContextEntry {
+        ContextEntry {
+            path: path.into(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            digest: None,
+            link_target: (kind == EntryKind::Symlink).then(|| "x".into()),
+            mtime: None,
+        }
+    }
+
+    #[test]
+    fn subset_keeps_matches_their_subtrees_and_parents() {
+        let m = ContextManifest::from_entries(vec![
+            e("a", EntryKind::Dir),
+            e("a/b", EntryKind::Dir),
+            e("a/b/c.txt", EntryKind::File),
+            e("a/d.txt", EntryKind::File),
+            e("src", EntryKind::Dir),
+            e("src/main.rs", EntryKind::File),
+            e("z.md", EntryKind::File),
+        ]);
+        let paths = |s: &ContextManifest| s.entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
+        assert_eq!(paths(&context_subset(&m, &["a/b/c.txt".into()])), ["a", "a/b", "a/b/c.txt"]);
+        assert_eq!(paths(&context_subset(&m, &["src".into()])), ["src", "src/main.rs"]);
+        assert_eq!(paths(&context_subset(&m, &["*.md".into()])), ["z.md"]);
+        assert_eq!(context_subset(&m, &[".".into()]), m);
+        assert!(context_subset(&m, &["missing".into()]).entries.is_empty());
+        let with_link = ContextManifest::from_entries(vec![e("l", EntryKind::Symlink), e("x", EntryKind::File)]);
+        assert_eq!(context_subset(&with_link, &["l".into()]), with_link);
     }
 }

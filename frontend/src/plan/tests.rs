@@ -27,6 +27,7 @@ fn file(path: &str, content: &str) -> ContextEntry {
             hex::encode(Sha256::digest(content.as_bytes()))
         )),
         link_target: None,
+        mtime: None,
     }
 }
 
@@ -40,6 +41,7 @@ fn dir(path: &str) -> ContextEntry {
         size: 0,
         digest: None,
         link_target: None,
+        mtime: None,
     }
 }
 

@@ -271,7 +271,7 @@ pub(crate) fn sha256_string(h: Sha256) -> String {
 }
 
 /// Wraps a layer blob in the decompressor its magic bytes call for.
-pub(crate) fn decompress<'a, R: Read + 'a>(
+pub fn decompress<'a, R: Read + 'a>(
     mut input: R,
 ) -> io::Result<(CompressionKind, Box<dyn Read + 'a>)> {
     let mut magic = [0u8; 4];

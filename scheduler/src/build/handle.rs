@@ -1,0 +1,162 @@
+//! One build's state and its event log.
+//!
+//! Events get consecutive sequence numbers from 1. A watcher reads every
+//! event after the last sequence it saw and then waits for more, so a
+//! client that reattaches with `after_sequence` misses nothing and sees
+//! nothing twice. A finished build's log is written to
+//! `<state>/builds/<id>.pb` (its `BuildInfo`, then its events, each
+//! length-delimited protobuf), so `strata logs` works after the fact and
+//! in a later process.
+
+use prost::Message as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+use strata_proto::build::v1 as build;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A build known to this scheduler.
+#[derive(Debug)]
+pub struct BuildHandle {
+    /// Its id.
+    pub id: String,
+    /// Cancelled by `CancelBuild`.
+    pub cancel: CancellationToken,
+    info: Mutex<build::BuildInfo>,
+    events: Mutex<Vec<build::BuildEvent>>,
+    last: watch::Sender<u64>,
+}
+
+/// Whether an event ends a build.
+pub fn is_terminal(ev: &build::BuildEvent) -> bool {
+    matches!(
+        ev.event,
+        Some(build::build_event::Event::BuildFinished(_) | build::build_event::Event::BuildFailed(_))
+    )
+}
+
+impl BuildHandle {
+    /// A new, queued build.
+    pub fn new(id: String, info: build::BuildInfo) -> Self {
+        Self {
+            id,
+            cancel: CancellationToken::new(),
+            info: Mutex::new(info),
+            events: Mutex::new(Vec::new()),
+            last: watch::channel(0).0,
+        }
+    }
+
+    /// Appends an event; returns its sequence number.
+    pub fn emit(&self, event: build::build_event::Event) -> u64 {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let sequence = events.len() as u64 + 1;
+        events.push(build::BuildEvent {
+            build_id: self.id.clone(),
+            sequence,
+            timestamp: Some(SystemTime::now().into()),
+            event: Some(event),
+        });
+        self.info
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_sequence = sequence;
+        self.last.send_replace(sequence);
+        sequence
+    }
+
+    /// Events after `sequence`, in order.
+    pub fn events_after(&self, sequence: u64) -> Vec<build::BuildEvent> {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events
+            .iter()
+            .skip(usize::try_from(sequence).unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+
+    /// Wakes when new events arrive.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.last.subscribe()
+    }
+
+    /// Whether the build has finished (its last event is terminal).
+    pub fn finished(&self) -> bool {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.last().is_some_and(is_terminal)
+    }
+
+    /// A snapshot of the build's summary.
+    pub fn info(&self) -> build::BuildInfo {
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the summary.
+    pub fn update(&self, f: impl FnOnce(&mut build::BuildInfo)) {
+        f(&mut self.info.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Writes the finished build to `<dir>/<id>.pb`.
+    pub fn persist(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut buf = Vec::new();
+        self.info()
+            .encode_length_delimited(&mut buf)
+            .map_err(std::io::Error::other)?;
+        for ev in self.events_after(0) {
+            ev.encode_length_delimited(&mut buf)
+                .map_err(std::io::Error::other)?;
+        }
+        let path = dir.join(format!("{}.pb", self.id));
+        let tmp = dir.join(format!(".{}.pb.tmp", self.id));
+        std::fs::write(&tmp, buf)?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Loads a build written by [`BuildHandle::persist`].
+    pub fn load(dir: &Path, id: &str) -> Option<Self> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return None;
+        }
+        let bytes = std::fs::read(dir.join(format!("{id}.pb"))).ok()?;
+        let mut buf = bytes.as_slice();
+        let info = build::BuildInfo::decode_length_delimited(&mut buf).ok()?;
+        let handle = Self::new(id.to_string(), info);
+        while !buf.is_empty() {
+            let ev = build::BuildEvent::decode_length_delimited(&mut buf).ok()?;
+            handle
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ev);
+        }
+        let n = handle.events_after(0).len() as u64;
+        handle.last.send_replace(n);
+        Some(handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_numbered_and_survive_persistence() {
+        let h = BuildHandle::new("b1".into(), build::BuildInfo::default());
+        h.emit(build::build_event::Event::StepCancelled(build::StepCancelled {
+            step_id: "s0-0".into(),
+            reason: "x".into(),
+        }));
+        h.emit(build::build_event::Event::BuildFailed(build::BuildFailed::default()));
+        assert!(h.finished());
+        assert_eq!(h.events_after(1).len(), 1);
+        assert_eq!(h.events_after(1)[0].sequence, 2);
+        let dir = tempfile::tempdir().unwrap();
+        h.persist(dir.path()).unwrap();
+        let back = BuildHandle::load(dir.path(), "b1").unwrap();
+        assert_eq!(back.events_after(0), h.events_after(0));
+        assert_eq!(back.info().last_sequence, 2);
+        assert!(BuildHandle::load(dir.path(), "../b1").is_none());
+    }
+}

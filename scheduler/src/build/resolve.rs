@@ -1,0 +1,154 @@
+//! Base images a build reads (`FROM`, `COPY --from=image`, mounts from an
+//! image): the scheduler's own image store first, as Docker's classic
+//! builder does with its local images (skipped with `--pull`), then the
+//! registry. Registry layers are downloaded into the blob store, verified,
+//! once; workers read them from there.
+
+use crate::Inner;
+use crate::image::LayerInfo;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::Value;
+use strata_frontend::plan::{BaseImage as PlanBase, ImageConfig, Platform};
+use strata_oci::registry::{ImageRef as RegistryRef, Platform as RegistryPlatform};
+
+/// A base image as the planner and image assembly need it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Digest and config for the planner.
+    pub plan: PlanBase,
+    /// The raw config document.
+    pub config: Value,
+    /// Layers, bottom first; their blobs are in the blob store.
+    pub layers: Vec<LayerInfo>,
+    /// Where it came from: "local" or the registry.
+    pub source: &'static str,
+}
+
+/// The runtime part of an image config as the planner reads it (Docker's
+/// `null`s dropped).
+fn plan_config(raw: &Value) -> ImageConfig {
+    let mut config = raw.get("config").cloned().unwrap_or_default();
+    if let Some(obj) = config.as_object_mut() {
+        obj.retain(|_, v| !v.is_null());
+    }
+    serde_json::from_value(config).unwrap_or_default()
+}
+
+fn layers_of(manifest: &Value, config: &Value) -> Result<Vec<LayerInfo>, String> {
+    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    if descs.len() != diff_ids.len() {
+        return Err(format!(
+            "manifest lists {} layers but the config {} diffIDs",
+            descs.len(),
+            diff_ids.len()
+        ));
+    }
+    Ok(descs
+        .iter()
+        .zip(diff_ids)
+        .map(|(d, id)| LayerInfo {
+            diff_id: id.as_str().unwrap_or_default().to_string(),
+            digest: d["digest"].as_str().unwrap_or_default().to_string(),
+            media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
+            size: d["size"].as_u64().unwrap_or(0),
+        })
+        .collect())
+}
+
+const PULL_CONCURRENCY: usize = 4;
+
+/// Resolves `reference` (normalised) for `platform`.
+pub async fn resolve(
+    inner: &Inner,
+    reference: &str,
+    platform: &Platform,
+    pull: bool,
+) -> Result<Resolved, String> {
+    if !pull && let Some(rec) = inner.images.by_tag(reference) {
+        let read = |d: &str| -> Result<Value, String> {
+            let b = inner.blobs.read(d).map_err(|e| e.to_string())?;
+            serde_json::from_slice(&b).map_err(|e| format!("{d}: {e}"))
+        };
+        let config = read(&rec.config_digest)?;
+        let manifest = read(&rec.manifest_digest)?;
+        let layers = layers_of(&manifest, &config)?;
+        return Ok(Resolved {
+            plan: PlanBase {
+                digest: rec.manifest_digest.clone(),
+                config: plan_config(&config),
+            },
+            config,
+            layers,
+            source: "local",
+        });
+    }
+    let image = RegistryRef::parse(reference).map_err(|e| e.to_string())?;
+    let p = RegistryPlatform::new(
+        &platform.os,
+        &platform.architecture,
+        (!platform.variant.is_empty()).then_some(platform.variant.as_str()),
+    );
+    let resolved = inner
+        .registry
+        .resolve(&image, &p)
+        .await
+        .map_err(|e| e.to_string())?;
+    let config: Value =
+        serde_json::from_slice(&resolved.config_raw).map_err(|e| format!("image config: {e}"))?;
+    let diff_ids = resolved.config.rootfs().diff_ids();
+    if diff_ids.len() != resolved.layers.len() {
+        return Err(format!(
+            "manifest lists {} layers but the config {} diffIDs",
+            resolved.layers.len(),
+            diff_ids.len()
+        ));
+    }
+    let layers: Vec<LayerInfo> = resolved
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(d, id)| LayerInfo {
+            diff_id: id.clone(),
+            digest: d.digest().to_string(),
+            media_type: d.media_type().to_string(),
+            size: d.size(),
+        })
+        .collect();
+    let mut wanted = Vec::new();
+    for d in &resolved.layers {
+        if !inner.blobs.has(d.digest().as_ref()) && !wanted.iter().any(|w: &&oci_spec::image::Descriptor| w.digest() == d.digest()) {
+            wanted.push(d);
+        }
+    }
+    let wanted: Vec<oci_spec::image::Descriptor> = wanted.into_iter().cloned().collect();
+    let image_ref = &image;
+    futures::stream::iter(wanted)
+        .map(|desc| async move {
+            let digest = desc.digest().to_string();
+            let tmp = inner.blobs.temp_path("pull");
+            inner
+                .registry
+                .download_blob(image_ref, &desc, &tmp)
+                .await
+                .map_err(|e| e.to_string())?;
+            inner.blobs.commit(&tmp, &digest).map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        })
+        .buffer_unordered(PULL_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    inner
+        .blobs
+        .put_bytes(&resolved.config_raw)
+        .map_err(|e| e.to_string())?;
+    Ok(Resolved {
+        plan: PlanBase {
+            digest: resolved.manifest_digest.to_string(),
+            config: plan_config(&config),
+        },
+        config,
+        layers,
+        source: "registry",
+    })
+}

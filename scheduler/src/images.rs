@@ -1,0 +1,388 @@
+//! The scheduler's image store: names (`name:tag`) pointing at manifests
+//! whose config, manifest and layer blobs live in the blob store. This is
+//! what `strata images`, `strata history`, `strata save` and `FROM` of a
+//! locally built or imported image read. `images.json` is rewritten
+//! atomically on every change.
+
+use crate::blobs::FsBlobs;
+use crate::image::Image;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use strata_frontend::plan::ImageRef;
+use strata_proto::build::v1 as build;
+use thiserror::Error;
+
+/// Why an image operation failed.
+#[derive(Debug, Error)]
+pub enum ImageStoreError {
+    /// No image by that name or id.
+    #[error("No such image: {0}")]
+    NotFound(String),
+    /// A name that is not a valid reference.
+    #[error("invalid image name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The index or a blob could not be read or written.
+    #[error("image store: {0}")]
+    Io(String),
+}
+
+/// One stored image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `sha256:` of the manifest.
+    pub manifest_digest: String,
+    /// `sha256:` of the config (the image ID).
+    pub config_digest: String,
+    /// RFC 3339 creation time from the config.
+    pub created: String,
+    /// Sum of the layer blob sizes.
+    pub size: u64,
+    /// The build that produced it, if any.
+    #[serde(default)]
+    pub build_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Index {
+    /// Normalised `name:tag` to manifest digest.
+    tags: BTreeMap<String, String>,
+    /// Manifest digest to record.
+    images: BTreeMap<String, ImageRecord>,
+}
+
+/// The image store.
+#[derive(Debug)]
+pub struct ImageStore {
+    path: PathBuf,
+    index: Mutex<Index>,
+}
+
+/// `name:tag` normalised as Docker does (`busybox` =
+/// `docker.io/library/busybox:latest`).
+pub fn normalise(name: &str) -> Result<String, ImageStoreError> {
+    ImageRef::parse(name)
+        .map(|r| r.to_string())
+        .map_err(|reason| ImageStoreError::InvalidName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2024-01-02T03:04:05Z`,
+/// fractions and offsets accepted, offsets applied).
+pub fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
+        Some(i) => (&time[..i], &time[i..]),
+        None => (time, ""),
+    };
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32)
+    };
+    let off = match offset.as_bytes().first() {
+        Some(b'+') | Some(b'-') => {
+            let (h, m) = offset[1..].split_once(':').unwrap_or((&offset[1..], "0"));
+            let secs = h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60;
+            if offset.starts_with('-') { -secs } else { secs }
+        }
+        _ => 0,
+    };
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss - off, nanos))
+}
+
+fn timestamp(rfc3339: &str) -> Option<prost_types::Timestamp> {
+    parse_rfc3339(rfc3339).map(|(seconds, nanos)| prost_types::Timestamp {
+        seconds,
+        nanos: nanos as i32,
+    })
+}
+
+impl ImageStore {
+    /// Opens the store whose index is `<state>/images.json`.
+    pub fn open(state: &Path) -> Result<Self, ImageStoreError> {
+        let path = state.join("images.json");
+        let index = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| ImageStoreError::Io(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index::default(),
+            Err(e) => return Err(ImageStoreError::Io(format!("{}: {e}", path.display()))),
+        };
+        Ok(Self {
+            path,
+            index: Mutex::new(index),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self, index: &Index) -> Result<(), ImageStoreError> {
+        let tmp = self.path.with_extension(format!("json.{}", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(index).map_err(|e| ImageStoreError::Io(e.to_string()))?;
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| ImageStoreError::Io(format!("{}: {e}", self.path.display())))
+    }
+
+    /// Stores an image's config and manifest and points `tags` at it.
+    pub fn record(
+        &self,
+        blobs: &FsBlobs,
+        image: &Image,
+        tags: &[String],
+        build_id: &str,
+    ) -> Result<ImageRecord, ImageStoreError> {
+        let normalised: Vec<String> = tags.iter().map(|t| normalise(t)).collect::<Result<_, _>>()?;
+        blobs
+            .put_bytes(&image.config)
+            .and_then(|_| blobs.put_bytes(&image.manifest))
+            .map_err(|e| ImageStoreError::Io(e.to_string()))?;
+        let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap_or_default();
+        let rec = ImageRecord {
+            manifest_digest: image.manifest_digest.clone(),
+            config_digest: image.config_digest.clone(),
+            created: config["created"].as_str().unwrap_or_default().to_string(),
+            size: image.layers.iter().map(|l| l.size).sum(),
+            build_id: build_id.to_string(),
+        };
+        let mut index = self.lock();
+        index.images.insert(rec.manifest_digest.clone(), rec.clone());
+        for t in normalised {
+            index.tags.insert(t, rec.manifest_digest.clone());
+        }
+        self.save(&index)?;
+        Ok(rec)
+    }
+
+    /// Finds an image by `name[:tag]`, full or short (≥ 4 hex digits)
+    /// image ID, or manifest digest.
+    pub fn find(&self, what: &str) -> Option<ImageRecord> {
+        let index = self.lock();
+        if let Ok(name) = normalise(what)
+            && let Some(m) = index.tags.get(&name)
+        {
+            return index.images.get(m).cloned();
+        }
+        let id = what.strip_prefix("sha256:").unwrap_or(what);
+        if id.len() < 4 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        index
+            .images
+            .values()
+            .find(|r| {
+                r.config_digest.trim_start_matches("sha256:").starts_with(id)
+                    || r.manifest_digest.trim_start_matches("sha256:").starts_with(id)
+            })
+            .cloned()
+    }
+
+    /// Like [`ImageStore::find`], as an error when absent.
+    pub fn get(&self, what: &str) -> Result<ImageRecord, ImageStoreError> {
+        self.find(what).ok_or_else(|| ImageStoreError::NotFound(what.to_string()))
+    }
+
+    /// The image a tag names, by normalised `name:tag` only (what `FROM`
+    /// consults before a registry).
+    pub fn by_tag(&self, normalised: &str) -> Option<ImageRecord> {
+        let index = self.lock();
+        index.tags.get(normalised).and_then(|m| index.images.get(m)).cloned()
+    }
+
+    /// Points `target` at the image `source` names.
+    pub fn tag(&self, source: &str, target: &str) -> Result<ImageRecord, ImageStoreError> {
+        let rec = self.get(source)?;
+        let target = normalise(target)?;
+        let mut index = self.lock();
+        index.tags.insert(target, rec.manifest_digest.clone());
+        self.save(&index)?;
+        Ok(rec)
+    }
+
+    /// Removes a tag (or, given an id, every tag of that image); returns
+    /// the names untagged and the image forgotten once nothing names it.
+    /// Blobs stay until a prune.
+    pub fn remove(&self, what: &str) -> Result<(Vec<String>, Vec<String>), ImageStoreError> {
+        let rec = self.get(what)?;
+        let mut index = self.lock();
+        let by_name = normalise(what).ok().filter(|n| index.tags.contains_key(n));
+        let untagged: Vec<String> = match by_name {
+            Some(n) => vec![n],
+            None => index
+                .tags
+                .iter()
+                .filter(|(_, m)| **m == rec.manifest_digest)
+                .map(|(t, _)| t.clone())
+                .collect(),
+        };
+        for t in &untagged {
+            index.tags.remove(t);
+        }
+        let mut deleted = Vec::new();
+        if !index.tags.values().any(|m| *m == rec.manifest_digest) {
+            index.images.remove(&rec.manifest_digest);
+            deleted.push(rec.config_digest.clone());
+        }
+        self.save(&index)?;
+        Ok((untagged, deleted))
+    }
+
+    /// `docker images`: one row per tag, newest first; with `all`, untagged
+    /// images too.
+    pub fn list(&self, filter: Option<&str>, all: bool) -> Vec<build::ImageSummary> {
+        let index = self.lock();
+        let mut rows = Vec::new();
+        let mut tagged = std::collections::BTreeSet::new();
+        for (tag, manifest) in &index.tags {
+            let Some(rec) = index.images.get(manifest) else {
+                continue;
+            };
+            tagged.insert(manifest.clone());
+            let familiar = ImageRef::parse(tag).map(|r| r.familiar()).unwrap_or(tag.clone());
+            let (repo, t) = match familiar.rsplit_once(':') {
+                Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+                _ => (familiar.clone(), "latest".to_string()),
+            };
+            if let Some(f) = filter
+                && !(familiar == f || repo == f || tag == f)
+            {
+                continue;
+            }
+            rows.push(summary(&repo, &t, rec));
+        }
+        if all && filter.is_none() {
+            for (m, rec) in &index.images {
+                if !tagged.contains(m) {
+                    rows.push(summary("<none>", "<none>", rec));
+                }
+            }
+        }
+        rows.sort_by(|a, b| {
+            let ta = a.created.as_ref().map(|t| (t.seconds, t.nanos));
+            let tb = b.created.as_ref().map(|t| (t.seconds, t.nanos));
+            tb.cmp(&ta).then(a.repository.cmp(&b.repository)).then(a.tag.cmp(&b.tag))
+        });
+        rows
+    }
+
+    /// `docker history`: newest entry first; each non-empty history entry
+    /// paired with its layer's blob size, metadata-only ones with 0.
+    pub fn history(
+        &self,
+        blobs: &FsBlobs,
+        what: &str,
+    ) -> Result<Vec<build::HistoryEntry>, ImageStoreError> {
+        let rec = self.get(what)?;
+        let read = |d: &str| -> Result<serde_json::Value, ImageStoreError> {
+            let bytes = blobs.read(d).map_err(|e| ImageStoreError::Io(e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| ImageStoreError::Io(format!("{d}: {e}")))
+        };
+        let config = read(&rec.config_digest)?;
+        let manifest = read(&rec.manifest_digest)?;
+        let layers: Vec<(String, u64)> = manifest["layers"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|x| {
+                        (
+                            x["digest"].as_str().unwrap_or_default().to_string(),
+                            x["size"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tags: Vec<String> = {
+            let index = self.lock();
+            index
+                .tags
+                .iter()
+                .filter(|(_, m)| **m == rec.manifest_digest)
+                .map(|(t, _)| ImageRef::parse(t).map(|r| r.familiar()).unwrap_or(t.clone()))
+                .collect()
+        };
+        let mut next = 0;
+        let mut out = Vec::new();
+        for h in config["history"].as_array().into_iter().flatten() {
+            let empty = h["empty_layer"].as_bool().unwrap_or(false);
+            let (digest, size) = if empty {
+                (String::new(), 0)
+            } else {
+                let l = layers.get(next).cloned().unwrap_or_default();
+                next += 1;
+                l
+            };
+            out.push(build::HistoryEntry {
+                id: "<missing>".into(),
+                layer_digest: digest,
+                created: h["created"].as_str().and_then(timestamp),
+                created_by: h["created_by"].as_str().unwrap_or_default().to_string(),
+                size,
+                empty_layer: empty,
+                comment: h["comment"].as_str().unwrap_or_default().to_string(),
+                tags: Vec::new(),
+            });
+        }
+        out.reverse();
+        if let Some(top) = out.first_mut() {
+            top.id = rec.config_digest.clone();
+            top.tags = tags;
+        }
+        Ok(out)
+    }
+}
+
+fn summary(repo: &str, tag: &str, rec: &ImageRecord) -> build::ImageSummary {
+    build::ImageSummary {
+        repository: repo.to_string(),
+        tag: tag.to_string(),
+        image_id: rec.config_digest.clone(),
+        manifest_digest: rec.manifest_digest.clone(),
+        created: timestamp(&rec.created),
+        size: rec.size,
+        build_id: rec.build_id.clone(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339;
+
+    #[test]
+    fn rfc3339_times_parse_with_fractions_and_offsets() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:34:56.5Z"),
+            Some((1_709_210_096, 500_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T14:34:56+02:00"),
+            Some((1_709_210_096, 0))
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}

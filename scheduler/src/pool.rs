@@ -1,0 +1,420 @@
+//! Connected workers and the job queue.
+//!
+//! A build submits a `JobAssignment` and gets a stream of [`JobEvent`]s.
+//! The pool keeps the job queued until a worker has a free slot, prefers
+//! the worker that already holds most of the job's parent layers unpacked
+//! and otherwise the least loaded one, and re-queues a job (up to
+//! `max_attempts`) when its worker disconnects or rejects it. Messages that
+//! carry a lease the pool no longer recognises (a late result from a
+//! worker that lost the job) are ignored.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::SystemTime;
+use strata_proto::build::v1 as build;
+use strata_proto::common::v1 as common;
+use strata_proto::worker::v1 as wire;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// What happens to a submitted job, in order. The stream ends after
+/// `Done`, `Failed` or `Lost`, or when the job is cancelled.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// A worker took the job.
+    Started {
+        /// The worker.
+        worker_id: String,
+        /// The attempt (1-based).
+        attempt: u32,
+    },
+    /// Output of the running job.
+    Log(common::LogChunk),
+    /// The job moved to a new phase.
+    Progress(wire::JobProgress),
+    /// The job succeeded.
+    Done {
+        /// What it produced.
+        result: wire::JobResult,
+        /// The worker that ran it.
+        worker_id: String,
+    },
+    /// The job failed (the command, not the infrastructure).
+    Failed {
+        /// Why.
+        failure: wire::JobFailed,
+        /// The worker that ran it.
+        worker_id: String,
+    },
+    /// The worker went away; the job is queued again.
+    Requeued {
+        /// Why.
+        reason: String,
+        /// The next attempt.
+        attempt: u32,
+    },
+    /// The job was lost too often; the build cannot finish.
+    Lost(String),
+}
+
+/// Messages to one worker's stream.
+pub type WorkerTx = mpsc::UnboundedSender<Result<wire::SchedulerMessage, Status>>;
+
+struct Slot {
+    info: build::WorkerInfo,
+    tx: WorkerTx,
+    session: u64,
+    running: HashSet<String>,
+    layers: HashSet<String>,
+    draining: bool,
+}
+
+struct Queued {
+    assignment: wire::JobAssignment,
+    events: mpsc::UnboundedSender<JobEvent>,
+    /// DiffIDs of every layer the job reads, for affinity.
+    wants: Vec<String>,
+}
+
+struct Running {
+    job: Queued,
+    worker_id: String,
+}
+
+#[derive(Default)]
+struct State {
+    workers: BTreeMap<String, Slot>,
+    queue: VecDeque<Queued>,
+    running: HashMap<String, Running>,
+    sessions: u64,
+}
+
+/// The pool.
+pub struct Pool {
+    state: Mutex<State>,
+    max_attempts: u32,
+}
+
+fn now() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+fn send(tx: &WorkerTx, msg: wire::scheduler_message::Message) -> bool {
+    tx.send(Ok(wire::SchedulerMessage { message: Some(msg) }))
+        .is_ok()
+}
+
+fn wants_of(a: &wire::JobAssignment) -> Vec<String> {
+    a.parent
+        .iter()
+        .flat_map(|s| s.layers.iter().map(|l| l.diff_id.clone()))
+        .collect()
+}
+
+impl Pool {
+    /// An empty pool; a job is tried on at most `max_attempts` workers.
+    pub fn new(max_attempts: u32) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a worker session; returns its session number (a reconnect
+    /// under the same id replaces the old session).
+    pub fn register(&self, worker_id: &str, reg: &wire::Register, tx: WorkerTx) -> u64 {
+        let mut st = self.lock();
+        st.sessions += 1;
+        let session = st.sessions;
+        let old = st.workers.remove(worker_id);
+        let info = build::WorkerInfo {
+            worker_id: worker_id.to_string(),
+            hostname: reg.hostname.clone(),
+            version: reg.version.clone(),
+            state: build::WorkerState::Ready as i32,
+            capacity: reg.capacity.max(1),
+            labels: reg.labels.clone().into_iter().collect(),
+            platforms: reg.platforms.clone(),
+            free_disk_bytes: reg.free_disk_bytes,
+            last_heartbeat: Some(now()),
+            connected_at: Some(now()),
+            runtime: reg.runtime.clone(),
+            layers_held: reg.layers_held.len() as u64,
+            ..Default::default()
+        };
+        st.workers.insert(
+            worker_id.to_string(),
+            Slot {
+                info,
+                tx,
+                session,
+                running: HashSet::new(),
+                layers: reg.layers_held.iter().cloned().collect(),
+                draining: false,
+            },
+        );
+        if old.is_some() {
+            self.requeue_worker_jobs(&mut st, worker_id, "the worker reconnected");
+        }
+        self.dispatch(&mut st);
+        session
+    }
+
+    /// Ends a worker session: its jobs go back to the queue.
+    pub fn disconnect(&self, worker_id: &str, session: u64) {
+        let mut st = self.lock();
+        if st.workers.get(worker_id).is_none_or(|w| w.session != session) {
+            return;
+        }
+        st.workers.remove(worker_id);
+        self.requeue_worker_jobs(&mut st, worker_id, "the worker disconnected");
+        self.dispatch(&mut st);
+    }
+
+    fn requeue_worker_jobs(&self, st: &mut State, worker_id: &str, reason: &str) {
+        let lost: Vec<String> = st
+            .running
+            .iter()
+            .filter(|(_, r)| r.worker_id == worker_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            if let Some(r) = st.running.remove(&id) {
+                self.requeue(st, r.job, &format!("{reason} ({worker_id})"));
+            }
+        }
+    }
+
+    fn requeue(&self, st: &mut State, mut job: Queued, reason: &str) {
+        if job.assignment.attempt >= self.max_attempts {
+            let _ = job.events.send(JobEvent::Lost(format!(
+                "{reason}; gave up after {} attempts",
+                job.assignment.attempt
+            )));
+            return;
+        }
+        job.assignment.attempt += 1;
+        job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
+        let _ = job.events.send(JobEvent::Requeued {
+            reason: reason.to_string(),
+            attempt: job.assignment.attempt,
+        });
+        st.queue.push_front(job);
+    }
+
+    /// Queues a job; its lease and attempt are set here.
+    pub fn submit(&self, mut assignment: wire::JobAssignment) -> mpsc::UnboundedReceiver<JobEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        assignment.attempt = 1;
+        assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
+        let wants = wants_of(&assignment);
+        let mut st = self.lock();
+        st.queue.push_back(Queued {
+            assignment,
+            events: tx,
+            wants,
+        });
+        self.dispatch(&mut st);
+        rx
+    }
+
+    /// Stops a job: dequeued if waiting, cancelled on its worker if
+    /// running. Its event stream ends.
+    pub fn cancel(&self, job_id: &str, reason: &str) {
+        let mut st = self.lock();
+        st.queue.retain(|q| q.assignment.job_id != job_id);
+        if let Some(r) = st.running.remove(job_id) {
+            if let Some(w) = st.workers.get_mut(&r.worker_id) {
+                w.running.remove(job_id);
+                send(
+                    &w.tx,
+                    wire::scheduler_message::Message::CancelJob(wire::CancelJob {
+                        job_id: job_id.to_string(),
+                        lease_id: r.job.assignment.lease_id.clone(),
+                        reason: reason.to_string(),
+                        grace_period: None,
+                    }),
+                );
+            }
+            self.dispatch(&mut st);
+        }
+    }
+
+    /// Handles one message of a worker's stream.
+    pub fn on_message(&self, worker_id: &str, msg: wire::worker_message::Message) {
+        use wire::worker_message::Message as M;
+        let mut st = self.lock();
+        let current = |st: &State, job: &str, lease: &str| {
+            st.running
+                .get(job)
+                .is_some_and(|r| r.worker_id == worker_id && r.job.assignment.lease_id == lease)
+        };
+        match msg {
+            M::Heartbeat(h) => {
+                if let Some(w) = st.workers.get_mut(worker_id) {
+                    w.info.last_heartbeat = Some(now());
+                    w.info.free_disk_bytes = h.free_disk_bytes;
+                    w.info.load_average = h.load_average;
+                    for l in h.layers_added {
+                        w.layers.insert(l);
+                    }
+                    for l in &h.layers_removed {
+                        w.layers.remove(l);
+                    }
+                    w.info.layers_held = w.layers.len() as u64;
+                }
+            }
+            M::JobAccepted(_) | M::Pong(_) | M::Register(_) => {}
+            M::JobRejected(r) => {
+                if current(&st, &r.job_id, &r.lease_id)
+                    && let Some(run) = st.running.remove(&r.job_id)
+                {
+                    if let Some(w) = st.workers.get_mut(worker_id) {
+                        w.running.remove(&r.job_id);
+                    }
+                    self.requeue(&mut st, run.job, &format!("{worker_id} rejected it: {}", r.reason));
+                }
+            }
+            M::JobLog(l) => {
+                if current(&st, &l.job_id, &l.lease_id)
+                    && let (Some(r), Some(chunk)) = (st.running.get(&l.job_id), l.chunk)
+                {
+                    let _ = r.job.events.send(JobEvent::Log(chunk));
+                }
+            }
+            M::JobProgress(p) => {
+                if current(&st, &p.job_id, &p.lease_id)
+                    && let Some(r) = st.running.get(&p.job_id)
+                {
+                    let _ = r.job.events.send(JobEvent::Progress(p));
+                }
+            }
+            M::JobResult(res) => {
+                if current(&st, &res.job_id, &res.lease_id)
+                    && let Some(r) = st.running.remove(&res.job_id)
+                {
+                    if let Some(w) = st.workers.get_mut(worker_id) {
+                        w.running.remove(&res.job_id);
+                        if let Some(l) = &res.layer {
+                            w.layers.insert(l.diff_id.clone());
+                        }
+                    }
+                    let _ = r.job.events.send(JobEvent::Done {
+                        result: res,
+                        worker_id: worker_id.to_string(),
+                    });
+                }
+            }
+            M::JobFailed(f) => {
+                if current(&st, &f.job_id, &f.lease_id)
+                    && let Some(r) = st.running.remove(&f.job_id)
+                {
+                    if let Some(w) = st.workers.get_mut(worker_id) {
+                        w.running.remove(&f.job_id);
+                    }
+                    let _ = r.job.events.send(JobEvent::Failed {
+                        failure: f,
+                        worker_id: worker_id.to_string(),
+                    });
+                }
+            }
+            M::GoingAway(g) => {
+                if let Some(w) = st.workers.get_mut(worker_id) {
+                    w.draining = true;
+                    w.info.state = build::WorkerState::Draining as i32;
+                }
+                if !g.drain {
+                    self.requeue_worker_jobs(&mut st, worker_id, "the worker is shutting down");
+                }
+            }
+        }
+        self.dispatch(&mut st);
+    }
+
+    /// Assigns queued jobs to workers with free slots.
+    fn dispatch(&self, st: &mut State) {
+        let mut i = 0;
+        while i < st.queue.len() {
+            let wants = &st.queue[i].wants;
+            let best = st
+                .workers
+                .iter()
+                .filter(|(_, w)| !w.draining && (w.running.len() as u32) < w.info.capacity)
+                .max_by(|(ia, a), (ib, b)| {
+                    let held = |w: &Slot| wants.iter().filter(|d| w.layers.contains(*d)).count();
+                    let free = |w: &Slot| {
+                        f64::from(w.info.capacity - w.running.len() as u32) / f64::from(w.info.capacity)
+                    };
+                    held(a)
+                        .cmp(&held(b))
+                        .then(free(a).total_cmp(&free(b)))
+                        .then(ib.cmp(ia))
+                })
+                .map(|(id, _)| id.clone());
+            let Some(worker_id) = best else {
+                return;
+            };
+            let Some(job) = st.queue.remove(i) else {
+                return;
+            };
+            let w = st.workers.get_mut(&worker_id).expect("chosen from the map");
+            let sent = send(
+                &w.tx,
+                wire::scheduler_message::Message::AssignJob(job.assignment.clone()),
+            );
+            if !sent {
+                // The session is closing; its disconnect re-queues.
+                w.draining = true;
+                st.queue.insert(i, job);
+                i += 1;
+                continue;
+            }
+            w.running.insert(job.assignment.job_id.clone());
+            w.info.running_jobs = w.running.len() as u32;
+            let _ = job.events.send(JobEvent::Started {
+                worker_id: worker_id.clone(),
+                attempt: job.assignment.attempt,
+            });
+            st.running
+                .insert(job.assignment.job_id.clone(), Running { job, worker_id });
+        }
+    }
+
+    /// Connected workers.
+    pub fn workers(&self) -> Vec<build::WorkerInfo> {
+        let st = self.lock();
+        st.workers
+            .values()
+            .map(|w| {
+                let mut info = w.info.clone();
+                info.running_jobs = w.running.len() as u32;
+                info.job_ids = w.running.iter().cloned().collect();
+                info.job_ids.sort();
+                info
+            })
+            .collect()
+    }
+
+    /// Jobs waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Asks every worker to stop taking jobs.
+    pub fn drain_all(&self, reason: &str) {
+        let st = self.lock();
+        for w in st.workers.values() {
+            send(
+                &w.tx,
+                wire::scheduler_message::Message::Drain(wire::Drain {
+                    reason: reason.to_string(),
+                    deadline: None,
+                }),
+            );
+        }
+    }
+}

@@ -1,0 +1,666 @@
+//! `BuildService`: what the `strata` client talks to.
+
+use super::blob::status as blob_status;
+use crate::Inner;
+use crate::archive;
+use crate::build::{BuildHandle, BuildInput, run_build};
+use crate::images::{ImageStoreError, normalise};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+use strata_frontend::context::{ContextEntry, ContextManifest, EntryKind};
+use strata_frontend::plan::{Offline, PlanOptions, Platform, plan_dockerfile};
+use strata_proto::build::v1 as build;
+use strata_proto::build::v1::build_service_server::BuildService;
+use strata_proto::common::v1 as common;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The service.
+pub struct Builds {
+    inner: Arc<Inner>,
+}
+
+impl Builds {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    fn handle(&self, id: &str) -> Result<Arc<BuildHandle>, Status> {
+        if let Some(h) = self
+            .inner
+            .builds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
+            return Ok(Arc::clone(h));
+        }
+        BuildHandle::load(&self.inner.config.state_dir.join("builds"), id)
+            .map(Arc::new)
+            .ok_or_else(|| Status::not_found(format!("no build {id:?}")))
+    }
+}
+
+fn image_status(e: ImageStoreError) -> Status {
+    match e {
+        ImageStoreError::NotFound(_) => Status::not_found(e.to_string()),
+        ImageStoreError::InvalidName { .. } => Status::invalid_argument(e.to_string()),
+        ImageStoreError::Io(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn manifest_from(wire: &common::ContextManifest) -> Result<ContextManifest, Status> {
+    let mut entries = Vec::with_capacity(wire.entries.len());
+    for e in &wire.entries {
+        let kind = match common::EntryKind::try_from(e.kind) {
+            Ok(common::EntryKind::File) => EntryKind::File,
+            Ok(common::EntryKind::Directory) => EntryKind::Dir,
+            Ok(common::EntryKind::Symlink) => EntryKind::Symlink,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "context entry {:?}: unknown kind {}",
+                    e.path, e.kind
+                )));
+            }
+        };
+        if e.path.is_empty()
+            || e.path.starts_with('/')
+            || e.path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(Status::invalid_argument(format!(
+                "context entry {:?}: not a clean relative path",
+                e.path
+            )));
+        }
+        entries.push(ContextEntry {
+            path: e.path.clone(),
+            kind,
+            mode: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
+            size: e.size,
+            digest: (!e.digest.is_empty()).then(|| e.digest.clone()),
+            link_target: (kind == EntryKind::Symlink).then(|| e.link_target.clone()),
+            mtime: e.mtime.map(|t| (t.seconds, t.nanos.max(0) as u32)),
+        });
+    }
+    Ok(ContextManifest::from_entries(entries))
+}
+
+fn platform_of(p: Option<&common::Platform>) -> Result<Platform, Status> {
+    let mut out = Platform::default();
+    if let Some(p) = p {
+        if !p.os.is_empty() {
+            out.os = p.os.clone();
+        }
+        if !p.architecture.is_empty() {
+            out.architecture = p.architecture.clone();
+        }
+        out.variant = p.variant.clone();
+    }
+    Ok(out)
+}
+
+fn now_rfc3339() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    crate::image::rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
+/// Validates a build request into what the build needs.
+fn build_input(inner: &Inner, req: &build::BuildRequest) -> Result<BuildInput, Status> {
+    let dockerfile = match &req.dockerfile {
+        Some(build::build_request::Dockerfile::DockerfileContent(b)) => b.clone(),
+        Some(build::build_request::Dockerfile::DockerfileDigest(d)) => {
+            inner.blobs.read(d).map_err(blob_status)?
+        }
+        None => return Err(Status::invalid_argument("the request has no Dockerfile")),
+    };
+    let name = if req.dockerfile_path.is_empty() {
+        "Dockerfile".to_string()
+    } else {
+        req.dockerfile_path.clone()
+    };
+    let manifest = match req.context.as_ref().and_then(|c| c.manifest.as_ref()) {
+        Some(common::context_ref::Manifest::Inline(m)) => manifest_from(m)?,
+        Some(common::context_ref::Manifest::ManifestDigest(d)) => {
+            let bytes = inner.blobs.read(d).map_err(blob_status)?;
+            let m = <common::ContextManifest as prost::Message>::decode(bytes.as_slice())
+                .map_err(|e| Status::invalid_argument(format!("context manifest {d}: {e}")))?;
+            manifest_from(&m)?
+        }
+        None => ContextManifest::default(),
+    };
+    for e in &manifest.entries {
+        if e.kind == EntryKind::File {
+            let digest = e.digest.as_deref().unwrap_or_default();
+            if !inner.blobs.has(digest) {
+                return Err(Status::failed_precondition(format!(
+                    "context file {:?} ({digest}) was not uploaded; call FindMissingBlobs and UploadBlobs first",
+                    e.path
+                )));
+            }
+        }
+    }
+    for t in &req.tags {
+        normalise(t).map_err(image_status)?;
+    }
+    let options = PlanOptions {
+        build_args: req.build_args.clone().into_iter().collect(),
+        target: (!req.target.is_empty()).then(|| req.target.clone()),
+        platform: platform_of(req.platforms.first())?,
+        no_cache: req.no_cache,
+        no_cache_filter: req.no_cache_filter.clone(),
+        ..PlanOptions::default()
+    };
+    // Fail fast on what needs no base image: syntax, flags, unknown
+    // stages, missing context files.
+    plan_dockerfile(&dockerfile, Some(&manifest), &options, &Offline)
+        .map_err(|e| Status::invalid_argument(e.with_file(&name).to_string()))?;
+    let network = match common::NetworkMode::try_from(req.network_mode) {
+        Ok(common::NetworkMode::None) => "none",
+        Ok(common::NetworkMode::Host) => "host",
+        _ => "default",
+    };
+    Ok(BuildInput {
+        dockerfile,
+        dockerfile_name: name,
+        manifest,
+        options,
+        secrets: req
+            .secrets
+            .iter()
+            .map(|s| (s.id.clone(), s.value.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        source_date_epoch: req.source_date_epoch.map(|t| t.seconds),
+        tags: req.tags.clone(),
+        network: network.to_string(),
+        pull: req.pull,
+    })
+}
+
+#[tonic::async_trait]
+impl BuildService for Builds {
+    async fn find_missing_blobs(
+        &self,
+        request: Request<build::FindMissingBlobsRequest>,
+    ) -> Result<Response<build::FindMissingBlobsResponse>, Status> {
+        let mut missing = Vec::new();
+        for d in request.into_inner().digests {
+            crate::blobs::digest_hex(&d).map_err(blob_status)?;
+            if !self.inner.blobs.has(&d) {
+                missing.push(d);
+            }
+        }
+        Ok(Response::new(build::FindMissingBlobsResponse {
+            missing_digests: missing,
+        }))
+    }
+
+    async fn upload_blobs(
+        &self,
+        request: Request<Streaming<build::UploadBlobsRequest>>,
+    ) -> Result<Response<build::UploadBlobsResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut open: BTreeMap<String, crate::blobs::BlobWriter> = BTreeMap::new();
+        let mut results = Vec::new();
+        let mut received = 0u64;
+        while let Some(msg) = stream.next().await {
+            for c in msg?.chunks {
+                received += c.data.len() as u64;
+                let w = match open.get_mut(&c.digest) {
+                    Some(w) => w,
+                    None => {
+                        if c.offset == 0 && self.inner.blobs.has(&c.digest) && c.last {
+                            results.push(build::BlobUploadResult {
+                                digest: c.digest,
+                                ok: true,
+                                error: String::new(),
+                            });
+                            continue;
+                        }
+                        let w = self.inner.blobs.writer(&c.digest).map_err(blob_status)?;
+                        open.entry(c.digest.clone()).or_insert(w)
+                    }
+                };
+                if let Err(e) = w.write_at(c.offset, &c.data) {
+                    if let Some(w) = open.remove(&c.digest) {
+                        w.abort();
+                    }
+                    results.push(build::BlobUploadResult {
+                        digest: c.digest,
+                        ok: false,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+                if c.last
+                    && let Some(w) = open.remove(&c.digest)
+                {
+                    let r = w.finish(&self.inner.blobs);
+                    results.push(build::BlobUploadResult {
+                        digest: c.digest,
+                        ok: r.is_ok(),
+                        error: r.err().map(|e| e.to_string()).unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        for (digest, w) in open {
+            w.abort();
+            results.push(build::BlobUploadResult {
+                digest,
+                ok: false,
+                error: "the upload ended before the blob's last chunk".into(),
+            });
+        }
+        Ok(Response::new(build::UploadBlobsResponse {
+            results,
+            bytes_received: received,
+        }))
+    }
+
+    async fn start_build(
+        &self,
+        request: Request<build::BuildRequest>,
+    ) -> Result<Response<build::BuildAccepted>, Status> {
+        let req = request.into_inner();
+        let input = build_input(&self.inner, &req)?;
+        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
+        let info = build::BuildInfo {
+            build_id: id.clone(),
+            status: build::BuildStatus::Queued as i32,
+            target: req.target.clone(),
+            tags: req.tags.clone(),
+            platforms: req.platforms.clone(),
+            dockerfile_path: input.dockerfile_name.clone(),
+            client: req.client.clone(),
+            created_at: Some(SystemTime::now().into()),
+            ..Default::default()
+        };
+        let handle = Arc::new(BuildHandle::new(id.clone(), info));
+        self.inner
+            .builds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Arc::clone(&handle));
+        tracing::info!(build_id = id, tags = ?req.tags, "build accepted");
+        tokio::spawn(run_build(Arc::clone(&self.inner), handle, input));
+        Ok(Response::new(build::BuildAccepted {
+            build_id: id,
+            accepted_at: Some(SystemTime::now().into()),
+            deduplicated: false,
+            warnings: Vec::new(),
+        }))
+    }
+
+    type WatchBuildStream = Stream<build::BuildEvent>;
+
+    async fn watch_build(
+        &self,
+        request: Request<build::WatchRequest>,
+    ) -> Result<Response<Self::WatchBuildStream>, Status> {
+        let req = request.into_inner();
+        let handle = self.handle(&req.build_id)?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let mut seen = req.after_sequence;
+            let mut changes = handle.subscribe();
+            loop {
+                for ev in handle.events_after(seen) {
+                    seen = ev.sequence;
+                    let terminal = crate::build::is_terminal(&ev);
+                    let is_log = matches!(ev.event, Some(build::build_event::Event::StepLog(_)));
+                    if !(req.exclude_logs && is_log) && tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                    if terminal {
+                        return;
+                    }
+                }
+                if req.no_follow || changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_build(
+        &self,
+        request: Request<build::CancelBuildRequest>,
+    ) -> Result<Response<build::CancelBuildResponse>, Status> {
+        let req = request.into_inner();
+        let handle = self.handle(&req.build_id)?;
+        let already = handle.finished();
+        if !already {
+            tracing::info!(build_id = req.build_id, reason = req.reason, "cancelling build");
+            handle.cancel.cancel();
+            let mut changes = handle.subscribe();
+            let wait = async {
+                while !handle.finished() {
+                    if changes.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
+        }
+        Ok(Response::new(build::CancelBuildResponse {
+            status: handle.info().status,
+            already_finished: already,
+        }))
+    }
+
+    async fn get_build(
+        &self,
+        request: Request<build::GetBuildRequest>,
+    ) -> Result<Response<build::GetBuildResponse>, Status> {
+        let handle = self.handle(&request.into_inner().build_id)?;
+        Ok(Response::new(build::GetBuildResponse {
+            build: Some(handle.info()),
+        }))
+    }
+
+    async fn list_builds(
+        &self,
+        request: Request<build::ListBuildsRequest>,
+    ) -> Result<Response<build::ListBuildsResponse>, Status> {
+        let req = request.into_inner();
+        let mut builds: BTreeMap<String, build::BuildInfo> = BTreeMap::new();
+        let dir = self.inner.config.state_dir.join("builds");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".pb")
+                    && let Some(h) = BuildHandle::load(&dir, id)
+                {
+                    builds.insert(id.to_string(), h.info());
+                }
+            }
+        }
+        for (id, h) in self.inner.builds.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            builds.insert(id.clone(), h.info());
+        }
+        let mut out: Vec<build::BuildInfo> = builds
+            .into_values()
+            .filter(|b| req.statuses.is_empty() || req.statuses.contains(&b.status))
+            .filter(|b| req.tag.is_empty() || b.tags.contains(&req.tag))
+            .map(|mut b| {
+                b.plan = None;
+                b.step_outcomes.clear();
+                b
+            })
+            .collect();
+        out.sort_by_key(|b| std::cmp::Reverse(b.created_at.map(|t| (t.seconds, t.nanos))));
+        let size = if req.page_size == 0 { 50 } else { req.page_size as usize };
+        out.truncate(size);
+        Ok(Response::new(build::ListBuildsResponse {
+            builds: out,
+            next_page_token: String::new(),
+        }))
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<build::ListImagesRequest>,
+    ) -> Result<Response<build::ListImagesResponse>, Status> {
+        let req = request.into_inner();
+        let filter = (!req.reference.is_empty()).then_some(req.reference.as_str());
+        Ok(Response::new(build::ListImagesResponse {
+            images: self.inner.images.list(filter, req.all),
+        }))
+    }
+
+    async fn image_history(
+        &self,
+        request: Request<build::ImageHistoryRequest>,
+    ) -> Result<Response<build::ImageHistoryResponse>, Status> {
+        let req = request.into_inner();
+        let entries = self
+            .inner
+            .images
+            .history(&self.inner.blobs, &req.image)
+            .map_err(image_status)?;
+        Ok(Response::new(build::ImageHistoryResponse { entries }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<build::RemoveImageRequest>,
+    ) -> Result<Response<build::RemoveImageResponse>, Status> {
+        let req = request.into_inner();
+        let (untagged, deleted) = self.inner.images.remove(&req.image).map_err(image_status)?;
+        Ok(Response::new(build::RemoveImageResponse { untagged, deleted }))
+    }
+
+    async fn tag_image(
+        &self,
+        request: Request<build::TagImageRequest>,
+    ) -> Result<Response<build::TagImageResponse>, Status> {
+        let req = request.into_inner();
+        let rec = self
+            .inner
+            .images
+            .tag(&req.source, &req.target)
+            .map_err(image_status)?;
+        Ok(Response::new(build::TagImageResponse {
+            manifest_digest: rec.manifest_digest,
+        }))
+    }
+
+    type PushImageStream = Stream<build::PushProgress>;
+
+    async fn push_image(
+        &self,
+        request: Request<build::PushImageRequest>,
+    ) -> Result<Response<Self::PushImageStream>, Status> {
+        let req = request.into_inner();
+        let rec = self.inner.images.get(&req.image).map_err(image_status)?;
+        let destination = if req.destination.is_empty() {
+            req.image.clone()
+        } else {
+            req.destination.clone()
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            if let Err(e) = crate::push::push(&inner, &rec, &destination, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ExportImageStream = Stream<build::ExportImageChunk>;
+
+    async fn export_image(
+        &self,
+        request: Request<build::ExportImageRequest>,
+    ) -> Result<Response<Self::ExportImageStream>, Status> {
+        let req = request.into_inner();
+        let rec = self.inner.images.get(&req.image).map_err(image_status)?;
+        let format = build::ArchiveFormat::try_from(req.format).unwrap_or_default();
+        let mut names = req.names.clone();
+        if names.is_empty() && normalise(&req.image).is_ok() && !looks_like_id(&req.image) {
+            names.push(req.image.clone());
+        }
+        let inner = Arc::clone(&self.inner);
+        let out = inner.blobs.temp_path("export");
+        let path = out.clone();
+        let written = tokio::task::spawn_blocking(move || match format {
+            build::ArchiveFormat::Oci => archive::write_oci_archive(&inner.blobs, &rec, &names, &path),
+            build::ArchiveFormat::Rootfs => archive::write_rootfs_tar(&inner.blobs, &rec, &path),
+            _ => archive::write_docker_archive(&inner.blobs, &rec, &names, &path),
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&out);
+            return Err(Status::internal(format!("exporting {}: {e}", req.image)));
+        }
+        let digest = {
+            let path = out.clone();
+            tokio::task::spawn_blocking(move || file_digest(&path))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(e.to_string()))?
+        };
+        let total = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        // Stream the finished archive; the file is unlinked once open.
+        let file = std::fs::File::open(&out).map_err(|e| Status::internal(e.to_string()))?;
+        let _ = std::fs::remove_file(&out);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || stream_file(file, total, digest, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn import_image(
+        &self,
+        request: Request<Streaming<build::ImportImageRequest>>,
+    ) -> Result<Response<build::ImportImageResponse>, Status> {
+        use build::import_image_request::Payload;
+        let mut stream = request.into_inner();
+        let header = match stream.next().await {
+            Some(Ok(build::ImportImageRequest {
+                payload: Some(Payload::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("ImportImage must start with a header")),
+        };
+        if !header.reference.is_empty() {
+            normalise(&header.reference).map_err(image_status)?;
+        }
+        let tmp = self.inner.blobs.temp_path("import-src");
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let copy = async {
+            use tokio::io::AsyncWriteExt;
+            while let Some(msg) = stream.next().await {
+                if let Some(Payload::Data(d)) = msg?.payload {
+                    file.write_all(&d)
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                }
+            }
+            file.flush().await.map_err(|e| Status::internal(e.to_string()))
+        };
+        if let Err(e) = copy.await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let inner = Arc::clone(&self.inner);
+        let src = tmp.clone();
+        let platform = platform_of(header.platform.as_ref())?;
+        let message = if header.message.is_empty() {
+            "Imported from -".to_string()
+        } else {
+            header.message.clone()
+        };
+        let changes = header.changes.clone();
+        let image = tokio::task::spawn_blocking(move || {
+            archive::import_rootfs(&inner.blobs, &src, &changes, &message, &platform, &now_rfc3339())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()));
+        let _ = std::fs::remove_file(&tmp);
+        let image = image?.map_err(|e| Status::invalid_argument(format!("import: {e}")))?;
+        let tags: Vec<String> = if header.reference.is_empty() {
+            Vec::new()
+        } else {
+            vec![header.reference.clone()]
+        };
+        let rec = self
+            .inner
+            .images
+            .record(&self.inner.blobs, &image, &tags, "")
+            .map_err(image_status)?;
+        Ok(Response::new(build::ImportImageResponse {
+            manifest_digest: rec.manifest_digest,
+            config_digest: rec.config_digest,
+            tags,
+            size: rec.size,
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<build::ListWorkersRequest>,
+    ) -> Result<Response<build::ListWorkersResponse>, Status> {
+        Ok(Response::new(build::ListWorkersResponse {
+            workers: self.inner.pool.workers(),
+        }))
+    }
+
+    async fn prune(
+        &self,
+        _request: Request<build::PruneRequest>,
+    ) -> Result<Response<build::PruneResponse>, Status> {
+        Err(Status::unimplemented(
+            "prune arrives with the shared cache (issue #5); nothing was removed",
+        ))
+    }
+}
+
+fn looks_like_id(s: &str) -> bool {
+    let h = s.strip_prefix("sha256:").unwrap_or(s);
+    h.len() >= 12 && h.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+fn stream_file(
+    mut file: std::fs::File,
+    total: u64,
+    digest: String,
+    tx: mpsc::Sender<Result<build::ExportImageChunk, Status>>,
+) {
+    use std::io::Read;
+    let mut offset = 0u64;
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                return;
+            }
+        };
+        if n == 0 && offset > 0 {
+            return;
+        }
+        buf.truncate(n);
+        let chunk = build::ExportImageChunk {
+            offset,
+            data: buf,
+            total_size: total,
+            archive_digest: if offset + n as u64 >= total { digest.clone() } else { String::new() },
+        };
+        if tx.blocking_send(Ok(chunk)).is_err() || n == 0 {
+            return;
+        }
+        offset += n as u64;
+    }
+}
