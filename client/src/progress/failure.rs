@@ -65,10 +65,16 @@ pub fn failure_report(
         };
         let number = view
             .position(&error.step_id)
-            .map_or_else(String::new, |i| format!("{}/{} ", i + 1, view.steps.len()));
+            .map_or_else(String::new, |i| format!("{}/{}", i + 1, view.steps.len()));
+        let bracket = format!("{stage}{number}");
+        let bracket = bracket.trim_end();
         let first = instruction.lines().next().unwrap_or_default();
         let _ = writeln!(out, "------");
-        let _ = writeln!(out, " > [{stage}{number}{first}] (step {}):", error.step_id);
+        if bracket.is_empty() {
+            let _ = writeln!(out, " > {first} (step {}):", error.step_id);
+        } else {
+            let _ = writeln!(out, " > [{bracket}] {first} (step {}):", error.step_id);
+        }
         let tail = String::from_utf8_lossy(&error.log_tail);
         for line in tail.lines() {
             let _ = writeln!(out, "{line}");
