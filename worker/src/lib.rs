@@ -1,6 +1,10 @@
-//! The strata worker. Not implemented yet (issue #3): the binary only
-//! prints its usage and exits with status 2, so nothing pretends to work.
+//! The strata worker: runs per-layer jobs in runc and turns each step's
+//! filesystem change into an OCI layer. [`agent`] is its session with a
+//! scheduler; [`job`] runs one job; [`executor`] (runc), [`snapshot`]
+//! (overlayfs / copy), [`copy`] (COPY/ADD), [`store`] (blobs and unpacked
+//! layers), [`pull`], [`fetch`] and [`assignment`] do the parts.
 
+pub mod agent;
 pub mod assignment;
 pub mod copy;
 pub mod fetch;
@@ -10,15 +14,3 @@ pub mod snapshot;
 pub mod store;
 
 pub mod executor;
-
-/// The usage text the binary prints.
-pub const USAGE: &str = "\
-usage: strata-worker [OPTIONS]
-
-Connects to a scheduler, pulls layer jobs over one bidirectional stream and runs them in runc.
-
-options (planned):
-  --scheduler URL      scheduler to connect to
-
-strata-worker is not implemented yet; see ARCHITECTURE.md for the plan.
-";

@@ -87,6 +87,16 @@ impl Worker {
         &self.store
     }
 
+    /// The store, shared.
+    pub fn store_arc(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
+    /// The worker's state directory.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state
+    }
+
     /// Pulls `reference` (an index resolves to `platform`'s image) into the
     /// local store: layer blobs it lacks are downloaded and verified; they
     /// are unpacked when a job first stacks on them. The returned layers
