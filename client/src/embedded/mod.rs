@@ -1,21 +1,155 @@
 //! Embedded mode: a scheduler and a worker in this process, on a local
 //! store under `STRATA_HOME`, served to the rest of the client over a
-//! private gRPC channel. Every command then takes the same path as against
-//! a remote farm.
+//! private gRPC channel (a Unix socket in the home directory). Every
+//! command then takes the same path as against a remote farm.
+//!
+//! The scheduler's blob store is the worker's local store, so layers and
+//! context files are never copied between them. One process at a time
+//! owns a home directory; another waits for it.
 
-use anyhow::{Result, bail};
-use std::path::Path;
-use tonic::transport::Channel;
+use anyhow::{Context as _, Result, anyhow};
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use strata_oci::registry::RegistryConfig;
+use strata_scheduler::{Scheduler, SchedulerConfig};
+use strata_worker::agent::{self, AgentConfig, AgentStats, Connector};
+use strata_worker::job::{Worker, WorkerConfig};
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The running in-process farm; dropping it stops the scheduler and the
 /// worker.
 pub struct Farm {
-    _private: (),
+    shutdown: CancellationToken,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn channel_to(socket: PathBuf) -> Result<Channel, String> {
+    // The URI is required by tonic and ignored by the connector.
+    Endpoint::from_static("http://embedded.strata")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn lock(home: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = home.join("embedded.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((file, _)) => {
+            eprintln!(
+                "waiting for another strata process using {}...",
+                home.display()
+            );
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| anyhow!("locking {}: {e}", path.display()))
+        }
+    }
+}
+
+fn registry_config() -> RegistryConfig {
+    RegistryConfig {
+        insecure: std::env::var("STRATA_INSECURE_REGISTRIES")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        docker_config: None,
+    }
 }
 
 /// Starts a scheduler and a worker in this process with their state under
 /// `home`, and returns a channel to the scheduler's `BuildService`.
 pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
-    let _ = home;
-    bail!("the embedded farm is not wired yet")
+    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    let lock = tokio::task::spawn_blocking({
+        let home = home.to_path_buf();
+        move || lock(&home)
+    })
+    .await??;
+    let worker = Worker::open(WorkerConfig {
+        state_dir: home.join("worker"),
+        force_copy_snapshotter: false,
+    })
+    .await
+    .map_err(|e| anyhow!("starting the embedded worker: {e}"))?;
+    let mut config = SchedulerConfig::new(home.join("scheduler"));
+    config.blob_root = Some(worker.store().root().to_path_buf());
+    config.registry = registry_config();
+    let scheduler = Scheduler::open(config)?;
+
+    let socket = home.join("embedded.sock");
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("listening on {}", socket.display()))?;
+    let shutdown = CancellationToken::new();
+    let routes = scheduler.routes();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await;
+        });
+    }
+    let capacity = std::thread::available_parallelism()
+        .map_or(2, |n| n.get() as u32)
+        .max(2);
+    let connect: Connector = {
+        let socket = socket.clone();
+        Arc::new(move || Box::pin(channel_to(socket.clone())))
+    };
+    tokio::spawn(agent::run(
+        Arc::new(worker),
+        connect,
+        AgentConfig {
+            worker_id: "embedded".into(),
+            capacity,
+            labels: Default::default(),
+        },
+        Arc::new(AgentStats::default()),
+        shutdown.clone(),
+    ));
+    let channel = channel_to(socket)
+        .await
+        .map_err(|e| anyhow!("connecting to the embedded scheduler: {e}"))?;
+    // Commands like `strata workers` should see the worker.
+    for _ in 0..100 {
+        if !scheduler.inner().pool.workers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((
+        channel,
+        Farm {
+            shutdown,
+            _lock: lock,
+        },
+    ))
 }
