@@ -8,6 +8,7 @@
 //! directory that does contain re-included entries is listed after all (its
 //! children need it). Symlinks are recorded, never followed.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -56,6 +57,10 @@ pub struct ContextEntry {
     /// cache key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime: Option<(i64, u32)>,
+    /// For a file hard-linked to an earlier entry (in path order): that
+    /// entry's path. Never part of a cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink: Option<String>,
 }
 
 /// Every entry of a build context, sorted by path (byte order).
@@ -192,6 +197,7 @@ impl ContextManifest {
     pub fn walk_with(root: &Path, matcher: Option<&PatternMatcher>) -> Result<Self, ContextError> {
         check_root(root)?;
         let mut out = Vec::new();
+        let mut inodes: HashMap<String, (u64, u64)> = HashMap::new();
         let mut stack = vec![Frame {
             abs: root.to_owned(),
             rel: String::new(),
@@ -241,6 +247,9 @@ impl ContextManifest {
                 continue;
             }
             let entry = entry_for(&abs, &rel, &meta)?;
+            if meta.is_file() && meta.nlink() > 1 {
+                inodes.insert(rel.clone(), (meta.dev(), meta.ino()));
+            }
             if !is_dir {
                 flush(&mut stack, &mut first_pending, &mut out);
                 out.push(entry);
@@ -271,7 +280,20 @@ impl ContextManifest {
                 first_pending = stack.len();
             }
         }
-        Ok(Self::from_entries(out))
+        let mut manifest = Self::from_entries(out);
+        // Hard links: each later path of an inode points at the first.
+        let mut first: HashMap<(u64, u64), String> = HashMap::new();
+        for e in &mut manifest.entries {
+            if let Some(key) = inodes.get(&e.path) {
+                match first.get(key) {
+                    Some(p) => e.hardlink = Some(p.clone()),
+                    None => {
+                        first.insert(*key, e.path.clone());
+                    }
+                }
+            }
+        }
+        Ok(manifest)
     }
 
     /// A manifest of `entries`, sorted by path.
@@ -386,6 +408,7 @@ fn entry_for(abs: &Path, rel: &str, meta: &fs::Metadata) -> Result<ContextEntry,
         digest,
         link_target,
         mtime: Some((meta.mtime(), meta.mtime_nsec() as u32)),
+        hardlink: None,
     })
 }
 

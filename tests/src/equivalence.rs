@@ -1,20 +1,16 @@
 //! strata against BuildKit: one Dockerfile and one context built by both
-//! (BuildKit through [`BuildKit::build`], strata through its in-process
-//! [`Embedded`] builder) from the same busybox base image in a loopback
+//! (BuildKit through [`BuildKit::build`], strata through the `strata`
+//! binary in embedded mode) from the same busybox base image in a loopback
 //! registry, and every difference a `docker build` user could notice,
 //! listed: the flattened file trees (mtimes aside), the image config's
 //! `config` object, the history and the number of layers.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use strata_client::embedded::{BuildSpec, Embedded, Event};
-use strata_frontend::plan::{PlanOptions, Platform};
 use strata_oci::layer::{UnpackOptions, unpack};
-use strata_oci::registry::RegistryConfig;
 
-use crate::base_image::{oci_arch, push_busybox};
+use crate::base_image::push_busybox;
 use crate::buildkit::{BuildKit, BuildOpts, compare_trees};
 use crate::registry::TestRegistry;
 
@@ -144,79 +140,55 @@ impl Equivalence {
 
     fn build_strata(&self, case: &Case<'_>, context: &Path, dockerfile: &[u8]) -> StrataImage {
         let state = tempfile::tempdir().expect("strata state dir");
-        let docker_config = state.path().join("empty-docker-config.json");
-        std::fs::write(&docker_config, b"{}").expect("write empty config.json");
-        let registry = RegistryConfig {
-            insecure: vec![self.registry.host()],
-            docker_config: Some(docker_config),
+        let docker_config = state.path().join("docker");
+        std::fs::create_dir_all(&docker_config).expect("docker config dir");
+        std::fs::write(docker_config.join("config.json"), b"{}").expect("write empty config.json");
+        let file = state.path().join("Dockerfile");
+        std::fs::write(&file, dockerfile).expect("write the Dockerfile");
+        let metadata = state.path().join("metadata.json");
+        let home = state.path().join("home");
+        let mut cmd = std::process::Command::new(crate::bin("strata"));
+        cmd.env("STRATA_HOME", &home)
+            .env("DOCKER_CONFIG", &docker_config)
+            .env("STRATA_INSECURE_REGISTRIES", self.registry.host())
+            .env_remove("STRATA_SCHEDULER")
+            .args(["build", "--progress", "plain", "-f"])
+            .arg(&file)
+            .arg("--metadata-file")
+            .arg(&metadata);
+        for (k, v) in case.build_args {
+            cmd.arg("--build-arg").arg(format!("{k}={v}"));
+        }
+        let out = cmd.arg(context).output().expect("run strata build");
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "case {}: strata failed:\n{log}", case.name);
+        let meta: Value = serde_json::from_slice(&std::fs::read(&metadata).expect("metadata file"))
+            .expect("metadata JSON");
+        let blob = |digest: &str| {
+            home.join("worker/store/blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
         };
-        let platform = Platform {
-            os: "linux".into(),
-            architecture: oci_arch().into(),
-            variant: String::new(),
-        };
-        let spec = BuildSpec {
-            dockerfile: dockerfile.to_vec(),
-            dockerfile_name: "Dockerfile".into(),
-            context: context.to_path_buf(),
-            options: PlanOptions {
-                build_args: case
-                    .build_args
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-                platform: platform.clone(),
-                build_platform: platform,
-                ..PlanOptions::default()
-            },
-            secrets: BTreeMap::new(),
-            source_date_epoch: None,
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        runtime.block_on(async {
-            let builder = Embedded::open(state.path(), registry)
-                .await
-                .unwrap_or_else(|e| panic!("case {}: opening strata: {e:#}", case.name));
-            let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-            let collect = tokio::spawn(async move {
-                let mut log = String::new();
-                while let Some(event) = rx.recv().await {
-                    match event {
-                        Event::StepStarted { instruction, .. } => {
-                            log.push_str(&format!("#> {instruction}\n"));
-                        }
-                        Event::Log { data, .. } => log.push_str(&String::from_utf8_lossy(&data)),
-                        _ => {}
-                    }
-                }
-                log
-            });
-            let built = builder.build(&spec, &tx).await;
-            drop(tx);
-            let log = collect.await.expect("collect strata events");
-            let out =
-                built.unwrap_or_else(|e| panic!("case {}: strata failed: {e:#}\n{log}", case.name));
-            let config = serde_json::from_slice(&out.image.config).expect("strata config JSON");
-            let layers = out
-                .image
-                .layers
-                .iter()
-                .map(|l| {
-                    let blob = builder.worker().store().blob_path(&l.digest);
-                    blob.expect("strata layer blob path")
-                })
-                .collect();
-            StrataImage {
-                config,
-                layers,
-                log,
-                _state: state,
-            }
-        })
+        let config_digest = meta["containerimage.config.digest"]
+            .as_str()
+            .expect("config digest in the metadata");
+        let config = serde_json::from_slice(&std::fs::read(blob(config_digest)).expect("config blob"))
+            .expect("strata config JSON");
+        let layers = meta["strata.layers"]
+            .as_array()
+            .expect("layers in the metadata")
+            .iter()
+            .map(|l| blob(l["digest"].as_str().expect("layer digest")))
+            .collect();
+        StrataImage {
+            config,
+            layers,
+            log,
+            _state: state,
+        }
     }
 }
 

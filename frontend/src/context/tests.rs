@@ -321,6 +321,7 @@ fn entry(path: &str, kind: EntryKind, size: u64) -> ContextEntry {
         digest: None,
         link_target: None,
         mtime: None,
+        hardlink: None,
     }
 }
 

@@ -249,6 +249,8 @@ mod tests {
             digest: None,
             link_target: (kind == EntryKind::Symlink).then(|| "x".into()),
             mtime: None,
+            hardlink: None,
+        hardlink: None,
         }
     }
 

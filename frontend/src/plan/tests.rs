@@ -28,6 +28,7 @@ fn file(path: &str, content: &str) -> ContextEntry {
         )),
         link_target: None,
         mtime: None,
+        hardlink: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn dir(path: &str) -> ContextEntry {
         digest: None,
         link_target: None,
         mtime: None,
+        hardlink: None,
     }
 }
 

@@ -290,6 +290,7 @@ fn manifest_proto(m: &ContextManifest) -> common::ContextManifest {
                     nanos: nanos as i32,
                 }),
                 xattrs: Default::default(),
+                hardlink: e.hardlink.clone().unwrap_or_default(),
             })
             .collect(),
         dockerignore_digest: String::new(),

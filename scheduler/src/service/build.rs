@@ -88,6 +88,7 @@ fn manifest_from(wire: &common::ContextManifest) -> Result<ContextManifest, Stat
             digest: (!e.digest.is_empty()).then(|| e.digest.clone()),
             link_target: (kind == EntryKind::Symlink).then(|| e.link_target.clone()),
             mtime: e.mtime.map(|t| (t.seconds, t.nanos.max(0) as u32)),
+            hardlink: (!e.hardlink.is_empty()).then(|| e.hardlink.clone()),
         });
     }
     Ok(ContextManifest::from_entries(entries))

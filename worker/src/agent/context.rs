@@ -35,6 +35,7 @@ pub fn materialize(
 ) -> Result<(), String> {
     std::fs::create_dir_all(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
     let mut links: BTreeSet<&str> = BTreeSet::new();
+    let mut files: BTreeSet<&str> = BTreeSet::new();
     let mut dirs = Vec::new();
     for e in &manifest.entries {
         let p = e.path.as_str();
@@ -62,6 +63,10 @@ pub fn materialize(
                 std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
                 dirs.push(e);
             }
+            Ok(common::EntryKind::File) if !e.hardlink.is_empty() && files.contains(e.hardlink.as_str()) => {
+                std::fs::hard_link(dst.join(&e.hardlink), &to).map_err(err)?;
+                files.insert(p);
+            }
             Ok(common::EntryKind::File) => {
                 let blob = store.blob_path(&e.digest).map_err(|e| e.to_string())?;
                 std::fs::copy(&blob, &to).map_err(|x| format!("{p} ({}): {x}", e.digest))?;
@@ -69,6 +74,7 @@ pub fn materialize(
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
                     .map_err(err)?;
                 set_mtime(&to, e.mtime.as_ref())?;
+                files.insert(p);
             }
             Ok(common::EntryKind::Symlink) => {
                 std::os::unix::fs::symlink(&e.link_target, &to).map_err(err)?;

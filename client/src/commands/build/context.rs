@@ -40,8 +40,12 @@ pub fn entry_to_proto(e: &ContextEntry) -> common::ContextEntry {
         size,
         digest,
         link_target,
-        mtime: None,
+        mtime: e.mtime.map(|(seconds, nanos)| prost_types::Timestamp {
+            seconds,
+            nanos: nanos as i32,
+        }),
         xattrs: Default::default(),
+        hardlink: e.hardlink.clone().unwrap_or_default(),
     }
 }
 
