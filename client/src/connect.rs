@@ -3,8 +3,12 @@
 
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
+use std::time::Duration;
 use strata_proto::build::v1::build_service_client::BuildServiceClient;
 use tonic::transport::{Channel, Endpoint};
+
+/// How long to wait for the scheduler to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `BuildService` client plus whatever keeps its server alive.
 pub struct Connection {
@@ -33,7 +37,8 @@ pub fn client(channel: Channel) -> BuildServiceClient<Channel> {
 /// Connects to the scheduler at `url` (e.g. `http://127.0.0.1:7390`).
 pub async fn connect_url(url: &str) -> Result<BuildServiceClient<Channel>> {
     let endpoint = Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("invalid scheduler address \"{url}\""))?;
+        .with_context(|| format!("invalid scheduler address \"{url}\""))?
+        .connect_timeout(CONNECT_TIMEOUT);
     let channel = endpoint.connect().await.map_err(|e| {
         // tonic's top-level message is just "transport error"; the cause
         // (connection refused, DNS failure) is what the user needs.

@@ -422,3 +422,51 @@ async fn logs_without_follow_end_with_the_recorded_events() {
     let text = String::from_utf8(r.into_inner()).unwrap();
     assert!(text.contains("#2 compiling"), "{text}");
 }
+
+#[test]
+fn the_tty_view_ends_with_every_step_and_its_state() {
+    let mut r = progress::TtyRenderer::new(Vec::new());
+    for ev in success_script() {
+        r.event(&ev).unwrap();
+    }
+    r.finish().unwrap();
+    r.message("writing image sha256:ccc done").unwrap();
+    let raw = String::from_utf8(r.into_inner()).unwrap();
+    assert!(raw.contains("\x1b["), "redrawn with ANSI escapes");
+    // The last frame, without escapes.
+    let frame = raw.rsplit("\x1b[J").nth(1).unwrap_or_default();
+    let plain = strip_ansi(frame);
+    let lines: Vec<&str> = plain.lines().map(|l| l.trim_start_matches('\r')).collect();
+    assert!(
+        lines[0].starts_with("[+] Building 1.2s (3/3) FINISHED"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with(" => [1/3] FROM busybox") && lines[1].ends_with("CACHED"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with(" => [2/3] RUN make") && lines[2].ends_with("DONE 0.4s"),
+        "{lines:?}"
+    );
+    assert!(lines[3].ends_with("DONE 0.1s"), "{lines:?}");
+    assert!(raw.ends_with("writing image sha256:ccc done\n"), "{raw:?}");
+}
+
+/// Drops `ESC [ digits letter` sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            chars.next();
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

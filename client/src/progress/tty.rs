@@ -39,6 +39,11 @@ impl<W: Write> TtyRenderer<W> {
         }
     }
 
+    /// The writer back (tests read what was drawn).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
     fn lines(&self) -> Vec<String> {
         let v = &self.view;
         let elapsed = if self.done {

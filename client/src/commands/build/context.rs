@@ -2,14 +2,12 @@
 //! `strata.common.v1.ContextManifest`.
 
 use sha2::{Digest as _, Sha256};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use strata_frontend::context::{ContextEntry, ContextManifest, EntryKind};
 use strata_proto::common::v1 as common;
 
 /// Converts one entry. Per the wire contract only regular files carry a
-/// size and digest (a symlink's target is its content); `mtime` is filled
-/// in by [`manifest_to_proto`], which can stat the file.
+/// size and digest (a symlink's target is its content).
 pub fn entry_to_proto(e: &ContextEntry) -> common::ContextEntry {
     let (kind, size, digest, link_target) = match e.kind {
         EntryKind::File => (
@@ -42,37 +40,22 @@ pub fn entry_to_proto(e: &ContextEntry) -> common::ContextEntry {
         link_target,
         mtime: e.mtime.map(|(seconds, nanos)| prost_types::Timestamp {
             seconds,
-            nanos: nanos as i32,
+            nanos: i32::try_from(nanos).unwrap_or(0),
         }),
         xattrs: Default::default(),
         hardlink: e.hardlink.clone().unwrap_or_default(),
     }
 }
 
-/// The wire manifest of the context at `root`: every entry, with its
-/// modification time when `root` can still be read (COPY keeps mtimes, as
-/// BuildKit does; they are never part of a cache key), and the digest of
-/// the `.dockerignore` that was applied.
+/// The wire manifest of a context: every entry (with the modification
+/// times the walk recorded; COPY keeps them, as BuildKit does, and they are
+/// never part of a cache key), and the digest of the `.dockerignore` under
+/// `root` that the walk applied.
 pub fn manifest_to_proto(
     manifest: &ContextManifest,
     root: Option<&Path>,
 ) -> common::ContextManifest {
-    let entries = manifest
-        .entries
-        .iter()
-        .map(|e| {
-            let mut out = entry_to_proto(e);
-            if let Some(root) = root
-                && let Ok(meta) = std::fs::symlink_metadata(root.join(&e.path))
-            {
-                out.mtime = Some(prost_types::Timestamp {
-                    seconds: meta.mtime(),
-                    nanos: i32::try_from(meta.mtime_nsec()).unwrap_or(0),
-                });
-            }
-            out
-        })
-        .collect();
+    let entries = manifest.entries.iter().map(entry_to_proto).collect();
     let dockerignore_digest = root
         .and_then(|r| std::fs::read(r.join(".dockerignore")).ok())
         .map(|b| sha256_digest(&b))
