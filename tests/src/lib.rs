@@ -3,6 +3,8 @@
 pub mod base_image;
 pub mod buildkit;
 pub mod equivalence;
+pub mod farm;
+pub mod oci_run;
 pub mod registry;
 
 use std::path::PathBuf;

@@ -1,0 +1,196 @@
+//! The farm end to end, with real processes on loopback: a scheduler and
+//! two `strata-worker`s started by `deploy/local/up.sh`, a local registry
+//! holding the base image. A multi-stage build whose independent stages
+//! run on both workers, its step log complete and in order, the image
+//! pushed (skopeo sees the same digest), run with runc, saved as a docker
+//! archive skopeo reads, and a failing step reported with its exit code.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use strata_tests::base_image::push_busybox;
+use strata_tests::farm::LocalFarm;
+use strata_tests::oci_run::{runc_run, unpack_layout};
+use strata_tests::registry::{TestRegistry, require_tool};
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new(require_tool("skopeo", "skopeo"))
+        .args(args)
+        .output()
+        .expect("run skopeo")
+}
+
+const LINES: usize = 300;
+
+fn dockerfile(base: &str) -> String {
+    format!(
+        "FROM {base} AS base\n\
+         RUN echo base > /base\n\
+         \n\
+         FROM base AS a\n\
+         RUN i=1; while [ $i -le {LINES} ]; do echo line-$i; i=$((i+1)); done; busybox sleep 2; echo a > /a\n\
+         \n\
+         FROM base AS b\n\
+         RUN busybox sleep 2; echo b > /b\n\
+         \n\
+         FROM base\n\
+         COPY --from=a /a /a\n\
+         COPY --from=b /b /b\n\
+         COPY greeting.txt /greeting.txt\n\
+         CMD [\"cat\", \"/base\", \"/a\", \"/b\", \"/greeting.txt\"]\n"
+    )
+}
+
+/// The log lines of the step whose instruction contains `needle`, in the
+/// order `--progress plain` printed them.
+fn step_lines(plain: &str, needle: &str) -> Vec<String> {
+    let number = plain
+        .lines()
+        .find(|l| l.contains(needle) && l.contains(" #"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no step line with {needle:?} in:\n{plain}"))
+        .to_string();
+    plain
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.trim_start().splitn(3, ' ');
+            let (_, n, rest) = (parts.next()?, parts.next()?, parts.next()?);
+            (n == number && rest.starts_with("line-")).then(|| rest.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn multi_stage_build_on_two_workers_push_run_save() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let farm = LocalFarm::start(2, 1);
+    let ctx = tempfile::tempdir().expect("context");
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile(&base)).expect("Dockerfile");
+    std::fs::write(ctx.path().join("greeting.txt"), "hello from the farm\n").expect("file");
+    let out_dir = tempfile::tempdir().expect("outputs");
+    let meta = out_dir.path().join("metadata.json");
+    let name = format!("{}/farm/app:1", registry.host());
+    let c = ctx.path().to_str().expect("utf-8 path");
+
+    let built = farm.strata(&[
+        "build",
+        "--progress",
+        "plain",
+        "--metadata-file",
+        meta.to_str().expect("utf-8"),
+        "-t",
+        &name,
+        "--push",
+        c,
+    ]);
+    assert!(
+        built.status.success(),
+        "build failed:\n{}\n{}",
+        text(&built),
+        farm.logs()
+    );
+    let plain = text(&built);
+
+    // The two independent stages ran at the same time on different workers.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("metadata JSON");
+    let steps = m["strata.steps"].as_array().expect("strata.steps");
+    let worker_of = |needle: &str| {
+        steps
+            .iter()
+            .find(|s| s["instruction"].as_str().is_some_and(|i| i.contains(needle)))
+            .and_then(|s| s["worker_id"].as_str())
+            .unwrap_or_else(|| panic!("no step {needle:?} in {m:#}"))
+            .to_string()
+    };
+    let (wa, wb) = (worker_of("line-$i"), worker_of("echo b > /b"));
+    assert!(!wa.is_empty() && !wb.is_empty(), "{m:#}");
+    assert_ne!(wa, wb, "stages a and b ran on the same worker: {m:#}");
+    assert!(steps.iter().all(|s| s["status"] == "executed"), "{m:#}");
+
+    // Every line of stage a's log arrived, in order.
+    let expected: Vec<String> = (1..=LINES).map(|i| format!("line-{i}")).collect();
+    assert_eq!(step_lines(&plain, "line-$i"), expected, "{plain}");
+
+    // The pushed image is the built one.
+    let digest = m["containerimage.digest"].as_str().expect("digest");
+    let inspect = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{name}")]);
+    assert!(inspect.status.success(), "{}", text(&inspect));
+    let seen: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("skopeo JSON");
+    assert_eq!(seen["Digest"].as_str(), Some(digest), "{seen:#}");
+
+    // Pulled back and run with runc, it prints what its CMD says.
+    let layout = out_dir.path().join("layout");
+    let copy = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:app", layout.display()),
+    ]);
+    assert!(copy.status.success(), "{}", text(&copy));
+    let bundle = out_dir.path().join("bundle");
+    let config = unpack_layout(&layout, &bundle.join("rootfs"));
+    let run = runc_run(&bundle, &config, &format!("strata-farm-test-{}", std::process::id()));
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "base\na\nb\nhello from the farm\n"
+    );
+
+    // `strata save` writes a docker archive skopeo reads, with the same tree.
+    let archive = out_dir.path().join("app.tar");
+    let save = farm.strata(&["save", &name, "-o", archive.to_str().expect("utf-8")]);
+    assert!(save.status.success(), "{}", text(&save));
+    let layout2 = out_dir.path().join("layout2");
+    let copy = skopeo(&[
+        "copy",
+        &format!("docker-archive:{}", archive.display()),
+        &format!("oci:{}:app", layout2.display()),
+    ]);
+    assert!(copy.status.success(), "{}", text(&copy));
+    let rootfs2 = out_dir.path().join("saved-rootfs");
+    let saved = unpack_layout(&layout2, &rootfs2);
+    for (file, content) in [("a", "a\n"), ("b", "b\n"), ("base", "base\n")] {
+        assert_eq!(
+            std::fs::read_to_string(rootfs2.join(file)).expect("file in the saved image"),
+            content
+        );
+    }
+    assert_eq!(saved["rootfs"]["diff_ids"], config["rootfs"]["diff_ids"]);
+
+    // The full log stays available after the fact.
+    let build_id = m["strata.build_id"].as_str().expect("build id");
+    let logs = farm.strata(&["logs", build_id]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    assert!(text(&logs).contains(&format!("line-{LINES}")), "{}", text(&logs));
+
+    // Both workers are listed.
+    let workers = text(&farm.strata(&["workers"]));
+    assert!(workers.contains(&wa) && workers.contains(&wb), "{workers}");
+
+    failing_step_reports_exit_code(&farm, &base, out_dir.path());
+}
+
+fn failing_step_reports_exit_code(farm: &LocalFarm, base: &str, dir: &Path) {
+    let ctx = dir.join("failing");
+    std::fs::create_dir_all(&ctx).expect("context");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nRUN echo before\nRUN echo about to fail; exit 7\n"),
+    )
+    .expect("Dockerfile");
+    let out = farm.strata(&["build", "--progress", "plain", ctx.to_str().expect("utf-8")]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("exit code: 7"), "{t}");
+    assert!(t.contains("about to fail"), "{t}");
+    assert!(t.contains("Dockerfile:3"), "{t}");
+}
