@@ -58,16 +58,11 @@ pub fn failure_report(
         } else {
             error.instruction.clone()
         };
-        let stage = if error.stage_name.is_empty() {
-            String::new()
-        } else {
-            format!("{} ", error.stage_name)
-        };
-        let number = view
+        // The plan's numbering, as in the progress lines (stage names
+        // would repeat what the instruction's position already says).
+        let bracket = view
             .position(&error.step_id)
             .map_or_else(String::new, |i| format!("{}/{}", i + 1, view.steps.len()));
-        let bracket = format!("{stage}{number}");
-        let bracket = bracket.trim_end();
         let first = instruction.lines().next().unwrap_or_default();
         let _ = writeln!(out, "------");
         if bracket.is_empty() {

@@ -78,6 +78,11 @@ impl<W: Write + Send> Renderer for PlainRenderer<W> {
             Event::StepStarted(s) => {
                 self.announce(at, &s.step_id)?;
             }
+            // Bare phase changes are noise in a log; transfers and
+            // messages are worth a line.
+            Event::StepProgress(p) if p.message.is_empty() && p.total == 0 => {
+                self.announce(at, &p.step_id)?;
+            }
             Event::StepProgress(p) => {
                 self.announce(at, &p.step_id)?;
                 let phase = phase_name(p.phase());
