@@ -28,12 +28,17 @@ struct Stored {
 }
 
 fn load(blobs: &FsBlobs, rec: &ImageRecord) -> Result<Stored, String> {
-    let manifest_raw = blobs.read(&rec.manifest_digest).map_err(|e| e.to_string())?;
+    let manifest_raw = blobs
+        .read(&rec.manifest_digest)
+        .map_err(|e| e.to_string())?;
     let config_raw = blobs.read(&rec.config_digest).map_err(|e| e.to_string())?;
     let manifest: Value = serde_json::from_slice(&manifest_raw).map_err(|e| e.to_string())?;
     let config: Value = serde_json::from_slice(&config_raw).map_err(|e| e.to_string())?;
     let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if descs.len() != diff_ids.len() {
         return Err(format!(
             "image {}: {} layers but {} diffIDs",
@@ -71,7 +76,11 @@ fn header(size: u64) -> tar::Header {
     h
 }
 
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) -> Result<(), String> {
+fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    data: &[u8],
+) -> Result<(), String> {
     let mut h = header(data.len() as u64);
     tar.append_data(&mut h, path, data)
         .map_err(|e| format!("writing {path}: {e}"))
@@ -92,7 +101,11 @@ fn hex(d: &str) -> &str {
 fn familiar(names: &[String]) -> Vec<String> {
     names
         .iter()
-        .map(|n| ImageRef::parse(n).map(|r| r.familiar()).unwrap_or(n.clone()))
+        .map(|n| {
+            ImageRef::parse(n)
+                .map(|r| r.familiar())
+                .unwrap_or(n.clone())
+        })
         .collect()
 }
 
@@ -197,13 +210,20 @@ pub fn write_oci_archive(
         .unwrap_or(OCI_MANIFEST)
         .to_string();
     let manifests: Vec<Value> = if names.is_empty() {
-        vec![json!({"mediaType": media_type, "digest": rec.manifest_digest, "size": image.manifest_raw.len()})]
+        vec![
+            json!({"mediaType": media_type, "digest": rec.manifest_digest, "size": image.manifest_raw.len()}),
+        ]
     } else {
         names
             .iter()
             .map(|n| {
-                let r = ImageRef::parse(n).map(|r| r.to_string()).unwrap_or(n.clone());
-                let tag = r.rsplit_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
+                let r = ImageRef::parse(n)
+                    .map(|r| r.to_string())
+                    .unwrap_or(n.clone());
+                let tag = r
+                    .rsplit_once(':')
+                    .map(|(_, t)| t.to_string())
+                    .unwrap_or_default();
                 json!({
                     "mediaType": media_type,
                     "digest": rec.manifest_digest,
@@ -259,8 +279,12 @@ pub fn write_rootfs_tar(blobs: &FsBlobs, rec: &ImageRecord, out: &Path) -> Resul
         for l in &image.layers {
             let blob = blobs.path(&l.digest).map_err(|e| e.to_string())?;
             let f = File::open(&blob).map_err(|e| format!("layer {}: {e}", l.digest))?;
-            let report = unpack(BufReader::with_capacity(1 << 20, f), &root, &UnpackOptions::default())
-                .map_err(|e| format!("layer {}: {e}", l.digest))?;
+            let report = unpack(
+                BufReader::with_capacity(1 << 20, f),
+                &root,
+                &UnpackOptions::default(),
+            )
+            .map_err(|e| format!("layer {}: {e}", l.digest))?;
             if report.diff_id != l.diff_id {
                 return Err(format!(
                     "layer {}: content hashes to {}, the config says {}",
@@ -311,7 +335,11 @@ pub fn import_rootfs(
     created: &str,
 ) -> Result<Image, String> {
     for c in changes {
-        let word = c.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+        let word = c
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         if !IMPORT_CHANGES.contains(&word.as_str()) {
             return Err(format!(
                 "--change {c:?}: {word} is not allowed (allowed: {})",
@@ -348,7 +376,9 @@ pub fn import_rootfs(
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         loop {
-            let n = reader.read(&mut buf).map_err(|e| format!("reading the tarball: {e}"))?;
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| format!("reading the tarball: {e}"))?;
             if n == 0 {
                 break;
             }
@@ -376,7 +406,9 @@ pub fn import_rootfs(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    blobs.commit(&tmp, &desc.digest).map_err(|e| e.to_string())?;
+    blobs
+        .commit(&tmp, &desc.digest)
+        .map_err(|e| e.to_string())?;
     let layer = LayerInfo {
         diff_id: desc.diff_id.clone(),
         digest: desc.digest.clone(),
@@ -427,7 +459,10 @@ fn check_tar(blob: &Path) -> Result<(), String> {
     let (_, reader) = decompress(BufReader::new(f)).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(reader);
     let mut entries = 0;
-    for e in archive.entries().map_err(|e| format!("not a tar archive: {e}"))? {
+    for e in archive
+        .entries()
+        .map_err(|e| format!("not a tar archive: {e}"))?
+    {
         e.map_err(|e| format!("not a tar archive: {e}"))?;
         entries += 1;
     }

@@ -113,7 +113,10 @@ impl FsBlobs {
     /// The blob's size, if present.
     pub fn size(&self, digest: &str) -> Option<u64> {
         let p = self.path(digest).ok()?;
-        std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len())
+        std::fs::metadata(p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
     }
 
     /// Whether the blob is present.
@@ -209,7 +212,9 @@ impl BlobWriter {
                 expected: self.written,
             });
         }
-        self.file.write_all(data).map_err(io("writing", &self.tmp))?;
+        self.file
+            .write_all(data)
+            .map_err(io("writing", &self.tmp))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
         Ok(())
@@ -274,7 +279,10 @@ mod tests {
         let err = w.finish(&store).unwrap_err();
         assert!(matches!(err, BlobError::Mismatch { .. }), "{err}");
         assert!(!store.has(&wrong));
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -290,6 +298,9 @@ mod tests {
             store.writer("sha256:../../etc/passwd"),
             Err(BlobError::BadDigest(_))
         ));
-        assert!(matches!(store.read(&sha256_of(b"x")), Err(BlobError::Missing(_))));
+        assert!(matches!(
+            store.read(&sha256_of(b"x")),
+            Err(BlobError::Missing(_))
+        ));
     }
 }

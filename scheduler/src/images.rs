@@ -140,8 +140,11 @@ impl ImageStore {
     }
 
     fn save(&self, index: &Index) -> Result<(), ImageStoreError> {
-        let tmp = self.path.with_extension(format!("json.{}", std::process::id()));
-        let bytes = serde_json::to_vec_pretty(index).map_err(|e| ImageStoreError::Io(e.to_string()))?;
+        let tmp = self
+            .path
+            .with_extension(format!("json.{}", std::process::id()));
+        let bytes =
+            serde_json::to_vec_pretty(index).map_err(|e| ImageStoreError::Io(e.to_string()))?;
         std::fs::write(&tmp, bytes)
             .and_then(|()| std::fs::rename(&tmp, &self.path))
             .map_err(|e| ImageStoreError::Io(format!("{}: {e}", self.path.display())))
@@ -155,7 +158,10 @@ impl ImageStore {
         tags: &[String],
         build_id: &str,
     ) -> Result<ImageRecord, ImageStoreError> {
-        let normalised: Vec<String> = tags.iter().map(|t| normalise(t)).collect::<Result<_, _>>()?;
+        let normalised: Vec<String> = tags
+            .iter()
+            .map(|t| normalise(t))
+            .collect::<Result<_, _>>()?;
         blobs
             .put_bytes(&image.config)
             .and_then(|_| blobs.put_bytes(&image.manifest))
@@ -169,7 +175,9 @@ impl ImageStore {
             build_id: build_id.to_string(),
         };
         let mut index = self.lock();
-        index.images.insert(rec.manifest_digest.clone(), rec.clone());
+        index
+            .images
+            .insert(rec.manifest_digest.clone(), rec.clone());
         for t in normalised {
             index.tags.insert(t, rec.manifest_digest.clone());
         }
@@ -194,22 +202,31 @@ impl ImageStore {
             .images
             .values()
             .find(|r| {
-                r.config_digest.trim_start_matches("sha256:").starts_with(id)
-                    || r.manifest_digest.trim_start_matches("sha256:").starts_with(id)
+                r.config_digest
+                    .trim_start_matches("sha256:")
+                    .starts_with(id)
+                    || r.manifest_digest
+                        .trim_start_matches("sha256:")
+                        .starts_with(id)
             })
             .cloned()
     }
 
     /// Like [`ImageStore::find`], as an error when absent.
     pub fn get(&self, what: &str) -> Result<ImageRecord, ImageStoreError> {
-        self.find(what).ok_or_else(|| ImageStoreError::NotFound(what.to_string()))
+        self.find(what)
+            .ok_or_else(|| ImageStoreError::NotFound(what.to_string()))
     }
 
     /// The image a tag names, by normalised `name:tag` only (what `FROM`
     /// consults before a registry).
     pub fn by_tag(&self, normalised: &str) -> Option<ImageRecord> {
         let index = self.lock();
-        index.tags.get(normalised).and_then(|m| index.images.get(m)).cloned()
+        index
+            .tags
+            .get(normalised)
+            .and_then(|m| index.images.get(m))
+            .cloned()
     }
 
     /// Points `target` at the image `source` names.
@@ -261,7 +278,9 @@ impl ImageStore {
                 continue;
             };
             tagged.insert(manifest.clone());
-            let familiar = ImageRef::parse(tag).map(|r| r.familiar()).unwrap_or(tag.clone());
+            let familiar = ImageRef::parse(tag)
+                .map(|r| r.familiar())
+                .unwrap_or(tag.clone());
             let (repo, t) = match familiar.rsplit_once(':') {
                 Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
                 _ => (familiar.clone(), "latest".to_string()),
@@ -283,7 +302,9 @@ impl ImageStore {
         rows.sort_by(|a, b| {
             let ta = a.created.as_ref().map(|t| (t.seconds, t.nanos));
             let tb = b.created.as_ref().map(|t| (t.seconds, t.nanos));
-            tb.cmp(&ta).then(a.repository.cmp(&b.repository)).then(a.tag.cmp(&b.tag))
+            tb.cmp(&ta)
+                .then(a.repository.cmp(&b.repository))
+                .then(a.tag.cmp(&b.tag))
         });
         rows
     }
@@ -297,7 +318,9 @@ impl ImageStore {
     ) -> Result<Vec<build::HistoryEntry>, ImageStoreError> {
         let rec = self.get(what)?;
         let read = |d: &str| -> Result<serde_json::Value, ImageStoreError> {
-            let bytes = blobs.read(d).map_err(|e| ImageStoreError::Io(e.to_string()))?;
+            let bytes = blobs
+                .read(d)
+                .map_err(|e| ImageStoreError::Io(e.to_string()))?;
             serde_json::from_slice(&bytes).map_err(|e| ImageStoreError::Io(format!("{d}: {e}")))
         };
         let config = read(&rec.config_digest)?;
@@ -321,7 +344,11 @@ impl ImageStore {
                 .tags
                 .iter()
                 .filter(|(_, m)| **m == rec.manifest_digest)
-                .map(|(t, _)| ImageRef::parse(t).map(|r| r.familiar()).unwrap_or(t.clone()))
+                .map(|(t, _)| {
+                    ImageRef::parse(t)
+                        .map(|r| r.familiar())
+                        .unwrap_or(t.clone())
+                })
                 .collect()
         };
         let mut next = 0;

@@ -17,7 +17,11 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:7390", env = "STRATA_LISTEN")]
     listen: SocketAddr,
     /// State directory: blob store, cache index, images, build logs.
-    #[arg(long, default_value = "/var/lib/strata-scheduler", env = "STRATA_STATE")]
+    #[arg(
+        long,
+        default_value = "/var/lib/strata-scheduler",
+        env = "STRATA_STATE"
+    )]
     state: PathBuf,
     /// A registry to reach over plain HTTP (`host` or `host:port`);
     /// loopback registries always are. Repeatable.

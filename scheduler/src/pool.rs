@@ -35,14 +35,14 @@ pub enum JobEvent {
     /// The job succeeded.
     Done {
         /// What it produced.
-        result: wire::JobResult,
+        result: Box<wire::JobResult>,
         /// The worker that ran it.
         worker_id: String,
     },
     /// The job failed (the command, not the infrastructure).
     Failed {
         /// Why.
-        failure: wire::JobFailed,
+        failure: Box<wire::JobFailed>,
         /// The worker that ran it.
         worker_id: String,
     },
@@ -167,7 +167,11 @@ impl Pool {
     /// Ends a worker session: its jobs go back to the queue.
     pub fn disconnect(&self, worker_id: &str, session: u64) {
         let mut st = self.lock();
-        if st.workers.get(worker_id).is_none_or(|w| w.session != session) {
+        if st
+            .workers
+            .get(worker_id)
+            .is_none_or(|w| w.session != session)
+        {
             return;
         }
         st.workers.remove(worker_id);
@@ -276,7 +280,11 @@ impl Pool {
                     if let Some(w) = st.workers.get_mut(worker_id) {
                         w.running.remove(&r.job_id);
                     }
-                    self.requeue(&mut st, run.job, &format!("{worker_id} rejected it: {}", r.reason));
+                    self.requeue(
+                        &mut st,
+                        run.job,
+                        &format!("{worker_id} rejected it: {}", r.reason),
+                    );
                 }
             }
             M::JobLog(l) => {
@@ -304,7 +312,7 @@ impl Pool {
                         }
                     }
                     let _ = r.job.events.send(JobEvent::Done {
-                        result: res,
+                        result: Box::new(res),
                         worker_id: worker_id.to_string(),
                     });
                 }
@@ -317,7 +325,7 @@ impl Pool {
                         w.running.remove(&f.job_id);
                     }
                     let _ = r.job.events.send(JobEvent::Failed {
-                        failure: f,
+                        failure: Box::new(f),
                         worker_id: worker_id.to_string(),
                     });
                 }
@@ -347,7 +355,8 @@ impl Pool {
                 .max_by(|(ia, a), (ib, b)| {
                     let held = |w: &Slot| wants.iter().filter(|d| w.layers.contains(*d)).count();
                     let free = |w: &Slot| {
-                        f64::from(w.info.capacity - w.running.len() as u32) / f64::from(w.info.capacity)
+                        f64::from(w.info.capacity - w.running.len() as u32)
+                            / f64::from(w.info.capacity)
                     };
                     held(a)
                         .cmp(&held(b))

@@ -13,12 +13,14 @@ use tonic::Status;
 
 fn progress(digest: &str, phase: build::PushPhase, size: u64) -> build::PushProgress {
     build::PushProgress {
-        progress: Some(build::push_progress::Progress::Blob(build::BlobPushProgress {
-            digest: digest.to_string(),
-            phase: phase as i32,
-            current: size,
-            total: size,
-        })),
+        progress: Some(build::push_progress::Progress::Blob(
+            build::BlobPushProgress {
+                digest: digest.to_string(),
+                phase: phase as i32,
+                current: size,
+                total: size,
+            },
+        )),
     }
 }
 
@@ -95,11 +97,13 @@ pub async fn push(
         .map_err(|e| Status::unavailable(format!("pushing the manifest to {destination}: {e}")))?;
     let _ = tx
         .send(Ok(build::PushProgress {
-            progress: Some(build::push_progress::Progress::Complete(build::PushComplete {
-                destination: target.to_string(),
-                manifest_digest: digest.to_string(),
-                size: rec.size,
-            })),
+            progress: Some(build::push_progress::Progress::Complete(
+                build::PushComplete {
+                    destination: target.to_string(),
+                    manifest_digest: digest.to_string(),
+                    size: rec.size,
+                },
+            )),
         }))
         .await;
     Ok(())

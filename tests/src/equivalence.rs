@@ -165,7 +165,11 @@ impl Equivalence {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "case {}: strata failed:\n{log}", case.name);
+        assert!(
+            out.status.success(),
+            "case {}: strata failed:\n{log}",
+            case.name
+        );
         let meta: Value = serde_json::from_slice(&std::fs::read(&metadata).expect("metadata file"))
             .expect("metadata JSON");
         let blob = |digest: &str| {
@@ -175,8 +179,9 @@ impl Equivalence {
         let config_digest = meta["containerimage.config.digest"]
             .as_str()
             .expect("config digest in the metadata");
-        let config = serde_json::from_slice(&std::fs::read(blob(config_digest)).expect("config blob"))
-            .expect("strata config JSON");
+        let config =
+            serde_json::from_slice(&std::fs::read(blob(config_digest)).expect("config blob"))
+                .expect("strata config JSON");
         let layers = meta["strata.layers"]
             .as_array()
             .expect("layers in the metadata")

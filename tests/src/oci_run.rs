@@ -26,7 +26,9 @@ pub fn unpack_layout(layout: &Path, rootfs: &Path) -> Value {
         serde_json::from_slice(&blob(layout, manifest_digest)).expect("manifest JSON");
     let config: Value = serde_json::from_slice(&blob(
         layout,
-        manifest["config"]["digest"].as_str().expect("config digest"),
+        manifest["config"]["digest"]
+            .as_str()
+            .expect("config digest"),
     ))
     .expect("config JSON");
     std::fs::create_dir_all(rootfs).expect("rootfs dir");

@@ -126,11 +126,19 @@ fn build_cache_change_failure_and_views() {
     let images = strata(home.path(), &["images"]);
     let out = String::from_utf8_lossy(&images.stdout);
     assert!(images.status.success());
-    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0][..3], ["REPOSITORY", "TAG", "IMAGE"], "images: {out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0][..3],
+        ["REPOSITORY", "TAG", "IMAGE"],
+        "images: {out}"
+    );
     for tag in ["1", "2", "fixed"] {
         assert!(
-            rows.iter().any(|r| r.len() >= 3 && r[0] == "app" && r[1] == tag),
+            rows.iter()
+                .any(|r| r.len() >= 3 && r[0] == "app" && r[1] == tag),
             "no app:{tag} in images: {out}"
         );
     }

@@ -106,7 +106,11 @@ fn multi_stage_build_on_two_workers_push_run_save() {
     let worker_of = |needle: &str| {
         steps
             .iter()
-            .find(|s| s["instruction"].as_str().is_some_and(|i| i.contains(needle)))
+            .find(|s| {
+                s["instruction"]
+                    .as_str()
+                    .is_some_and(|i| i.contains(needle))
+            })
             .and_then(|s| s["worker_id"].as_str())
             .unwrap_or_else(|| panic!("no step {needle:?} in {m:#}"))
             .to_string()
@@ -138,7 +142,11 @@ fn multi_stage_build_on_two_workers_push_run_save() {
     assert!(copy.status.success(), "{}", text(&copy));
     let bundle = out_dir.path().join("bundle");
     let config = unpack_layout(&layout, &bundle.join("rootfs"));
-    let run = runc_run(&bundle, &config, &format!("strata-farm-test-{}", std::process::id()));
+    let run = runc_run(
+        &bundle,
+        &config,
+        &format!("strata-farm-test-{}", std::process::id()),
+    );
     assert!(run.status.success(), "{}", text(&run));
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
@@ -170,7 +178,11 @@ fn multi_stage_build_on_two_workers_push_run_save() {
     let build_id = m["strata.build_id"].as_str().expect("build id");
     let logs = farm.strata(&["logs", build_id]);
     assert!(logs.status.success(), "{}", text(&logs));
-    assert!(text(&logs).contains(&format!("line-{LINES}")), "{}", text(&logs));
+    assert!(
+        text(&logs).contains(&format!("line-{LINES}")),
+        "{}",
+        text(&logs)
+    );
 
     // Both workers are listed.
     let workers = text(&farm.strata(&["workers"]));

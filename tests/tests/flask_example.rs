@@ -40,7 +40,11 @@ fn debian_rootfs() -> PathBuf {
     let out = Command::new(repo().join("scripts/debian-base.sh"))
         .output()
         .expect("run scripts/debian-base.sh");
-    assert!(out.status.success(), "debian-base.sh failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "debian-base.sh failed:\n{}",
+        text(&out)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = stdout
@@ -91,7 +95,10 @@ fn flask_example_on_a_debootstrapped_base() {
     );
     assert!(build.status.success(), "{}", text(&build));
 
-    let history = strata(home.path(), &["history", "--no-trunc", "my_flask_app:latest"]);
+    let history = strata(
+        home.path(),
+        &["history", "--no-trunc", "my_flask_app:latest"],
+    );
     assert!(history.status.success(), "{}", text(&history));
     let h = String::from_utf8_lossy(&history.stdout).into_owned();
     let row = |needle: &str| {
@@ -100,10 +107,19 @@ fn flask_example_on_a_debootstrapped_base() {
             .unwrap_or_else(|| panic!("no {needle:?} in history:\n{h}"))
             .to_string()
     };
-    assert!(row("ENTRYPOINT [\"flask\" \"run\" \"--host=0.0.0.0\"]").contains(" 0B "), "{h}");
-    assert!(row("ENV FLASK_APP=/opt/my_flask_app/app.py").contains(" 0B "), "{h}");
+    assert!(
+        row("ENTRYPOINT [\"flask\" \"run\" \"--host=0.0.0.0\"]").contains(" 0B "),
+        "{h}"
+    );
+    assert!(
+        row("ENV FLASK_APP=/opt/my_flask_app/app.py").contains(" 0B "),
+        "{h}"
+    );
     assert!(row("RUN /bin/sh -c apt-get update").contains("MB"), "{h}");
-    assert!(row("RUN /bin/sh -c apt-get install -y").contains("MB"), "{h}");
+    assert!(
+        row("RUN /bin/sh -c apt-get install -y").contains("MB"),
+        "{h}"
+    );
     let copy = row("COPY . /opt/my_flask_app");
     assert!(copy.contains("kB") || copy.contains("B "), "{h}");
     assert!(row("Imported from").contains("MB"), "{h}");

@@ -19,7 +19,11 @@ struct Args {
     #[arg(long, env = "STRATA_SCHEDULER", value_name = "URL")]
     scheduler: String,
     /// State directory: local layer store, snapshots, cache mounts.
-    #[arg(long, default_value = "/var/lib/strata-worker", env = "STRATA_WORKER_STATE")]
+    #[arg(
+        long,
+        default_value = "/var/lib/strata-worker",
+        env = "STRATA_WORKER_STATE"
+    )]
     state: PathBuf,
     /// The worker's id (default: the one saved in the state directory, or
     /// one the scheduler assigns and this worker then keeps).
@@ -100,9 +104,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the worker in {}: {e}", args.state.display()))?;
-    let capacity = args.capacity.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
-    });
+    let capacity = args
+        .capacity
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as u32));
     let url = args.scheduler.clone();
     let connect: Connector = Arc::new(move || {
         let endpoint = endpoint.clone();
@@ -128,7 +132,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             shutdown.cancel();
         });
     }
-    tracing::info!(worker_id, capacity, scheduler = args.scheduler, "strata-worker starting");
+    tracing::info!(
+        worker_id,
+        capacity,
+        scheduler = args.scheduler,
+        "strata-worker starting"
+    );
     agent::run(
         Arc::new(worker),
         connect,

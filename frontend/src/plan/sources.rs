@@ -250,7 +250,6 @@ mod tests {
             link_target: (kind == EntryKind::Symlink).then(|| "x".into()),
             mtime: None,
             hardlink: None,
-        hardlink: None,
         }
     }
 
@@ -265,13 +264,23 @@ mod tests {
             e("src/main.rs", EntryKind::File),
             e("z.md", EntryKind::File),
         ]);
-        let paths = |s: &ContextManifest| s.entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
-        assert_eq!(paths(&context_subset(&m, &["a/b/c.txt".into()])), ["a", "a/b", "a/b/c.txt"]);
-        assert_eq!(paths(&context_subset(&m, &["src".into()])), ["src", "src/main.rs"]);
+        let paths =
+            |s: &ContextManifest| s.entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            paths(&context_subset(&m, &["a/b/c.txt".into()])),
+            ["a", "a/b", "a/b/c.txt"]
+        );
+        assert_eq!(
+            paths(&context_subset(&m, &["src".into()])),
+            ["src", "src/main.rs"]
+        );
         assert_eq!(paths(&context_subset(&m, &["*.md".into()])), ["z.md"]);
         assert_eq!(context_subset(&m, &[".".into()]), m);
         assert!(context_subset(&m, &["missing".into()]).entries.is_empty());
-        let with_link = ContextManifest::from_entries(vec![e("l", EntryKind::Symlink), e("x", EntryKind::File)]);
+        let with_link = ContextManifest::from_entries(vec![
+            e("l", EntryKind::Symlink),
+            e("x", EntryKind::File),
+        ]);
         assert_eq!(context_subset(&with_link, &["l".into()]), with_link);
     }
 }

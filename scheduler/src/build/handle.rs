@@ -32,7 +32,9 @@ pub struct BuildHandle {
 pub fn is_terminal(ev: &build::BuildEvent) -> bool {
     matches!(
         ev.event,
-        Some(build::build_event::Event::BuildFinished(_) | build::build_event::Event::BuildFailed(_))
+        Some(
+            build::build_event::Event::BuildFinished(_) | build::build_event::Event::BuildFailed(_)
+        )
     )
 }
 
@@ -144,11 +146,15 @@ mod tests {
     #[test]
     fn events_are_numbered_and_survive_persistence() {
         let h = BuildHandle::new("b1".into(), build::BuildInfo::default());
-        h.emit(build::build_event::Event::StepCancelled(build::StepCancelled {
-            step_id: "s0-0".into(),
-            reason: "x".into(),
-        }));
-        h.emit(build::build_event::Event::BuildFailed(build::BuildFailed::default()));
+        h.emit(build::build_event::Event::StepCancelled(
+            build::StepCancelled {
+                step_id: "s0-0".into(),
+                reason: "x".into(),
+            },
+        ));
+        h.emit(build::build_event::Event::BuildFailed(
+            build::BuildFailed::default(),
+        ));
         assert!(h.finished());
         assert_eq!(h.events_after(1).len(), 1);
         assert_eq!(h.events_after(1)[0].sequence, 2);

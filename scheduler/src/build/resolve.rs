@@ -36,7 +36,10 @@ fn plan_config(raw: &Value) -> ImageConfig {
 
 fn layers_of(manifest: &Value, config: &Value) -> Result<Vec<LayerInfo>, String> {
     let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if descs.len() != diff_ids.len() {
         return Err(format!(
             "manifest lists {} layers but the config {} diffIDs",
@@ -117,7 +120,11 @@ pub async fn resolve(
         .collect();
     let mut wanted = Vec::new();
     for d in &resolved.layers {
-        if !inner.blobs.has(d.digest().as_ref()) && !wanted.iter().any(|w: &&oci_spec::image::Descriptor| w.digest() == d.digest()) {
+        if !inner.blobs.has(d.digest().as_ref())
+            && !wanted
+                .iter()
+                .any(|w: &&oci_spec::image::Descriptor| w.digest() == d.digest())
+        {
             wanted.push(d);
         }
     }
@@ -132,7 +139,10 @@ pub async fn resolve(
                 .download_blob(image_ref, &desc, &tmp)
                 .await
                 .map_err(|e| e.to_string())?;
-            inner.blobs.commit(&tmp, &digest).map_err(|e| e.to_string())?;
+            inner
+                .blobs
+                .commit(&tmp, &digest)
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>(())
         })
         .buffer_unordered(PULL_CONCURRENCY)

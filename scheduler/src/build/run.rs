@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use strata_frontend::context::ContextManifest;
 use strata_frontend::instructions::MountType;
 use strata_frontend::plan::{
-    Action, BaseImage as PlanBase, BaseRef, BuildPlan, CopyFrom, ImageRef, ImageResolver,
-    Offline, PlanOptions, Platform, Step, context_subset, plan_dockerfile,
+    Action, BaseImage as PlanBase, BaseRef, BuildPlan, CopyFrom, ImageRef, ImageResolver, Offline,
+    PlanOptions, Platform, Step, context_subset, plan_dockerfile,
 };
 use strata_proto::build::v1 as build;
 use strata_proto::common::v1 as common;
@@ -195,7 +195,7 @@ fn stage_name(plan: &BuildPlan, stage: usize) -> String {
         .iter()
         .find(|s| s.index == stage)
         .and_then(|s| s.name.clone())
-        .unwrap_or_else(|| stage.to_string())
+        .unwrap_or_default()
 }
 
 /// The wire form of a plan, for `BuildStarted` and `strata logs`.
@@ -300,7 +300,7 @@ fn manifest_proto(m: &ContextManifest) -> common::ContextManifest {
 /// A failed build: its error and final status.
 struct Failure {
     status: build::BuildStatus,
-    error: build::BuildError,
+    error: Box<build::BuildError>,
 }
 
 impl Failure {
@@ -311,11 +311,11 @@ impl Failure {
             } else {
                 build::BuildStatus::Failed
             },
-            error: build::BuildError {
+            error: Box::new(build::BuildError {
                 code: code as i32,
                 message: message.into(),
                 ..Default::default()
-            },
+            }),
         }
     }
 }
@@ -490,12 +490,12 @@ pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: Build
             let steps = handle.info().step_outcomes;
             handle.update(|i| {
                 i.status = f.status as i32;
-                i.error = Some(f.error.clone());
+                i.error = Some(*f.error.clone());
             });
             finish(&handle, total);
             handle.emit(Event::BuildFailed(build::BuildFailed {
                 status: f.status as i32,
-                error: Some(f.error),
+                error: Some(*f.error),
                 steps,
                 total_duration: Some(total),
             }));

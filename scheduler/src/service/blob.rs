@@ -94,14 +94,18 @@ pub(crate) async fn write_stream(
         let w = writer.as_mut().expect("set above");
         if !c.digest.is_empty() && c.digest != w.digest() {
             let digest = w.digest().to_string();
-            writer.take().map(|w| w.abort());
+            if let Some(w) = writer.take() {
+                w.abort();
+            }
             return Err(Status::invalid_argument(format!(
                 "chunk for {} inside the write of {digest}",
                 c.digest
             )));
         }
         if let Err(e) = w.write_at(c.offset, &c.data) {
-            writer.take().map(|w| w.abort());
+            if let Some(w) = writer.take() {
+                w.abort();
+            }
             return Err(status(e));
         }
         if c.last {
@@ -163,15 +167,18 @@ impl BlobService for Blobs {
         let r = request.into_inner();
         let digest = r.digest.clone();
         let total = self.inner.blobs.size(&digest).unwrap_or(0);
-        let stream = read_chunks(Arc::clone(&self.inner), r.digest, r.offset, move |offset, data, last| {
-            wire::BlobData {
+        let stream = read_chunks(
+            Arc::clone(&self.inner),
+            r.digest,
+            r.offset,
+            move |offset, data, last| wire::BlobData {
                 digest: digest.clone(),
                 offset,
                 data,
                 total_size: total,
                 last,
-            }
-        })?;
+            },
+        )?;
         Ok(Response::new(Box::pin(stream)))
     }
 

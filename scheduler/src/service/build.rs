@@ -71,7 +71,9 @@ fn manifest_from(wire: &common::ContextManifest) -> Result<ContextManifest, Stat
         };
         if e.path.is_empty()
             || e.path.starts_with('/')
-            || e.path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || e.path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
         {
             return Err(Status::invalid_argument(format!(
                 "context entry {:?}: not a clean relative path",
@@ -342,7 +344,11 @@ impl BuildService for Builds {
         let handle = self.handle(&req.build_id)?;
         let already = handle.finished();
         if !already {
-            tracing::info!(build_id = req.build_id, reason = req.reason, "cancelling build");
+            tracing::info!(
+                build_id = req.build_id,
+                reason = req.reason,
+                "cancelling build"
+            );
             handle.cancel.cancel();
             let mut changes = handle.subscribe();
             let wait = async {
@@ -387,7 +393,13 @@ impl BuildService for Builds {
                 }
             }
         }
-        for (id, h) in self.inner.builds.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (id, h) in self
+            .inner
+            .builds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             builds.insert(id.clone(), h.info());
         }
         let mut out: Vec<build::BuildInfo> = builds
@@ -401,7 +413,11 @@ impl BuildService for Builds {
             })
             .collect();
         out.sort_by_key(|b| std::cmp::Reverse(b.created_at.map(|t| (t.seconds, t.nanos))));
-        let size = if req.page_size == 0 { 50 } else { req.page_size as usize };
+        let size = if req.page_size == 0 {
+            50
+        } else {
+            req.page_size as usize
+        };
         out.truncate(size);
         Ok(Response::new(build::ListBuildsResponse {
             builds: out,
@@ -439,7 +455,10 @@ impl BuildService for Builds {
     ) -> Result<Response<build::RemoveImageResponse>, Status> {
         let req = request.into_inner();
         let (untagged, deleted) = self.inner.images.remove(&req.image).map_err(image_status)?;
-        Ok(Response::new(build::RemoveImageResponse { untagged, deleted }))
+        Ok(Response::new(build::RemoveImageResponse {
+            untagged,
+            deleted,
+        }))
     }
 
     async fn tag_image(
@@ -497,7 +516,9 @@ impl BuildService for Builds {
         let out = inner.blobs.temp_path("export");
         let path = out.clone();
         let written = tokio::task::spawn_blocking(move || match format {
-            build::ArchiveFormat::Oci => archive::write_oci_archive(&inner.blobs, &rec, &names, &path),
+            build::ArchiveFormat::Oci => {
+                archive::write_oci_archive(&inner.blobs, &rec, &names, &path)
+            }
             build::ArchiveFormat::Rootfs => archive::write_rootfs_tar(&inner.blobs, &rec, &path),
             _ => archive::write_docker_archive(&inner.blobs, &rec, &names, &path),
         })
@@ -534,7 +555,11 @@ impl BuildService for Builds {
                 payload: Some(Payload::Header(h)),
             })) => h,
             Some(Err(e)) => return Err(e),
-            _ => return Err(Status::invalid_argument("ImportImage must start with a header")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "ImportImage must start with a header",
+                ));
+            }
         };
         if !header.reference.is_empty() {
             normalise(&header.reference).map_err(image_status)?;
@@ -552,7 +577,9 @@ impl BuildService for Builds {
                         .map_err(|e| Status::internal(e.to_string()))?;
                 }
             }
-            file.flush().await.map_err(|e| Status::internal(e.to_string()))
+            file.flush()
+                .await
+                .map_err(|e| Status::internal(e.to_string()))
         };
         if let Err(e) = copy.await {
             let _ = std::fs::remove_file(&tmp);
@@ -568,7 +595,14 @@ impl BuildService for Builds {
         };
         let changes = header.changes.clone();
         let image = tokio::task::spawn_blocking(move || {
-            archive::import_rootfs(&inner.blobs, &src, &changes, &message, &platform, &now_rfc3339())
+            archive::import_rootfs(
+                &inner.blobs,
+                &src,
+                &changes,
+                &message,
+                &platform,
+                &now_rfc3339(),
+            )
         })
         .await
         .map_err(|e| Status::internal(e.to_string()));
@@ -657,7 +691,11 @@ fn stream_file(
             offset,
             data: buf,
             total_size: total,
-            archive_digest: if offset + n as u64 >= total { digest.clone() } else { String::new() },
+            archive_digest: if offset + n as u64 >= total {
+                digest.clone()
+            } else {
+                String::new()
+            },
         };
         if tx.blocking_send(Ok(chunk)).is_err() || n == 0 {
             return;

@@ -87,7 +87,12 @@ impl WorkerService for Workers {
             message: Some(wire::scheduler_message::Message::RegisterAck(ack)),
         }));
         let session = self.inner.pool.register(&worker_id, &reg, tx);
-        tracing::info!(worker_id, hostname = reg.hostname, capacity = reg.capacity, "worker connected");
+        tracing::info!(
+            worker_id,
+            hostname = reg.hostname,
+            capacity = reg.capacity,
+            "worker connected"
+        );
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             loop {

@@ -95,7 +95,8 @@ impl RemoteBlobs {
             return Ok(0);
         }
         let path = self.store.blob_path(digest).map_err(|e| e.to_string())?;
-        let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut file =
+            std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);
         let (tx, rx) = mpsc::channel::<wire::BlobData>(4);
         let d = digest.to_string();

@@ -48,7 +48,9 @@ pub fn materialize(
         let mut prefix = p;
         while let Some((parent, _)) = prefix.rsplit_once('/') {
             if links.contains(parent) {
-                return Err(format!("context entry {p:?} lies under the symlink {parent:?}"));
+                return Err(format!(
+                    "context entry {p:?} lies under the symlink {parent:?}"
+                ));
             }
             prefix = parent;
         }
@@ -63,7 +65,9 @@ pub fn materialize(
                 std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
                 dirs.push(e);
             }
-            Ok(common::EntryKind::File) if !e.hardlink.is_empty() && files.contains(e.hardlink.as_str()) => {
+            Ok(common::EntryKind::File)
+                if !e.hardlink.is_empty() && files.contains(e.hardlink.as_str()) =>
+            {
                 std::fs::hard_link(dst.join(&e.hardlink), &to).map_err(err)?;
                 files.insert(p);
             }

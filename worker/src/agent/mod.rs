@@ -94,7 +94,16 @@ pub async fn run(
             return;
         }
         let started = Instant::now();
-        match session(&worker, &connect, &config, &mut worker_id, &stats, &shutdown).await {
+        match session(
+            &worker,
+            &connect,
+            &config,
+            &mut worker_id,
+            &stats,
+            &shutdown,
+        )
+        .await
+        {
             Ok(()) => return,
             Err(e) => {
                 if shutdown.is_cancelled() {
@@ -136,7 +145,9 @@ async fn session(
         labels: config.labels.clone().into_iter().collect(),
         platforms: vec![common::Platform {
             os: "linux".into(),
-            architecture: std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            architecture: std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64"),
             ..Default::default()
         }],
         free_disk_bytes: free,
@@ -176,7 +187,12 @@ async fn session(
 
     let session_end = CancellationToken::new();
     let heartbeat = {
-        let (out, running, worker, end) = (out.clone(), Arc::clone(&running), Arc::clone(worker), session_end.clone());
+        let (out, running, worker, end) = (
+            out.clone(),
+            Arc::clone(&running),
+            Arc::clone(worker),
+            session_end.clone(),
+        );
         let capacity = config.capacity.max(1);
         tokio::spawn(async move {
             let mut held: std::collections::BTreeSet<String> =
@@ -271,18 +287,28 @@ async fn session(
                 tokio::spawn(async move {
                     let id = a.job_id.clone();
                     run_assignment(&worker, &blobs, a, &out, cancel, &stats).await;
-                    running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
                 });
             }
             Some(In::CancelJob(c)) => {
-                if let Some(r) = running.lock().unwrap_or_else(|e| e.into_inner()).get(&c.job_id)
+                if let Some(r) = running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&c.job_id)
                     && r.lease == c.lease_id
                 {
                     r.cancel.cancel();
                 }
             }
             Some(In::LeaseRevoked(r)) => {
-                if let Some(job) = running.lock().unwrap_or_else(|e| e.into_inner()).get(&r.job_id) {
+                if let Some(job) = running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&r.job_id)
+                {
                     job.cancel.cancel();
                 }
             }
@@ -368,7 +394,9 @@ fn context_of(a: &wire::JobAssignment) -> Option<common::ContextManifest> {
                     Some(wire::mount::Kind::Cache(c)) => c.from.as_ref(),
                     _ => None,
                 };
-                if let Some(wire::file_source::Source::Context(r)) = from.and_then(|f| f.source.as_ref()) {
+                if let Some(wire::file_source::Source::Context(r)) =
+                    from.and_then(|f| f.source.as_ref())
+                {
                     refs.push(r);
                 }
             }
@@ -395,7 +423,9 @@ fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
     use crate::executor::ExecError;
     match e {
         _ if cancelled => wire::FailureKind::Cancelled,
-        JobError::Cancelled | JobError::Exec(ExecError::Cancelled { .. }) => wire::FailureKind::Cancelled,
+        JobError::Cancelled | JobError::Exec(ExecError::Cancelled { .. }) => {
+            wire::FailureKind::Cancelled
+        }
         JobError::Exec(ExecError::TimedOut { .. }) => wire::FailureKind::Timeout,
         JobError::Failed { .. } => wire::FailureKind::Command,
         JobError::Copy(_) | JobError::Fetch(_) | JobError::Invalid(_) => wire::FailureKind::Source,
@@ -426,12 +456,15 @@ async fn run_assignment(
     let ctx_dir: PathBuf = worker.state_dir().join("contexts").join(&job_id);
     let outcome: Result<wire::JobResult, (wire::FailureKind, String, Option<i32>)> = async {
         let infra = |m: String| (wire::FailureKind::Infrastructure, m, None);
-        send(out, Out::JobProgress(wire::JobProgress {
-            job_id: job_id.clone(),
-            lease_id: lease_id.clone(),
-            phase: common::StepPhase::Preparing as i32,
-            ..Default::default()
-        }))
+        send(
+            out,
+            Out::JobProgress(wire::JobProgress {
+                job_id: job_id.clone(),
+                lease_id: lease_id.clone(),
+                phase: common::StepPhase::Preparing as i32,
+                ..Default::default()
+            }),
+        )
         .await;
         for d in layer_digests(&a) {
             if blobs.fetch(&d).await.map_err(infra)? {
@@ -454,16 +487,24 @@ async fn run_assignment(
         }
         let job = job_from_assignment(&a, context.as_ref().map(|_| ctx_dir.as_path()))
             .map_err(|e| (wire::FailureKind::InvalidJob, e.to_string(), None))?;
-        send(out, Out::JobProgress(wire::JobProgress {
-            job_id: job_id.clone(),
-            lease_id: lease_id.clone(),
-            phase: common::StepPhase::Executing as i32,
-            ..Default::default()
-        }))
+        send(
+            out,
+            Out::JobProgress(wire::JobProgress {
+                job_id: job_id.clone(),
+                lease_id: lease_id.clone(),
+                phase: common::StepPhase::Executing as i32,
+                ..Default::default()
+            }),
+        )
         .await;
         let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
         let forward = {
-            let (out, job_id, lease_id, tail) = (out.clone(), job_id.clone(), lease_id.clone(), Arc::clone(&tail));
+            let (out, job_id, lease_id, tail) = (
+                out.clone(),
+                job_id.clone(),
+                lease_id.clone(),
+                Arc::clone(&tail),
+            );
             tokio::spawn(async move {
                 let mut seq = 0u64;
                 while let Some(c) = rx.recv().await {
@@ -480,16 +521,19 @@ async fn run_assignment(
                         OutStream::Stdout => common::LogStream::Stdout,
                         OutStream::Stderr => common::LogStream::Stderr,
                     };
-                    send(&out, Out::JobLog(wire::JobLog {
-                        job_id: job_id.clone(),
-                        lease_id: lease_id.clone(),
-                        chunk: Some(common::LogChunk {
-                            stream: stream as i32,
-                            data: c.data,
-                            timestamp: Some(c.timestamp.into()),
-                            seq,
+                    send(
+                        &out,
+                        Out::JobLog(wire::JobLog {
+                            job_id: job_id.clone(),
+                            lease_id: lease_id.clone(),
+                            chunk: Some(common::LogChunk {
+                                stream: stream as i32,
+                                data: c.data,
+                                timestamp: Some(c.timestamp.into()),
+                                seq,
+                            }),
                         }),
-                    }))
+                    )
                     .await;
                 }
             })
@@ -503,12 +547,15 @@ async fn run_assignment(
             };
             (failure_kind(&e, cancel.is_cancelled()), e.to_string(), code)
         })?;
-        send(out, Out::JobProgress(wire::JobProgress {
-            job_id: job_id.clone(),
-            lease_id: lease_id.clone(),
-            phase: common::StepPhase::Uploading as i32,
-            ..Default::default()
-        }))
+        send(
+            out,
+            Out::JobProgress(wire::JobProgress {
+                job_id: job_id.clone(),
+                lease_id: lease_id.clone(),
+                phase: common::StepPhase::Uploading as i32,
+                ..Default::default()
+            }),
+        )
         .await;
         let sent = blobs.upload(&outcome.layer.digest).await.map_err(infra)?;
         stats.bytes_uploaded.fetch_add(sent, Ordering::Relaxed);
