@@ -1,13 +1,25 @@
-//! `strata push`: an image's blobs streamed from the store to a registry
-//! as they are (no recompression), skipped where the registry has them,
-//! then its manifest's exact bytes, so the pushed digest is the local one.
+//! `strata push`: an image's blobs streamed from the store to a registry,
+//! skipped where the registry has them, then its manifest.
+//!
+//! Layers are pushed in the compression the push asks for — gzip unless
+//! told otherwise, since older clients cannot read zstd. A layer stored in
+//! another compression is re-encoded once (gzip in parallel on all cores,
+//! its diffID checked on the way) and the variant is kept in the store and
+//! indexed (`<state>/variants.json`), so the next push reuses it. When
+//! every layer already has the asked compression, the manifest's exact
+//! bytes are pushed and the pushed digest is the local one; otherwise the
+//! manifest names the variants (same config, same image ID).
 
 use crate::Inner;
+use crate::image::LayerInfo;
 use crate::images::ImageRecord;
 use bytes::Bytes;
 use oci_spec::image::Descriptor;
+use std::collections::BTreeMap;
+use strata_oci::layer::{Compression, CompressionKind, recompress};
 use strata_oci::registry::{BlobPushOutcome, BlobSource, BlobUpload, ImageRef};
 use strata_proto::build::v1 as build;
+use strata_proto::common::v1 as common;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -24,11 +36,93 @@ fn progress(digest: &str, phase: build::PushPhase, size: u64) -> build::PushProg
     }
 }
 
-/// Pushes `rec` to `destination`, reporting each blob and the result.
-pub async fn push(
+fn kind_of(media_type: &str) -> CompressionKind {
+    if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        CompressionKind::Zstd
+    } else if media_type.ends_with("gzip") {
+        CompressionKind::Gzip
+    } else {
+        CompressionKind::Uncompressed
+    }
+}
+
+static VARIANTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The layer `diff_id` compressed as `to`: from the variant index, else
+/// re-encoded from `stored` and recorded.
+pub fn layer_variant(
     inner: &Inner,
+    stored: &LayerInfo,
+    to: Compression,
+) -> Result<LayerInfo, String> {
+    if kind_of(&stored.media_type) == to.kind() {
+        return Ok(stored.clone());
+    }
+    let _guard = VARIANTS.lock().unwrap_or_else(|e| e.into_inner());
+    let path = inner.config.state_dir.join("variants.json");
+    let mut index: BTreeMap<String, LayerInfo> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let key = format!("{}:{}", stored.diff_id, to.media_type());
+    if let Some(v) = index.get(&key).filter(|v| inner.blobs.has(&v.digest)) {
+        return Ok(v.clone());
+    }
+    let src = inner
+        .blobs
+        .path(&stored.digest)
+        .map_err(|e| e.to_string())?;
+    let input = std::fs::File::open(&src).map_err(|e| format!("layer {}: {e}", stored.digest))?;
+    let tmp = inner.blobs.temp_path("variant");
+    let out = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+    let desc = recompress(
+        std::io::BufReader::with_capacity(1 << 20, input),
+        &stored.diff_id,
+        to,
+        std::io::BufWriter::with_capacity(1 << 20, out),
+        0,
+    );
+    let desc = match desc {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("re-encoding layer {}: {e}", stored.digest));
+        }
+    };
+    inner
+        .blobs
+        .commit(&tmp, &desc.digest)
+        .map_err(|e| e.to_string())?;
+    let variant = LayerInfo {
+        diff_id: desc.diff_id,
+        digest: desc.digest,
+        media_type: desc.media_type,
+        size: desc.size,
+    };
+    index.insert(key, variant.clone());
+    let tmp = path.with_extension(format!("json.{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec(&index).map_err(|e| e.to_string())?)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(variant)
+}
+
+/// The compression a push asks for (gzip when unspecified).
+pub fn push_compression(c: i32) -> Compression {
+    match common::Compression::try_from(c) {
+        Ok(common::Compression::Zstd) => Compression::ZSTD,
+        Ok(common::Compression::Uncompressed) => Compression::Uncompressed,
+        _ => Compression::GZIP,
+    }
+}
+
+/// Pushes `rec` to `destination` with layers in `compression`, reporting
+/// each blob and the result.
+pub async fn push(
+    inner: &std::sync::Arc<Inner>,
     rec: &ImageRecord,
     destination: &str,
+    compression: Compression,
     tx: &mpsc::Sender<Result<build::PushProgress, Status>>,
 ) -> Result<(), Status> {
     let target = ImageRef::parse(destination)
@@ -37,8 +131,55 @@ pub async fn push(
         .blobs
         .read(&rec.manifest_digest)
         .map_err(|e| Status::internal(e.to_string()))?;
-    let manifest: serde_json::Value =
+    let mut manifest: serde_json::Value =
         serde_json::from_slice(&manifest_raw).map_err(|e| Status::internal(e.to_string()))?;
+    let config_doc: serde_json::Value = serde_json::from_slice(
+        &inner
+            .blobs
+            .read(&rec.config_digest)
+            .map_err(|e| Status::internal(e.to_string()))?,
+    )
+    .map_err(|e| Status::internal(e.to_string()))?;
+    let diff_ids = config_doc["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut changed = false;
+    if let Some(layers) = manifest["layers"].as_array_mut() {
+        for (l, diff_id) in layers.iter_mut().zip(diff_ids) {
+            let stored = LayerInfo {
+                diff_id: diff_id.as_str().unwrap_or_default().to_string(),
+                digest: l["digest"].as_str().unwrap_or_default().to_string(),
+                media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
+                size: l["size"].as_u64().unwrap_or(0),
+            };
+            if kind_of(&stored.media_type) == compression.kind() {
+                continue;
+            }
+            let _ = tx
+                .send(Ok(progress(
+                    &stored.digest,
+                    build::PushPhase::Compressing,
+                    stored.size,
+                )))
+                .await;
+            let (inner2, stored2) = (std::sync::Arc::clone(inner), stored.clone());
+            let v =
+                tokio::task::spawn_blocking(move || layer_variant(&inner2, &stored2, compression))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(Status::internal)?;
+            l["mediaType"] = serde_json::json!(v.media_type);
+            l["digest"] = serde_json::json!(v.digest);
+            l["size"] = serde_json::json!(v.size);
+            changed = true;
+        }
+    }
+    let manifest_raw = if changed {
+        serde_json::to_vec(&manifest).map_err(|e| Status::internal(e.to_string()))?
+    } else {
+        manifest_raw
+    };
     let media_type = manifest["mediaType"]
         .as_str()
         .unwrap_or(crate::image::OCI_MANIFEST)

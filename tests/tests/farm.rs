@@ -130,6 +130,25 @@ fn multi_stage_build_on_two_workers_push_run_save() {
     assert!(inspect.status.success(), "{}", text(&inspect));
     let seen: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("skopeo JSON");
     assert_eq!(seen["Digest"].as_str(), Some(digest), "{seen:#}");
+    // Registries get gzip layers (older clients cannot read zstd); the
+    // image ID is the built one.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]);
+    let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("manifest JSON");
+    for l in raw["layers"].as_array().expect("layers") {
+        assert!(
+            l["mediaType"].as_str().is_some_and(|m| m.ends_with("gzip")),
+            "{raw:#}"
+        );
+    }
+    assert_eq!(
+        raw["config"]["digest"], m["containerimage.config.digest"],
+        "{raw:#}"
+    );
 
     // Pulled back and run with runc, it prints what its CMD says.
     let layout = out_dir.path().join("layout");
@@ -189,6 +208,78 @@ fn multi_stage_build_on_two_workers_push_run_save() {
     assert!(workers.contains(&wa) && workers.contains(&wb), "{workers}");
 
     failing_step_reports_exit_code(&farm, &base, out_dir.path());
+    cancel_frees_the_worker(&farm, &base, out_dir.path());
+}
+
+fn cancel_frees_the_worker(farm: &LocalFarm, base: &str, dir: &Path) {
+    let ctx = dir.join("long");
+    std::fs::create_dir_all(&ctx).expect("context");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nRUN echo started; busybox sleep 300\n"),
+    )
+    .expect("Dockerfile");
+    let mut build = Command::new(strata_tests::bin("strata"))
+        .env("STRATA_SCHEDULER", &farm.url)
+        .args(["build", "--progress", "plain"])
+        .arg(&ctx)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a long build");
+    // Wait until the step runs on a worker, then cancel by build id.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let id = loop {
+        let builds = text(&farm.strata(&["builds"]));
+        if let Some(line) = builds.lines().find(|l| l.contains("running")) {
+            let workers = text(&farm.strata(&["workers"]));
+            if workers
+                .lines()
+                .any(|l| l.split_whitespace().nth(4) == Some("1"))
+            {
+                break line.split_whitespace().next().expect("id").to_string();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never ran:\n{builds}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let started = std::time::Instant::now();
+    let cancel = farm.strata(&["cancel", &id]);
+    assert!(cancel.status.success(), "{}", text(&cancel));
+    let out = build.wait_with_output().expect("build exits");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "cancel took {:?}",
+        started.elapsed()
+    );
+    // The job slot is free again on every worker.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let workers = text(&farm.strata(&["workers"]));
+        let busy = workers
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(4) != Some("0"));
+        if !busy {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a worker is still busy:\n{workers}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let builds = text(&farm.strata(&["builds"]));
+    assert!(
+        builds
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("cancelled")),
+        "{builds}"
+    );
 }
 
 fn failing_step_reports_exit_code(farm: &LocalFarm, base: &str, dir: &Path) {

@@ -492,7 +492,8 @@ impl BuildService for Builds {
         let (tx, rx) = mpsc::channel(64);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
-            if let Err(e) = crate::push::push(&inner, &rec, &destination, &tx).await {
+            let compression = crate::push::push_compression(req.compression);
+            if let Err(e) = crate::push::push(&inner, &rec, &destination, compression, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });

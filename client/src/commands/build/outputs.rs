@@ -39,18 +39,15 @@ pub(super) async fn finish(
             .await
             .with_context(|| format!("writing {}", f.display()))?;
     }
-    if let Some(f) = &args.metadata_file {
-        let doc = metadata::metadata_json(build_id, result, &renderer.view().steps, &args.tags);
-        tokio::fs::write(f, serde_json::to_vec_pretty(&doc)?)
-            .await
-            .with_context(|| format!("writing {}", f.display()))?;
-    }
     // Outputs refer to the image by a name the scheduler knows.
     let image = args
         .tags
         .first()
         .cloned()
         .unwrap_or_else(|| image_id.clone());
+    // A push may re-encode layers (gzip for registries), giving the pushed
+    // manifest its own digest: that is the one buildx reports.
+    let mut pushed: Option<String> = None;
     for output in outputs {
         match output {
             OutputSpec::Image => {}
@@ -61,6 +58,7 @@ pub(super) async fn finish(
                         let _ = renderer.message(l);
                     })
                     .await?;
+                    pushed.get_or_insert(done.manifest_digest.clone());
                     renderer.message(&format!(
                         "pushed {}@{}",
                         if done.destination.is_empty() {
@@ -92,6 +90,15 @@ pub(super) async fn finish(
                 renderer.message(&format!("copied the image's files to {}", dest.display()))?;
             }
         }
+    }
+    if let Some(f) = &args.metadata_file {
+        let mut doc = metadata::metadata_json(build_id, result, &renderer.view().steps, &args.tags);
+        if let Some(d) = pushed {
+            doc["containerimage.digest"] = serde_json::Value::String(d);
+        }
+        tokio::fs::write(f, serde_json::to_vec_pretty(&doc)?)
+            .await
+            .with_context(|| format!("writing {}", f.display()))?;
     }
     if mode == Mode::Quiet {
         println!("{image_id}");
