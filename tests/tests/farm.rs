@@ -219,7 +219,7 @@ fn cancel_frees_the_worker(farm: &LocalFarm, base: &str, dir: &Path) {
         format!("FROM {base}\nRUN echo started; busybox sleep 300\n"),
     )
     .expect("Dockerfile");
-    let mut build = Command::new(strata_tests::bin("strata"))
+    let build = Command::new(strata_tests::bin("strata"))
         .env("STRATA_SCHEDULER", &farm.url)
         .args(["build", "--progress", "plain"])
         .arg(&ctx)
