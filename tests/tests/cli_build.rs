@@ -91,6 +91,12 @@ fn build_cache_change_failure_and_views() {
         stderr(&changed)
     );
     assert_eq!(count(&stderr(&changed), " DONE "), 2);
+    // Only the changed file travelled to the scheduler.
+    assert!(
+        stderr(&changed).contains("uploaded 1 ("),
+        "{}",
+        stderr(&changed)
+    );
 
     // A failing step: non-zero exit, the instruction and exit code named.
     context(

@@ -127,15 +127,28 @@ fn errors_name_file_and_line_and_exit_nonzero() {
 }
 
 #[test]
-fn server_binaries_only_print_usage() {
-    for name in ["strata-scheduler", "strata-worker"] {
-        let out = std::process::Command::new(strata_tests::bin(name))
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{name}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("not implemented yet"),
-            "{name}"
-        );
-    }
+fn server_binaries_explain_bad_invocations() {
+    // A worker without a scheduler address says what it needs.
+    let out = std::process::Command::new(strata_tests::bin("strata-worker"))
+        .env_remove("STRATA_SCHEDULER")
+        .output()
+        .expect("run strata-worker");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--scheduler"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A scheduler that cannot listen names the address and exits non-zero.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let state = tempfile::tempdir().expect("state");
+    let out = std::process::Command::new(strata_tests::bin("strata-scheduler"))
+        .args(["--listen", &addr, "--state"])
+        .arg(state.path())
+        .output()
+        .expect("run strata-scheduler");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&addr) && err.contains("cannot listen"), "{err}");
 }
