@@ -150,5 +150,8 @@ fn server_binaries_explain_bad_invocations() {
         .expect("run strata-scheduler");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains(&addr) && err.contains("cannot listen"), "{err}");
+    assert!(
+        err.contains(&addr) && err.contains("cannot listen"),
+        "{err}"
+    );
 }
