@@ -9,8 +9,9 @@
 #
 # Everything (pid files, logs, state) lives under --dir; see common.sh for
 # the layout. Workers run RUN steps with runc and overlayfs, so run this as
-# root. --redis and --s3* configure the shared cache (issue #5) and are
-# passed through to the scheduler and every worker.
+# root. The shared cache (--redis, --s3*) arrives with issue #5; until then
+# these options are refused, and the farm keeps its layer cache and images
+# in the scheduler's state directory.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd -P)"
@@ -24,8 +25,7 @@ readonly START_TIMEOUT_S="${STRATA_FARM_START_TIMEOUT:-60}"
 usage() {
     cat >&2 <<EOF
 usage: $0 [--workers N] [--port P] [--dir DIR] [--release|--debug]
-          [--capacity N] [--redis URL]
-          [--s3 URL --s3-bucket B [--s3-access-key K --s3-secret-key S]]
+          [--capacity N]
 
   --workers N      worker processes to start (default 2)
   --port P         scheduler port on 127.0.0.1 (default 7390)
@@ -33,11 +33,10 @@ usage: $0 [--workers N] [--port P] [--dir DIR] [--release|--debug]
   --release        binaries from target/release (default)
   --debug          binaries from target/debug
                    (\$STRATA_BIN_DIR, when set, wins over both)
-  --capacity N     jobs each worker runs at once (default: the worker's own)
-  --redis URL      shared cache (issue 5): Redis for the cache index and build state
-  --s3 URL         shared cache (issue 5): S3 endpoint for layer blobs
-  --s3-bucket B    the bucket; --s3-access-key/--s3-secret-key or
-                   AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment
+  --capacity N     jobs each worker runs at once (default: the worker's CPUs)
+
+The shared cache (--redis, --s3...) arrives with issue #5 and is not
+accepted yet: the layer cache and images live in the scheduler's state.
 EOF
     exit 2
 }
@@ -47,9 +46,6 @@ port=7390
 dir="$(default_dir)"
 profile=release
 capacity=""
-redis=""
-s3=""
-s3_bucket=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --workers) workers="${2:?--workers needs a number}"; shift 2 ;;
@@ -58,11 +54,10 @@ while [[ $# -gt 0 ]]; do
     --release) profile=release; shift ;;
     --debug) profile=debug; shift ;;
     --capacity) capacity="${2:?--capacity needs a number}"; shift 2 ;;
-    --redis) redis="${2:?--redis needs a URL}"; shift 2 ;;
-    --s3) s3="${2:?--s3 needs a URL}"; shift 2 ;;
-    --s3-bucket) s3_bucket="${2:?--s3-bucket needs a name}"; shift 2 ;;
-    --s3-access-key) export AWS_ACCESS_KEY_ID="${2:?--s3-access-key needs a value}"; shift 2 ;;
-    --s3-secret-key) export AWS_SECRET_ACCESS_KEY="${2:?--s3-secret-key needs a value}"; shift 2 ;;
+    --redis | --redis=* | --s3 | --s3=* | --s3-*)
+        log "error: the shared cache (--redis/--s3) arrives with issue #5; these binaries do not support it yet"
+        exit 2
+        ;;
     -h | --help) usage ;;
     *) log "unknown argument: $1"; usage ;;
     esac
@@ -72,9 +67,6 @@ if ! [[ "$port" =~ ^[0-9]+$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
     die "--port must be 1-65535, not '$port'"
 fi
 [[ -z "$capacity" || "$capacity" =~ ^[1-9][0-9]*$ ]] || die "--capacity must be a positive number, not '$capacity'"
-if [[ -n "$s3" && -z "$s3_bucket" ]] || [[ -z "$s3" && -n "$s3_bucket" ]]; then
-    die "--s3 and --s3-bucket go together"
-fi
 [[ "$(id -u)" -eq 0 ]] || die "workers run build steps with runc and overlayfs: run this as root"
 
 bin_dir="${STRATA_BIN_DIR:-$repo/target/$profile}"
@@ -104,9 +96,6 @@ port_open() {
 port_open "$port" && die "port ${port} on 127.0.0.1 is already in use: pick another with --port"
 
 url="http://127.0.0.1:${port}"
-shared=()
-[[ -n "$redis" ]] && shared+=(--redis "$redis")
-[[ -n "$s3" ]] && shared+=(--s3-endpoint "$s3" --s3-bucket "$s3_bucket")
 
 # Starts "$2..." detached (its own session, so it outlives this shell and
 # the terminal) with its output in logs/$1.log and its pid in pids/$1.pid.
@@ -133,7 +122,7 @@ fail() {
 trap 'fail "interrupted"' INT TERM
 
 start scheduler "$bin_dir/strata-scheduler" --listen "127.0.0.1:${port}" \
-    --state "$dir/state/scheduler" "${shared[@]}"
+    --state "$dir/state/scheduler"
 deadline=$((SECONDS + START_TIMEOUT_S))
 until port_open "$port"; do
     live_pid "$dir/pids/scheduler.pid" >/dev/null || fail "strata-scheduler exited"
@@ -149,7 +138,7 @@ for ((i = 1; i <= workers; i++)); do
     mkdir -p "$dir/state/$name"
     args=(--scheduler "$url" --state "$dir/state/$name" --name "$name")
     [[ -n "$capacity" ]] && args+=(--capacity "$capacity")
-    start "$name" "$bin_dir/strata-worker" "${args[@]}" "${shared[@]}"
+    start "$name" "$bin_dir/strata-worker" "${args[@]}"
 done
 
 # Every worker registered: `strata workers` shows each name, or at least
