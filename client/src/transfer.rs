@@ -12,12 +12,14 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-/// Pushes `image` (to `destination`, or its own name when empty), calling
-/// `progress` with one line per blob phase change.
+/// Pushes `image` (to `destination`, or its own name when empty) with its
+/// layers in `compression` (unspecified: gzip), calling `progress` with one
+/// line per blob phase change.
 pub async fn push_image(
     client: &mut BuildServiceClient<Channel>,
     image: &str,
     destination: &str,
+    compression: strata_proto::common::v1::Compression,
     progress: &mut dyn FnMut(&str),
 ) -> Result<pb::PushComplete> {
     let shown = if destination.is_empty() {
@@ -29,6 +31,7 @@ pub async fn push_image(
         .push_image(pb::PushImageRequest {
             image: image.to_string(),
             destination: destination.to_string(),
+            compression: compression.into(),
             ..Default::default()
         })
         .await

@@ -9,6 +9,7 @@ use strata_client::commands::build::options::{
 };
 use strata_client::commands::plan::parse_build_args;
 use strata_proto::build::v1 as pb;
+use strata_proto::common::v1::Compression;
 
 fn err<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
     format!("{:#}", r.expect_err("should fail"))
@@ -18,7 +19,22 @@ fn err<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
 fn outputs_parse_like_buildx() {
     assert_eq!(
         OutputSpec::parse("type=registry").unwrap(),
-        OutputSpec::Registry
+        OutputSpec::Registry {
+            compression: Compression::Unspecified
+        }
+    );
+    assert_eq!(
+        OutputSpec::parse("type=registry,compression=zstd").unwrap(),
+        OutputSpec::Registry {
+            compression: Compression::Zstd
+        }
+    );
+    let err = OutputSpec::parse("type=registry,compression=lz4")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lz4") && err.contains("gzip, zstd or uncompressed"),
+        "{err}"
     );
     assert_eq!(
         OutputSpec::parse("type=docker,dest=out.tar").unwrap(),
@@ -46,7 +62,9 @@ fn outputs_parse_like_buildx() {
     );
     assert_eq!(
         OutputSpec::parse("type=image,push=true").unwrap(),
-        OutputSpec::Registry
+        OutputSpec::Registry {
+            compression: Compression::Unspecified
+        }
     );
     let wire = OutputSpec::parse("type=docker,dest=a.tar")
         .unwrap()

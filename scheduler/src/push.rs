@@ -2,8 +2,9 @@
 //! skipped where the registry has them, then its manifest.
 //!
 //! Layers are pushed in the compression the push asks for — gzip unless
-//! told otherwise, since older clients cannot read zstd. A layer stored in
-//! another compression is re-encoded once (gzip in parallel on all cores,
+//! told otherwise, since older clients cannot read zstd. A zstd layer (or,
+//! with `force_compression`, any layer) stored in another compression is
+//! re-encoded once (gzip in parallel on all cores,
 //! its diffID checked on the way) and the variant is kept in the store and
 //! indexed (`<state>/variants.json`), so the next push reuses it. When
 //! every layer already has the asked compression, the manifest's exact
@@ -123,6 +124,7 @@ pub async fn push(
     rec: &ImageRecord,
     destination: &str,
     compression: Compression,
+    force: bool,
     tx: &mpsc::Sender<Result<build::PushProgress, Status>>,
 ) -> Result<(), Status> {
     let target = ImageRef::parse(destination)
@@ -153,7 +155,10 @@ pub async fn push(
                 media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
                 size: l["size"].as_u64().unwrap_or(0),
             };
-            if kind_of(&stored.media_type) == compression.kind() {
+            // As BuildKit without force-compression: only layers a client
+            // might not read (zstd) are converted; others stay as they are.
+            let kind = kind_of(&stored.media_type);
+            if kind == compression.kind() || (!force && kind != CompressionKind::Zstd) {
                 continue;
             }
             let _ = tx

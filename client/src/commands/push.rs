@@ -15,12 +15,21 @@ pub struct PushArgs {
     /// Registry reference to push to (default: the image's own name).
     #[arg(value_name = "DESTINATION")]
     pub destination: Option<String>,
+    /// Layer compression in the registry: gzip (default; every client can
+    /// pull it), zstd or uncompressed.
+    #[arg(long, value_name = "gzip|zstd|uncompressed")]
+    pub compression: Option<String>,
 }
 
 /// Runs `strata push`: progress on stderr, `pushed NAME@DIGEST` on stdout.
 pub async fn run(client: &mut BuildServiceClient<Channel>, args: &PushArgs) -> Result<()> {
     let dest = args.destination.clone().unwrap_or_default();
-    let done = transfer::push_image(client, &args.image, &dest, &mut |l| eprintln!("{l}")).await?;
+    let compression = crate::commands::build::options::compression(args.compression.as_ref())
+        .map_err(|e| anyhow::anyhow!("--compression: {e}"))?;
+    let done = transfer::push_image(client, &args.image, &dest, compression, &mut |l| {
+        eprintln!("{l}")
+    })
+    .await?;
     let name = if !done.destination.is_empty() {
         done.destination
     } else if dest.is_empty() {

@@ -493,7 +493,16 @@ impl BuildService for Builds {
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             let compression = crate::push::push_compression(req.compression);
-            if let Err(e) = crate::push::push(&inner, &rec, &destination, compression, &tx).await {
+            if let Err(e) = crate::push::push(
+                &inner,
+                &rec,
+                &destination,
+                compression,
+                req.force_compression,
+                &tx,
+            )
+            .await
+            {
                 let _ = tx.send(Err(e)).await;
             }
         });

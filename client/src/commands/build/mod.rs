@@ -120,10 +120,20 @@ pub fn prepare(args: &BuildArgs) -> Result<Prepared> {
         .iter()
         .map(|o| OutputSpec::parse(o))
         .collect::<Result<Vec<_>>>()?;
-    if args.push && !outputs.contains(&OutputSpec::Registry) {
-        outputs.push(OutputSpec::Registry);
+    if args.push
+        && !outputs
+            .iter()
+            .any(|o| matches!(o, OutputSpec::Registry { .. }))
+    {
+        outputs.push(OutputSpec::Registry {
+            compression: Default::default(),
+        });
     }
-    if outputs.contains(&OutputSpec::Registry) && args.tags.is_empty() {
+    if outputs
+        .iter()
+        .any(|o| matches!(o, OutputSpec::Registry { .. }))
+        && args.tags.is_empty()
+    {
         bail!("--push / --output type=registry needs at least one -t NAME:TAG to push to");
     }
     let secrets = args

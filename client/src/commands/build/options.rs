@@ -15,7 +15,11 @@ pub enum OutputSpec {
     /// `type=image`: keep it in the scheduler's image store (always done).
     Image,
     /// `type=registry`: push every tag (same as `--push`).
-    Registry,
+    Registry {
+        /// `compression=gzip|zstd|uncompressed` for the pushed layers;
+        /// unspecified means gzip (what every client can pull).
+        compression: common::Compression,
+    },
     /// `type=docker,dest=F`: a docker-archive tarball written to `F`.
     Docker {
         /// The tarball to write.
@@ -31,6 +35,19 @@ pub enum OutputSpec {
         /// The directory to fill.
         dest: PathBuf,
     },
+}
+
+/// Parses a layer compression name (`gzip`, `zstd`, `uncompressed`).
+pub fn compression(value: Option<&String>) -> std::result::Result<common::Compression, String> {
+    match value.map(String::as_str) {
+        None | Some("") => Ok(common::Compression::Unspecified),
+        Some("gzip") => Ok(common::Compression::Gzip),
+        Some("zstd") => Ok(common::Compression::Zstd),
+        Some("uncompressed") => Ok(common::Compression::Uncompressed),
+        Some(other) => Err(format!(
+            "unknown compression \"{other}\" (expected gzip, zstd or uncompressed)"
+        )),
+    }
 }
 
 impl OutputSpec {
@@ -66,7 +83,9 @@ impl OutputSpec {
         };
         let spec = match ty.as_str() {
             "image" => Self::Image,
-            "registry" => Self::Registry,
+            "registry" => Self::Registry {
+                compression: compression(attrs.get("compression")).map_err(bad)?,
+            },
             "docker" => Self::Docker {
                 dest: need_dest(dest)?,
             },
@@ -82,10 +101,12 @@ impl OutputSpec {
                 )));
             }
         };
-        if matches!(spec, Self::Image | Self::Registry)
+        if matches!(spec, Self::Image | Self::Registry { .. })
             && attrs.get("push").map(String::as_str) == Some("true")
         {
-            return Ok(Self::Registry);
+            return Ok(Self::Registry {
+                compression: compression(attrs.get("compression")).map_err(bad)?,
+            });
         }
         Ok(spec)
     }
@@ -95,7 +116,7 @@ impl OutputSpec {
     pub fn to_proto(&self) -> pb::Output {
         let (ty, dest) = match self {
             Self::Image => (pb::OutputType::Image, None),
-            Self::Registry => (pb::OutputType::Registry, None),
+            Self::Registry { .. } => (pb::OutputType::Registry, None),
             Self::Docker { dest } => (pb::OutputType::Docker, Some(dest)),
             Self::Oci { dest } => (pb::OutputType::Oci, Some(dest)),
             Self::Local { dest } => (pb::OutputType::Local, Some(dest)),

@@ -51,9 +51,9 @@ pub(super) async fn finish(
     for output in outputs {
         match output {
             OutputSpec::Image => {}
-            OutputSpec::Registry => {
+            OutputSpec::Registry { compression } => {
                 for tag in &args.tags {
-                    let done = transfer::push_image(client, tag, "", &mut |l| {
+                    let done = transfer::push_image(client, tag, "", *compression, &mut |l| {
                         // Progress is best effort; a closed stderr must not fail the push.
                         let _ = renderer.message(l);
                     })
