@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use oci_spec::image::{Descriptor, Digest, MediaType};
-use tokio_util::io::ReaderStream;
 
 use super::error::RegistryError;
 use super::manifest::{self, ManifestFormat};
@@ -321,7 +320,8 @@ async fn upload(
             }
             // The registry checks the digest when the upload is
             // committed, and refuses it (DIGEST_INVALID) on mismatch.
-            let stream = ReaderStream::new(file)
+            // Every stream item becomes one PATCH request: send big ones.
+            let stream = large_chunks(file)
                 .map_err(oci_client::errors::OciDistributionError::from)
                 .boxed();
             session
@@ -333,4 +333,28 @@ async fn upload(
         }
     };
     Ok(bytes)
+}
+
+/// Bytes of a pushed file per upload request (one PATCH each).
+const PUSH_CHUNK: usize = 16 << 20;
+
+/// `file` as a stream of chunks of [`PUSH_CHUNK`] bytes (the last one
+/// shorter): a registry upload makes one request per chunk, so 4 KiB reads
+/// would mean thousands of round trips per layer.
+fn large_chunks(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+    futures::stream::try_unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let Some(mut file) = file else {
+            return Ok(None);
+        };
+        let mut buf = bytes::BytesMut::with_capacity(PUSH_CHUNK);
+        while buf.len() < PUSH_CHUNK {
+            if file.read_buf(&mut buf).await? == 0 {
+                return Ok((!buf.is_empty()).then(|| (buf.freeze(), None)));
+            }
+        }
+        Ok(Some((buf.freeze(), Some(file))))
+    })
 }
