@@ -17,12 +17,13 @@ pub fn error_summary(status: pb::BuildStatus, error: Option<&pb::BuildError>) ->
         };
     };
     if status == pb::BuildStatus::Cancelled || e.code() == pb::ErrorCode::Cancelled {
-        let why = if e.message.is_empty() {
-            "cancelled"
+        // "build cancelled" says it all; a more specific reason is kept.
+        let why = e.message.trim_start_matches("build ");
+        return if why.is_empty() || why == "cancelled" {
+            "build cancelled".to_string()
         } else {
-            &e.message
+            format!("build cancelled: {why}")
         };
-        return format!("build cancelled: {why}");
     }
     let mut msg = if e.message.is_empty() {
         "the build failed".to_string()

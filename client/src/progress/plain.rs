@@ -68,7 +68,14 @@ impl<W: Write + Send> Renderer for PlainRenderer<W> {
         match event {
             Event::BuildStarted(s) => {
                 let n = s.plan.as_ref().map_or(0, |p| p.steps.len());
-                self.line(at, &format!("build {}: {n} steps", ev.build_id))?;
+                self.line(
+                    at,
+                    &format!(
+                        "build {}: {n} step{}",
+                        ev.build_id,
+                        if n == 1 { "" } else { "s" }
+                    ),
+                )?;
             }
             Event::StepQueued(q) if q.attempt > 1 => {
                 let text = format!("retrying (attempt {}): {}", q.attempt, q.reason);

@@ -409,6 +409,16 @@ impl BuildService for Builds {
             .map(|mut b| {
                 b.plan = None;
                 b.step_outcomes.clear();
+                // A running build's duration so far.
+                if b.duration.is_none()
+                    && let Some(started) = b.started_at
+                    && let Ok(t) = SystemTime::try_from(started)
+                {
+                    b.duration = SystemTime::now()
+                        .duration_since(t)
+                        .ok()
+                        .and_then(|d| prost_types::Duration::try_from(d).ok());
+                }
                 b
             })
             .collect();
