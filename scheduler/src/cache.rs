@@ -23,6 +23,9 @@ pub struct CacheEntry {
     /// The worker that produced it.
     #[serde(default)]
     pub worker_id: String,
+    /// When it was built (RFC 3339): the time its history entry keeps.
+    #[serde(default)]
+    pub created: String,
 }
 
 /// The index.

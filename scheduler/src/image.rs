@@ -128,12 +128,22 @@ fn chain(plan: &BuildPlan, index: usize) -> Result<Vec<&PlanStage>, ImageError> 
 /// Assembles the image of stage `index`. `layers` maps step ids to the
 /// layers they produced; `bases` maps image references to pulled base
 /// images; `created` is the build time (or SOURCE_DATE_EPOCH) as RFC 3339.
+///
+/// `layer_times` maps step ids to when their layer was first built (a
+/// cached layer keeps its original time, as BuildKit's cache does): a
+/// layer's history entry takes that time, a metadata-only entry the time
+/// of the layer before it (or of the first new layer), and the image's
+/// `created` is its last history entry's. So a fully cached rebuild gives
+/// the same config, hence the same image ID. Steps missing from
+/// `layer_times` (and every step with SOURCE_DATE_EPOCH, when the map is
+/// empty) take `created`.
 pub fn assemble(
     plan: &BuildPlan,
     index: usize,
     layers: &BTreeMap<String, LayerInfo>,
     bases: &BTreeMap<String, BaseImage>,
     created: &str,
+    layer_times: &BTreeMap<String, String>,
 ) -> Result<Image, ImageError> {
     let stages = chain(plan, index)?;
     let root = stages[0];
@@ -160,10 +170,26 @@ pub fn assemble(
         }
         _ => (Map::new(), Vec::new(), Vec::new()),
     };
+    let items: Vec<_> = stages.iter().flat_map(|s| s.history.iter()).collect();
+    let time_of = |step: &str| {
+        layer_times
+            .get(step)
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .unwrap_or_else(|| created.to_string())
+    };
+    let first_layer_time = items
+        .iter()
+        .find_map(|i| i.step.as_deref().map(time_of))
+        .unwrap_or_else(|| created.to_string());
+    let mut last_time = first_layer_time;
     for stage in &stages {
         for item in &stage.history {
             let mut h = Map::new();
-            h.insert("created".into(), json!(created));
+            if let Some(step) = &item.step {
+                last_time = time_of(step);
+            }
+            h.insert("created".into(), json!(last_time));
             h.insert("created_by".into(), json!(item.created_by));
             h.insert("comment".into(), json!(HISTORY_COMMENT));
             match &item.step {
@@ -192,7 +218,13 @@ pub fn assemble(
         "config".into(),
         serde_json::to_value(config).unwrap_or_default(),
     );
-    doc.insert("created".into(), json!(created));
+    let image_created = history
+        .last()
+        .and_then(|h| h.get("created"))
+        .and_then(Value::as_str)
+        .unwrap_or(created)
+        .to_string();
+    doc.insert("created".into(), json!(image_created));
     if let Some(author) = stages.iter().rev().find_map(|s| s.author.clone()) {
         doc.insert("author".into(), json!(author));
     }
@@ -257,8 +289,15 @@ mod tests {
                 },
             );
         }
-        let image = assemble(&plan, 1, &layers, &BTreeMap::new(), "2024-01-01T00:00:00Z")
-            .expect("assemble");
+        let image = assemble(
+            &plan,
+            1,
+            &layers,
+            &BTreeMap::new(),
+            "2024-01-01T00:00:00Z",
+            &BTreeMap::new(),
+        )
+        .expect("assemble");
         let config: Value = serde_json::from_slice(&image.config).expect("json");
         let history: Vec<(&str, bool)> = config["history"]
             .as_array()
@@ -294,7 +333,15 @@ mod tests {
         );
         let manifest: Value = serde_json::from_slice(&image.manifest).expect("json");
         assert_eq!(manifest["config"]["digest"], json!(image.config_digest));
-        let missing = assemble(&plan, 1, &BTreeMap::new(), &BTreeMap::new(), "x").unwrap_err();
+        let missing = assemble(
+            &plan,
+            1,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            "x",
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
         assert!(matches!(missing, ImageError::MissingLayer(_)));
     }
 }

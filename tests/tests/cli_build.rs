@@ -62,9 +62,20 @@ fn build_cache_change_failure_and_views() {
     context(ctx.path(), DOCKERFILE);
     fs::write(ctx.path().join("app.txt"), "v1\n").expect("write");
 
+    let ids = tempfile::tempdir().expect("iid files");
+    let iid = |n: &str| ids.path().join(n).to_str().expect("utf-8").to_string();
     let first = strata(
         home.path(),
-        &["build", "--progress", "plain", "-t", "app:1", c],
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--iidfile",
+            &iid("1"),
+            "-t",
+            "app:1",
+            c,
+        ],
     );
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(count(&stderr(&first), " CACHED"), 0);
@@ -72,10 +83,23 @@ fn build_cache_change_failure_and_views() {
 
     let again = strata(
         home.path(),
-        &["build", "--progress", "plain", "-t", "app:1", c],
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--iidfile",
+            &iid("2"),
+            "-t",
+            "app:1",
+            c,
+        ],
     );
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(count(&stderr(&again), " CACHED"), 4, "{}", stderr(&again));
+    // Nothing changed, so neither did the image: same ID, as docker build.
+    let read = |n: &str| fs::read_to_string(iid(n)).expect("iidfile");
+    assert!(read("1").starts_with("sha256:"), "{}", read("1"));
+    assert_eq!(read("1"), read("2"));
 
     // Changing the COPY source rebuilds that step and the one after it.
     fs::write(ctx.path().join("app.txt"), "v2\n").expect("write");

@@ -155,6 +155,13 @@ impl Chains<'_> {
     }
 }
 
+fn now_rfc3339() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
 fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(d).unwrap_or_default()
 }
@@ -616,6 +623,10 @@ async fn execute(
             .collect(),
     };
     let mut workers: BTreeMap<String, (bool, String)> = BTreeMap::new();
+    // When each step's layer was first built; empty with SOURCE_DATE_EPOCH
+    // (every time is the epoch then).
+    let mut layer_times: BTreeMap<String, String> = BTreeMap::new();
+    let pin_times = input.source_date_epoch.is_none();
     let mut pending: Vec<&Step> = plan.steps.iter().collect();
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut running = FuturesUnordered::new();
@@ -656,6 +667,9 @@ async fn execute(
                     0,
                 );
                 workers.insert(step.id.clone(), (true, hit.worker_id.clone()));
+                if pin_times {
+                    layer_times.insert(step.id.clone(), hit.created.clone());
+                }
                 chains.steps.insert(step.id.clone(), hit.layer);
                 done.insert(step.id.clone());
                 i = 0;
@@ -721,10 +735,15 @@ async fn execute(
                     run.duration,
                     run.attempts,
                 );
+                let built = now_rfc3339();
+                if pin_times {
+                    layer_times.insert(step.id.clone(), built.clone());
+                }
                 let entry = CacheEntry {
                     layer: run.layer.clone(),
                     build_id: handle.id.clone(),
                     worker_id: run.worker_id.clone(),
+                    created: built,
                 };
                 if let Err(e) = inner.cache.insert(&step.cache_key, entry) {
                     tracing::warn!("cannot record {} in the cache index: {e}", step.id);
@@ -771,12 +790,7 @@ async fn execute(
 
     let created = match input.source_date_epoch {
         Some(t) => rfc3339(t, 0),
-        None => {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            rfc3339(now.as_secs() as i64, now.subsec_nanos())
-        }
+        None => now_rfc3339(),
     };
     let base_images: BTreeMap<String, BaseImage> = bases
         .iter()
@@ -790,8 +804,15 @@ async fn execute(
             )
         })
         .collect();
-    let image = assemble(&plan, plan.target, &chains.steps, &base_images, &created)
-        .map_err(|e| Failure::new(build::ErrorCode::Internal, e.to_string()))?;
+    let image = assemble(
+        &plan,
+        plan.target,
+        &chains.steps,
+        &base_images,
+        &created,
+        &layer_times,
+    )
+    .map_err(|e| Failure::new(build::ErrorCode::Internal, e.to_string()))?;
     let target_chain = chains
         .stage(plan.target)
         .map_err(|e| Failure::new(build::ErrorCode::Internal, e))?;
