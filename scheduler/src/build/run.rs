@@ -343,13 +343,11 @@ async fn drive_job(
     step: &Step,
     job_id: String,
     mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
-    input: &BuildInput,
     inner: &Inner,
 ) -> Result<StepRun, Failure> {
     let started = Instant::now();
     let mut tail: Vec<u8> = Vec::new();
     let mut attempt = 1;
-    let mut worker = String::new();
     while let Some(ev) = events.recv().await {
         match ev {
             JobEvent::Started {
@@ -357,7 +355,6 @@ async fn drive_job(
                 attempt: a,
             } => {
                 attempt = a;
-                worker = worker_id.clone();
                 handle.emit(Event::StepStarted(build::StepStarted {
                     step_id: step.id.clone(),
                     worker_id,
@@ -467,7 +464,6 @@ async fn drive_job(
             }
         }
     }
-    let _ = (worker, input);
     Err(Failure::new(build::ErrorCode::Cancelled, "cancelled"))
 }
 
@@ -691,7 +687,7 @@ async fn execute(
             let events = inner.pool.submit(a);
             running_jobs.insert(job_id.clone());
             running.push(async move {
-                let r = drive_job(handle, step, job_id.clone(), events, input, inner).await;
+                let r = drive_job(handle, step, job_id.clone(), events, inner).await;
                 (step, job_id, r)
             });
         }
@@ -836,7 +832,6 @@ async fn execute(
             }
         })
         .collect();
-    let _ = Chains::layers(Vec::new());
     Ok(build::BuildResult {
         manifest_digest: rec.manifest_digest.clone(),
         config_digest: rec.config_digest.clone(),

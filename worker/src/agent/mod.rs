@@ -362,17 +362,13 @@ fn layer_digests(a: &wire::JobAssignment) -> Vec<String> {
         }
         _ => {}
     }
-    let mut contexts = Vec::new();
     for s in sources {
-        match &s.source {
-            Some(wire::file_source::Source::Snapshot(snap)) => add(snap),
-            Some(wire::file_source::Source::Context(c)) => contexts.push(c.clone()),
-            None => {}
+        if let Some(wire::file_source::Source::Snapshot(snap)) = &s.source {
+            add(snap);
         }
     }
     out.sort();
     out.dedup();
-    let _ = contexts;
     out
 }
 
