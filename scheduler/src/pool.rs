@@ -427,3 +427,140 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(
+        pool: &Pool,
+        id: &str,
+        capacity: u32,
+        layers: &[&str],
+    ) -> (
+        u64,
+        mpsc::UnboundedReceiver<Result<wire::SchedulerMessage, Status>>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reg = wire::Register {
+            capacity,
+            layers_held: layers.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        (pool.register(id, &reg, tx), rx)
+    }
+
+    fn job(id: &str, parent: &[&str]) -> wire::JobAssignment {
+        wire::JobAssignment {
+            job_id: id.into(),
+            parent: Some(common::Snapshot {
+                layers: parent
+                    .iter()
+                    .map(|d| common::Layer {
+                        diff_id: d.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn assigned(
+        rx: &mut mpsc::UnboundedReceiver<Result<wire::SchedulerMessage, Status>>,
+    ) -> Vec<wire::JobAssignment> {
+        let mut out = Vec::new();
+        while let Ok(Ok(m)) = rx.try_recv() {
+            if let Some(wire::scheduler_message::Message::AssignJob(a)) = m.message {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    fn started(rx: &mut mpsc::UnboundedReceiver<JobEvent>) -> String {
+        match rx.try_recv() {
+            Ok(JobEvent::Started { worker_id, .. }) => worker_id,
+            other => panic!("expected Started, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jobs_prefer_the_worker_holding_their_parents_within_capacity() {
+        let pool = Pool::new(3);
+        let (_, mut a) = register(&pool, "a", 1, &[]);
+        let (_, mut b) = register(&pool, "b", 1, &["sha256:p"]);
+        let mut j1 = pool.submit(job("j1", &["sha256:p"]));
+        assert_eq!(started(&mut j1), "b");
+        // b is full: the next job goes to a even though b holds its parent.
+        let mut j2 = pool.submit(job("j2", &["sha256:p"]));
+        assert_eq!(started(&mut j2), "a");
+        // Both full: the third waits until a slot frees.
+        let mut j3 = pool.submit(job("j3", &[]));
+        assert!(j3.try_recv().is_err());
+        assert_eq!(pool.queued(), 1);
+        let lease = assigned(&mut a).remove(0).lease_id;
+        pool.on_message(
+            "a",
+            wire::worker_message::Message::JobFailed(wire::JobFailed {
+                job_id: "j2".into(),
+                lease_id: lease,
+                ..Default::default()
+            }),
+        );
+        assert!(matches!(j2.try_recv(), Ok(JobEvent::Failed { .. })));
+        assert_eq!(started(&mut j3), "a");
+        assert_eq!(assigned(&mut b).len(), 1);
+    }
+
+    #[test]
+    fn a_lost_worker_s_jobs_are_requeued_and_its_late_results_ignored() {
+        let pool = Pool::new(2);
+        let (session, mut a) = register(&pool, "a", 1, &[]);
+        let mut j = pool.submit(job("j", &[]));
+        assert_eq!(started(&mut j), "a");
+        let old_lease = assigned(&mut a).remove(0).lease_id;
+        pool.disconnect("a", session);
+        match j.try_recv() {
+            Ok(JobEvent::Requeued { attempt: 2, .. }) => {}
+            other => panic!("expected Requeued, got {other:?}"),
+        }
+        let (_, mut b) = register(&pool, "b", 1, &[]);
+        assert_eq!(started(&mut j), "b");
+        let new_lease = assigned(&mut b).remove(0).lease_id;
+        assert_ne!(old_lease, new_lease);
+        // A result under the old lease is dropped; the current one counts.
+        pool.on_message(
+            "b",
+            wire::worker_message::Message::JobResult(wire::JobResult {
+                job_id: "j".into(),
+                lease_id: old_lease,
+                ..Default::default()
+            }),
+        );
+        assert!(j.try_recv().is_err());
+        pool.on_message(
+            "b",
+            wire::worker_message::Message::JobResult(wire::JobResult {
+                job_id: "j".into(),
+                lease_id: new_lease,
+                ..Default::default()
+            }),
+        );
+        assert!(matches!(j.try_recv(), Ok(JobEvent::Done { .. })));
+    }
+
+    #[test]
+    fn a_job_lost_too_often_fails_the_build() {
+        let pool = Pool::new(1);
+        let (session, _a) = register(&pool, "a", 1, &[]);
+        let mut j = pool.submit(job("j", &[]));
+        assert_eq!(started(&mut j), "a");
+        pool.disconnect("a", session);
+        match j.try_recv() {
+            Ok(JobEvent::Lost(why)) => assert!(why.contains("gave up after 1"), "{why}"),
+            other => panic!("expected Lost, got {other:?}"),
+        }
+    }
+}
