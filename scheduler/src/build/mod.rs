@@ -2,9 +2,12 @@
 //! resolution (`resolve`), and the run itself (`run`): plan, cache
 //! lookups, dispatch of ready steps to the worker pool, image assembly.
 
+mod chains;
 mod handle;
+mod job;
 mod resolve;
 mod run;
+mod wire;
 
 pub use handle::{BuildHandle, is_terminal};
 pub use resolve::Resolved;

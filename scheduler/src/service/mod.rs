@@ -3,6 +3,8 @@
 
 mod blob;
 mod build;
+mod export;
+mod request;
 mod worker;
 
 use crate::Inner;

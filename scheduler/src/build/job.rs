@@ -1,0 +1,176 @@
+//! Following one step's job on the pool into the build's event log.
+
+use super::handle::BuildHandle;
+use crate::Inner;
+use crate::image::LayerInfo;
+use crate::pool::JobEvent;
+use std::time::{Duration, Instant};
+use strata_frontend::plan::Step;
+use strata_proto::build::v1 as build;
+use strata_proto::worker::v1 as wire;
+
+use super::wire::{duration, layer_proto};
+use build::build_event::Event;
+
+/// A failed build: its error and final status.
+pub(super) struct Failure {
+    pub(super) status: build::BuildStatus,
+    pub(super) error: Box<build::BuildError>,
+}
+
+impl Failure {
+    pub(super) fn new(code: build::ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status: if code == build::ErrorCode::Cancelled {
+                build::BuildStatus::Cancelled
+            } else {
+                build::BuildStatus::Failed
+            },
+            error: Box::new(build::BuildError {
+                code: code as i32,
+                message: message.into(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// What one step's job ended with.
+pub(super) struct StepRun {
+    pub(super) layer: LayerInfo,
+    pub(super) worker_id: String,
+    pub(super) duration: Duration,
+    pub(super) attempts: u32,
+}
+
+pub(super) const LOG_TAIL: usize = 4096;
+
+/// Follows one job's events into the build's log.
+pub(super) async fn drive_job(
+    handle: &BuildHandle,
+    step: &Step,
+    job_id: String,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+    inner: &Inner,
+) -> Result<StepRun, Failure> {
+    let started = Instant::now();
+    let mut tail: Vec<u8> = Vec::new();
+    let mut attempt = 1;
+    while let Some(ev) = events.recv().await {
+        match ev {
+            JobEvent::Started {
+                worker_id,
+                attempt: a,
+            } => {
+                attempt = a;
+                handle.emit(Event::StepStarted(build::StepStarted {
+                    step_id: step.id.clone(),
+                    worker_id,
+                    job_id: job_id.clone(),
+                    attempt,
+                }));
+            }
+            JobEvent::Log(chunk) => {
+                tail.extend_from_slice(&chunk.data);
+                if tail.len() > LOG_TAIL {
+                    tail.drain(..tail.len() - LOG_TAIL);
+                }
+                handle.emit(Event::StepLog(build::StepLog {
+                    step_id: step.id.clone(),
+                    job_id: job_id.clone(),
+                    attempt,
+                    chunk: Some(chunk),
+                }));
+            }
+            JobEvent::Progress(p) => {
+                handle.emit(Event::StepProgress(build::StepProgress {
+                    step_id: step.id.clone(),
+                    job_id: job_id.clone(),
+                    phase: p.phase,
+                    current: p.current,
+                    total: p.total,
+                    message: p.message,
+                }));
+            }
+            JobEvent::Requeued { reason, attempt: a } => {
+                handle.emit(Event::StepQueued(build::StepQueued {
+                    step_id: step.id.clone(),
+                    attempt: a,
+                    reason,
+                    cache_key: step.cache_key.clone(),
+                }));
+            }
+            JobEvent::Done { result, worker_id } => {
+                let l = result.layer.unwrap_or_default();
+                let blob = l.blob.unwrap_or_default();
+                let layer = LayerInfo {
+                    diff_id: l.diff_id,
+                    digest: blob.digest,
+                    media_type: blob.media_type,
+                    size: blob.size,
+                };
+                if !inner.blobs.has(&layer.digest) {
+                    return Err(Failure::new(
+                        build::ErrorCode::WorkerLost,
+                        format!(
+                            "{}: worker {worker_id} reported layer {} but it is not in the store",
+                            step.instruction, layer.digest
+                        ),
+                    ));
+                }
+                let took = started.elapsed();
+                handle.emit(Event::StepDone(build::StepDone {
+                    step_id: step.id.clone(),
+                    worker_id: worker_id.clone(),
+                    job_id: job_id.clone(),
+                    attempt,
+                    duration: Some(duration(took)),
+                    layer: Some(layer_proto(&layer)),
+                    cache_key: step.cache_key.clone(),
+                    stats: result.stats,
+                    resolved_base_digest: String::new(),
+                }));
+                return Ok(StepRun {
+                    layer,
+                    worker_id,
+                    duration: took,
+                    attempts: attempt,
+                });
+            }
+            JobEvent::Failed { failure, worker_id } => {
+                if !failure.log_tail.is_empty() && tail.is_empty() {
+                    tail = failure.log_tail.clone();
+                }
+                handle.emit(Event::StepFailed(build::StepFailed {
+                    step_id: step.id.clone(),
+                    worker_id: worker_id.clone(),
+                    job_id: job_id.clone(),
+                    attempt,
+                    exit_code: failure.exit_code,
+                    signal: failure.signal,
+                    message: failure.message.clone(),
+                    log_tail: tail.clone(),
+                    will_retry: false,
+                    duration: Some(duration(started.elapsed())),
+                }));
+                let code = match wire::FailureKind::try_from(failure.kind) {
+                    Ok(wire::FailureKind::Timeout) => build::ErrorCode::StepTimeout,
+                    Ok(wire::FailureKind::Cancelled) => build::ErrorCode::Cancelled,
+                    _ => build::ErrorCode::StepFailed,
+                };
+                let mut f = Failure::new(code, failure.message);
+                f.error.exit_code = failure.exit_code;
+                f.error.signal = failure.signal;
+                f.error.log_tail = tail;
+                return Err(f);
+            }
+            JobEvent::Lost(reason) => {
+                return Err(Failure::new(
+                    build::ErrorCode::WorkerLost,
+                    format!("{}: {reason}", step.instruction),
+                ));
+            }
+        }
+    }
+    Err(Failure::new(build::ErrorCode::Cancelled, "cancelled"))
+}

@@ -1,0 +1,149 @@
+//! A `BuildRequest` checked and turned into what a build needs: the
+//! context manifest (every file uploaded), options, a fail-fast plan.
+
+use super::blob::status as blob_status;
+use super::build::image_status;
+use crate::Inner;
+use crate::build::BuildInput;
+use crate::images::normalise;
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+use strata_frontend::context::{ContextEntry, ContextManifest, EntryKind};
+use strata_frontend::plan::{Offline, PlanOptions, Platform, plan_dockerfile};
+use strata_proto::build::v1 as build;
+use strata_proto::common::v1 as common;
+use tonic::Status;
+
+pub(super) fn manifest_from(wire: &common::ContextManifest) -> Result<ContextManifest, Status> {
+    let mut entries = Vec::with_capacity(wire.entries.len());
+    for e in &wire.entries {
+        let kind = match common::EntryKind::try_from(e.kind) {
+            Ok(common::EntryKind::File) => EntryKind::File,
+            Ok(common::EntryKind::Directory) => EntryKind::Dir,
+            Ok(common::EntryKind::Symlink) => EntryKind::Symlink,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "context entry {:?}: unknown kind {}",
+                    e.path, e.kind
+                )));
+            }
+        };
+        if e.path.is_empty()
+            || e.path.starts_with('/')
+            || e.path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(Status::invalid_argument(format!(
+                "context entry {:?}: not a clean relative path",
+                e.path
+            )));
+        }
+        entries.push(ContextEntry {
+            path: e.path.clone(),
+            kind,
+            mode: e.mode & 0o7777,
+            uid: e.uid,
+            gid: e.gid,
+            size: e.size,
+            digest: (!e.digest.is_empty()).then(|| e.digest.clone()),
+            link_target: (kind == EntryKind::Symlink).then(|| e.link_target.clone()),
+            mtime: e.mtime.map(|t| (t.seconds, t.nanos.max(0) as u32)),
+            hardlink: (!e.hardlink.is_empty()).then(|| e.hardlink.clone()),
+        });
+    }
+    Ok(ContextManifest::from_entries(entries))
+}
+
+pub(super) fn platform_of(p: Option<&common::Platform>) -> Result<Platform, Status> {
+    let mut out = Platform::default();
+    if let Some(p) = p {
+        if !p.os.is_empty() {
+            out.os = p.os.clone();
+        }
+        if !p.architecture.is_empty() {
+            out.architecture = p.architecture.clone();
+        }
+        out.variant = p.variant.clone();
+    }
+    Ok(out)
+}
+
+pub(super) fn now_rfc3339() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    crate::image::rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
+/// Validates a build request into what the build needs.
+pub(super) fn build_input(inner: &Inner, req: &build::BuildRequest) -> Result<BuildInput, Status> {
+    let dockerfile = match &req.dockerfile {
+        Some(build::build_request::Dockerfile::DockerfileContent(b)) => b.clone(),
+        Some(build::build_request::Dockerfile::DockerfileDigest(d)) => {
+            inner.blobs.read(d).map_err(blob_status)?
+        }
+        None => return Err(Status::invalid_argument("the request has no Dockerfile")),
+    };
+    let name = if req.dockerfile_path.is_empty() {
+        "Dockerfile".to_string()
+    } else {
+        req.dockerfile_path.clone()
+    };
+    let manifest = match req.context.as_ref().and_then(|c| c.manifest.as_ref()) {
+        Some(common::context_ref::Manifest::Inline(m)) => manifest_from(m)?,
+        Some(common::context_ref::Manifest::ManifestDigest(d)) => {
+            let bytes = inner.blobs.read(d).map_err(blob_status)?;
+            let m = <common::ContextManifest as prost::Message>::decode(bytes.as_slice())
+                .map_err(|e| Status::invalid_argument(format!("context manifest {d}: {e}")))?;
+            manifest_from(&m)?
+        }
+        None => ContextManifest::default(),
+    };
+    for e in &manifest.entries {
+        if e.kind == EntryKind::File {
+            let digest = e.digest.as_deref().unwrap_or_default();
+            if !inner.blobs.has(digest) {
+                return Err(Status::failed_precondition(format!(
+                    "context file {:?} ({digest}) was not uploaded; call FindMissingBlobs and UploadBlobs first",
+                    e.path
+                )));
+            }
+        }
+    }
+    for t in &req.tags {
+        normalise(t).map_err(image_status)?;
+    }
+    let options = PlanOptions {
+        build_args: req.build_args.clone().into_iter().collect(),
+        target: (!req.target.is_empty()).then(|| req.target.clone()),
+        platform: platform_of(req.platforms.first())?,
+        no_cache: req.no_cache,
+        no_cache_filter: req.no_cache_filter.clone(),
+        ..PlanOptions::default()
+    };
+    // Fail fast on what needs no base image: syntax, flags, unknown
+    // stages, missing context files.
+    plan_dockerfile(&dockerfile, Some(&manifest), &options, &Offline)
+        .map_err(|e| Status::invalid_argument(e.with_file(&name).to_string()))?;
+    let network = match common::NetworkMode::try_from(req.network_mode) {
+        Ok(common::NetworkMode::None) => "none",
+        Ok(common::NetworkMode::Host) => "host",
+        _ => "default",
+    };
+    Ok(BuildInput {
+        dockerfile,
+        dockerfile_name: name,
+        manifest,
+        options,
+        secrets: req
+            .secrets
+            .iter()
+            .map(|s| (s.id.clone(), s.value.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        source_date_epoch: req.source_date_epoch.map(|t| t.seconds),
+        tags: req.tags.clone(),
+        network: network.to_string(),
+        pull: req.pull,
+    })
+}

@@ -1,0 +1,291 @@
+//! One assignment, start to finish: fetch the blobs and context it
+//! reads, run it, stream its output, upload its layer, report.
+
+use super::{AgentStats, RemoteBlobs, context, send};
+use crate::assignment::{job_from_assignment, layers_of};
+use crate::executor::{OutputChunk, Stream as OutStream};
+use crate::job::{JobError, Worker};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use strata_proto::common::v1 as common;
+use strata_proto::worker::v1 as wire;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use wire::worker_message::Message as Out;
+
+pub(super) const LOG_TAIL: usize = 4096;
+
+/// Every layer blob an assignment reads.
+pub(super) fn layer_digests(a: &wire::JobAssignment) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |s: &common::Snapshot| {
+        for l in layers_of(s) {
+            out.push(l.digest);
+        }
+    };
+    if let Some(p) = &a.parent {
+        add(p);
+    }
+    let mut sources: Vec<&wire::FileSource> = Vec::new();
+    match &a.instruction {
+        Some(wire::job_assignment::Instruction::Copy(c)) => sources.extend(c.from.as_ref()),
+        Some(wire::job_assignment::Instruction::Run(r)) => {
+            for m in &r.mounts {
+                match &m.kind {
+                    Some(wire::mount::Kind::Bind(b)) => sources.extend(b.from.as_ref()),
+                    Some(wire::mount::Kind::Cache(c)) => sources.extend(c.from.as_ref()),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    for s in sources {
+        if let Some(wire::file_source::Source::Snapshot(snap)) = &s.source {
+            add(snap);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The inline context manifests an assignment reads, merged.
+pub(super) fn context_of(a: &wire::JobAssignment) -> Option<common::ContextManifest> {
+    let mut refs: Vec<&common::ContextRef> = Vec::new();
+    match &a.instruction {
+        Some(wire::job_assignment::Instruction::Copy(c)) => {
+            if let Some(wire::file_source::Source::Context(r)) =
+                c.from.as_ref().and_then(|f| f.source.as_ref())
+            {
+                refs.push(r);
+            }
+        }
+        Some(wire::job_assignment::Instruction::Run(r)) => {
+            for m in &r.mounts {
+                let from = match &m.kind {
+                    Some(wire::mount::Kind::Bind(b)) => b.from.as_ref(),
+                    Some(wire::mount::Kind::Cache(c)) => c.from.as_ref(),
+                    _ => None,
+                };
+                if let Some(wire::file_source::Source::Context(r)) =
+                    from.and_then(|f| f.source.as_ref())
+                {
+                    refs.push(r);
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut entries: BTreeMap<String, common::ContextEntry> = BTreeMap::new();
+    let mut any = false;
+    for r in refs {
+        if let Some(common::context_ref::Manifest::Inline(m)) = &r.manifest {
+            any = true;
+            for e in &m.entries {
+                entries.insert(e.path.clone(), e.clone());
+            }
+        }
+    }
+    any.then(|| common::ContextManifest {
+        entries: entries.into_values().collect(),
+        dockerignore_digest: String::new(),
+    })
+}
+
+pub(super) fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
+    use crate::executor::ExecError;
+    match e {
+        _ if cancelled => wire::FailureKind::Cancelled,
+        JobError::Cancelled | JobError::Exec(ExecError::Cancelled { .. }) => {
+            wire::FailureKind::Cancelled
+        }
+        JobError::Exec(ExecError::TimedOut { .. }) => wire::FailureKind::Timeout,
+        JobError::Failed { .. } => wire::FailureKind::Command,
+        JobError::Copy(_) | JobError::Fetch(_) | JobError::Invalid(_) => wire::FailureKind::Source,
+        _ => wire::FailureKind::Infrastructure,
+    }
+}
+
+/// Runs one assignment to exactly one `JobResult` or `JobFailed`.
+pub(super) async fn run_assignment(
+    worker: &Worker,
+    blobs: &RemoteBlobs,
+    a: wire::JobAssignment,
+    out: &mpsc::Sender<wire::WorkerMessage>,
+    cancel: CancellationToken,
+    stats: &AgentStats,
+) {
+    let (job_id, lease_id) = (a.job_id.clone(), a.lease_id.clone());
+    send(
+        out,
+        Out::JobAccepted(wire::JobAccepted {
+            job_id: job_id.clone(),
+            lease_id: lease_id.clone(),
+        }),
+    )
+    .await;
+    let started = Instant::now();
+    let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let ctx_dir: PathBuf = worker.state_dir().join("contexts").join(&job_id);
+    let outcome: Result<wire::JobResult, (wire::FailureKind, String, Option<i32>)> = async {
+        let infra = |m: String| (wire::FailureKind::Infrastructure, m, None);
+        send(
+            out,
+            Out::JobProgress(wire::JobProgress {
+                job_id: job_id.clone(),
+                lease_id: lease_id.clone(),
+                phase: common::StepPhase::Preparing as i32,
+                ..Default::default()
+            }),
+        )
+        .await;
+        for d in layer_digests(&a) {
+            if blobs.fetch(&d).await.map_err(infra)? {
+                stats.blobs_fetched.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let context = context_of(&a);
+        if let Some(m) = &context {
+            for d in context::file_digests(m) {
+                if blobs.fetch(&d).await.map_err(infra)? {
+                    stats.blobs_fetched.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&ctx_dir);
+            let (store, m, dir) = (worker.store_arc(), m.clone(), ctx_dir.clone());
+            tokio::task::spawn_blocking(move || context::materialize(&store, &m, &dir))
+                .await
+                .map_err(|e| infra(e.to_string()))?
+                .map_err(|e| (wire::FailureKind::Source, e, None))?;
+        }
+        let job = job_from_assignment(&a, context.as_ref().map(|_| ctx_dir.as_path()))
+            .map_err(|e| (wire::FailureKind::InvalidJob, e.to_string(), None))?;
+        send(
+            out,
+            Out::JobProgress(wire::JobProgress {
+                job_id: job_id.clone(),
+                lease_id: lease_id.clone(),
+                phase: common::StepPhase::Executing as i32,
+                ..Default::default()
+            }),
+        )
+        .await;
+        let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
+        let forward = {
+            let (out, job_id, lease_id, tail) = (
+                out.clone(),
+                job_id.clone(),
+                lease_id.clone(),
+                Arc::clone(&tail),
+            );
+            tokio::spawn(async move {
+                let mut seq = 0u64;
+                while let Some(c) = rx.recv().await {
+                    {
+                        let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                        t.extend_from_slice(&c.data);
+                        if t.len() > LOG_TAIL {
+                            let cut = t.len() - LOG_TAIL;
+                            t.drain(..cut);
+                        }
+                    }
+                    seq += 1;
+                    let stream = match c.stream {
+                        OutStream::Stdout => common::LogStream::Stdout,
+                        OutStream::Stderr => common::LogStream::Stderr,
+                    };
+                    send(
+                        &out,
+                        Out::JobLog(wire::JobLog {
+                            job_id: job_id.clone(),
+                            lease_id: lease_id.clone(),
+                            chunk: Some(common::LogChunk {
+                                stream: stream as i32,
+                                data: c.data,
+                                timestamp: Some(c.timestamp.into()),
+                                seq,
+                            }),
+                        }),
+                    )
+                    .await;
+                }
+            })
+        };
+        let result = worker.run_job(job, tx, cancel.clone()).await;
+        let _ = forward.await;
+        let outcome = result.map_err(|e| {
+            let code = match &e {
+                JobError::Failed { code, .. } => Some(*code),
+                _ => None,
+            };
+            (failure_kind(&e, cancel.is_cancelled()), e.to_string(), code)
+        })?;
+        send(
+            out,
+            Out::JobProgress(wire::JobProgress {
+                job_id: job_id.clone(),
+                lease_id: lease_id.clone(),
+                phase: common::StepPhase::Uploading as i32,
+                ..Default::default()
+            }),
+        )
+        .await;
+        let sent = blobs.upload(&outcome.layer.digest).await.map_err(infra)?;
+        stats.bytes_uploaded.fetch_add(sent, Ordering::Relaxed);
+        let l = &outcome.layer;
+        Ok(wire::JobResult {
+            job_id: job_id.clone(),
+            lease_id: lease_id.clone(),
+            layer: Some(common::Layer {
+                diff_id: l.diff_id.clone(),
+                blob: Some(common::Descriptor {
+                    media_type: l.media_type.clone(),
+                    digest: l.digest.clone(),
+                    size: l.size,
+                    ..Default::default()
+                }),
+                uncompressed_size: 0,
+            }),
+            empty_diff: outcome.empty,
+            config_changes: Vec::new(),
+            duration: prost_types::Duration::try_from(outcome.duration).ok(),
+            cache_key: a.cache_key.clone(),
+            stats: Some(common::ExecutionStats {
+                wall_time: prost_types::Duration::try_from(started.elapsed()).ok(),
+                bytes_uploaded: sent,
+                ..Default::default()
+            }),
+            pulled_image: None,
+            extra: Default::default(),
+        })
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&ctx_dir);
+    stats.jobs.fetch_add(1, Ordering::Relaxed);
+    match outcome {
+        Ok(r) => send(out, Out::JobResult(r)).await,
+        Err((kind, message, exit_code)) => {
+            let log_tail = tail.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            send(
+                out,
+                Out::JobFailed(wire::JobFailed {
+                    job_id,
+                    lease_id,
+                    kind: kind as i32,
+                    exit_code,
+                    signal: None,
+                    message,
+                    retryable: kind == wire::FailureKind::Infrastructure,
+                    log_tail,
+                    duration: prost_types::Duration::try_from(started.elapsed()).ok(),
+                    stats: None,
+                }),
+            )
+            .await;
+        }
+    }
+}
