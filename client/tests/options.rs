@@ -39,13 +39,22 @@ fn outputs_parse_like_buildx() {
     assert_eq!(
         OutputSpec::parse("type=docker,dest=out.tar").unwrap(),
         OutputSpec::Docker {
-            dest: PathBuf::from("out.tar")
+            dest: PathBuf::from("out.tar"),
+            compression: Compression::Unspecified
         }
     );
     assert_eq!(
         OutputSpec::parse("type=oci,dest=/tmp/x.tar").unwrap(),
         OutputSpec::Oci {
-            dest: PathBuf::from("/tmp/x.tar")
+            dest: PathBuf::from("/tmp/x.tar"),
+            compression: Compression::Unspecified
+        }
+    );
+    assert_eq!(
+        OutputSpec::parse("type=oci,dest=x.tar,compression=gzip").unwrap(),
+        OutputSpec::Oci {
+            dest: PathBuf::from("x.tar"),
+            compression: Compression::Gzip
         }
     );
     assert_eq!(

@@ -109,14 +109,20 @@ fn familiar(names: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A layer in the compression an export asks for (see
+/// [`crate::push::layer_variant`]); `None` keeps each export's default.
+pub type Variant<'a> = Option<&'a dyn Fn(&LayerInfo) -> Result<LayerInfo, String>>;
+
 /// Writes a `docker save` archive: `manifest.json`, the config, and each
 /// layer as an uncompressed tar named by its diffID (what every `docker
-/// load` accepts; zstd layers would not be).
+/// load` accepts; zstd layers would not be) — or, when `variant` asks for
+/// a compression, as that compressed blob named by its digest.
 pub fn write_docker_archive(
     blobs: &FsBlobs,
     rec: &ImageRecord,
     names: &[String],
     out: &Path,
+    variant: Variant<'_>,
 ) -> Result<(), String> {
     let image = load(blobs, rec)?;
     let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -125,6 +131,16 @@ pub fn write_docker_archive(
     append_bytes(&mut tar, &config_path, &image.config_raw)?;
     let mut layer_paths: Vec<String> = Vec::new();
     for l in &image.layers {
+        if let Some(variant) = variant {
+            let v = variant(l)?;
+            let path = format!("blobs/sha256/{}", hex(&v.digest));
+            if !layer_paths.contains(&path) {
+                let blob = blobs.path(&v.digest).map_err(|e| e.to_string())?;
+                append_file(&mut tar, &path, &blob)?;
+            }
+            layer_paths.push(path);
+            continue;
+        }
         let path = format!("blobs/sha256/{}", hex(&l.diff_id));
         if layer_paths.contains(&path) {
             layer_paths.push(path);
@@ -200,8 +216,32 @@ pub fn write_oci_archive(
     rec: &ImageRecord,
     names: &[String],
     out: &Path,
+    variant: Variant<'_>,
 ) -> Result<(), String> {
-    let image = load(blobs, rec)?;
+    let mut image = load(blobs, rec)?;
+    let mut manifest_digest = rec.manifest_digest.clone();
+    if let Some(variant) = variant {
+        // The asked compression: the same config, a manifest naming the
+        // variant blobs.
+        let mut layers = Vec::with_capacity(image.layers.len());
+        for l in &image.layers {
+            layers.push(variant(l)?);
+        }
+        if let Some(descs) = image.manifest["layers"].as_array_mut() {
+            for (d, v) in descs.iter_mut().zip(&layers) {
+                d["mediaType"] = json!(v.media_type);
+                d["digest"] = json!(v.digest);
+                d["size"] = json!(v.size);
+            }
+        }
+        image.manifest_raw = serde_json::to_vec(&image.manifest).map_err(|e| e.to_string())?;
+        manifest_digest = sha256_of(&image.manifest_raw);
+        image.layers = layers;
+    }
+    let rec = &ImageRecord {
+        manifest_digest,
+        ..rec.clone()
+    };
     let file = File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;

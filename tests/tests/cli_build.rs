@@ -191,4 +191,50 @@ fn build_cache_change_failure_and_views() {
             .is_some_and(|l| l.contains("COPY rootfs/ / # buildkit") && l.contains("MB")),
         "{out}"
     );
+
+    // Archives in the compression asked for: OCI keeps the stored zstd
+    // unless told otherwise; the image ID stays the same either way.
+    let out_dir = tempfile::tempdir().expect("outputs");
+    for (compression, suffix) in [("", "zstd"), (",compression=gzip", "gzip")] {
+        let archive = out_dir.path().join(format!("app-{suffix}.tar"));
+        let spec = format!("type=oci,dest={}{compression}", archive.display());
+        let built = strata(
+            home.path(),
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--iidfile",
+                &iid("oci"),
+                "-o",
+                &spec,
+                c,
+            ],
+        );
+        assert!(built.status.success(), "{}", stderr(&built));
+        let raw = Command::new(strata_tests::registry::require_tool("skopeo", "skopeo"))
+            .args([
+                "inspect",
+                "--raw",
+                &format!("oci-archive:{}", archive.display()),
+            ])
+            .output()
+            .expect("skopeo");
+        assert!(
+            raw.status.success(),
+            "{}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("manifest");
+        for l in manifest["layers"].as_array().expect("layers") {
+            assert!(
+                l["mediaType"].as_str().is_some_and(|m| m.ends_with(suffix)),
+                "{manifest:#}"
+            );
+        }
+        assert_eq!(
+            manifest["config"]["digest"].as_str(),
+            Some(read("oci").as_str())
+        );
+    }
 }

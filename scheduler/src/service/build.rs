@@ -400,12 +400,23 @@ impl BuildService for Builds {
         let inner = Arc::clone(&self.inner);
         let out = inner.blobs.temp_path("export");
         let path = out.clone();
-        let written = tokio::task::spawn_blocking(move || match format {
-            build::ArchiveFormat::Oci => {
-                archive::write_oci_archive(&inner.blobs, &rec, &names, &path)
+        let compression = (req.compression
+            != strata_proto::common::v1::Compression::Unspecified as i32)
+            .then(|| crate::push::push_compression(req.compression));
+        let written = tokio::task::spawn_blocking(move || {
+            let convert = |l: &crate::image::LayerInfo| {
+                crate::push::layer_variant(&inner, l, compression.unwrap_or_default())
+            };
+            let variant: archive::Variant<'_> = compression.map(|_| &convert as _);
+            match format {
+                build::ArchiveFormat::Oci => {
+                    archive::write_oci_archive(&inner.blobs, &rec, &names, &path, variant)
+                }
+                build::ArchiveFormat::Rootfs => {
+                    archive::write_rootfs_tar(&inner.blobs, &rec, &path)
+                }
+                _ => archive::write_docker_archive(&inner.blobs, &rec, &names, &path, variant),
             }
-            build::ArchiveFormat::Rootfs => archive::write_rootfs_tar(&inner.blobs, &rec, &path),
-            _ => archive::write_docker_archive(&inner.blobs, &rec, &names, &path),
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;

@@ -24,11 +24,15 @@ pub enum OutputSpec {
     Docker {
         /// The tarball to write.
         dest: PathBuf,
+        /// `compression=`: unspecified writes uncompressed layers.
+        compression: common::Compression,
     },
     /// `type=oci,dest=F`: an OCI image-layout tarball written to `F`.
     Oci {
         /// The tarball to write.
         dest: PathBuf,
+        /// `compression=`: unspecified keeps the layers as stored.
+        compression: common::Compression,
     },
     /// `type=local,dest=DIR`: the final root filesystem unpacked into `DIR`.
     Local {
@@ -88,9 +92,11 @@ impl OutputSpec {
             },
             "docker" => Self::Docker {
                 dest: need_dest(dest)?,
+                compression: compression(attrs.get("compression")).map_err(bad)?,
             },
             "oci" => Self::Oci {
                 dest: need_dest(dest)?,
+                compression: compression(attrs.get("compression")).map_err(bad)?,
             },
             "local" => Self::Local {
                 dest: need_dest(dest)?,
@@ -117,8 +123,8 @@ impl OutputSpec {
         let (ty, dest) = match self {
             Self::Image => (pb::OutputType::Image, None),
             Self::Registry { .. } => (pb::OutputType::Registry, None),
-            Self::Docker { dest } => (pb::OutputType::Docker, Some(dest)),
-            Self::Oci { dest } => (pb::OutputType::Oci, Some(dest)),
+            Self::Docker { dest, .. } => (pb::OutputType::Docker, Some(dest)),
+            Self::Oci { dest, .. } => (pb::OutputType::Oci, Some(dest)),
             Self::Local { dest } => (pb::OutputType::Local, Some(dest)),
         };
         pb::Output {

@@ -70,7 +70,7 @@ pub(super) async fn finish(
                     ))?;
                 }
             }
-            OutputSpec::Docker { dest } | OutputSpec::Oci { dest } => {
+            OutputSpec::Docker { dest, compression } | OutputSpec::Oci { dest, compression } => {
                 let format = if matches!(output, OutputSpec::Docker { .. }) {
                     pb::ArchiveFormat::Docker
                 } else {
@@ -80,6 +80,7 @@ pub(super) async fn finish(
                     image: image.clone(),
                     format: format.into(),
                     names: args.tags.clone(),
+                    compression: (*compression).into(),
                     ..Default::default()
                 };
                 let n = transfer::export_to_file(client, req, dest).await?;
