@@ -80,9 +80,15 @@ impl BuildService for Builds {
         let mut open: BTreeMap<String, crate::blobs::BlobWriter> = BTreeMap::new();
         let mut results = Vec::new();
         let mut received = 0u64;
+        // A blob whose write failed: its first error is the one reported;
+        // the rest of its chunks are dropped.
+        let mut failed: std::collections::BTreeSet<String> = Default::default();
         while let Some(msg) = stream.next().await {
             for c in msg?.chunks {
                 received += c.data.len() as u64;
+                if failed.contains(&c.digest) {
+                    continue;
+                }
                 let w = match open.get_mut(&c.digest) {
                     Some(w) => w,
                     None => {
@@ -102,6 +108,7 @@ impl BuildService for Builds {
                     if let Some(w) = open.remove(&c.digest) {
                         w.abort();
                     }
+                    failed.insert(c.digest.clone());
                     results.push(build::BlobUploadResult {
                         digest: c.digest,
                         ok: false,
