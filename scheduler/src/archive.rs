@@ -7,7 +7,7 @@
 //! pool.
 
 use crate::blobs::{FsBlobs, sha256_of};
-use crate::image::{Image, LayerInfo, OCI_CONFIG, OCI_MANIFEST};
+use crate::image::{Image, LayerInfo, OCI_CONFIG, OCI_MANIFEST, layers_of};
 use crate::images::ImageRecord;
 use serde_json::{Value, json};
 use std::fs::File;
@@ -34,29 +34,8 @@ fn load(blobs: &FsBlobs, rec: &ImageRecord) -> Result<Stored, String> {
     let config_raw = blobs.read(&rec.config_digest).map_err(|e| e.to_string())?;
     let manifest: Value = serde_json::from_slice(&manifest_raw).map_err(|e| e.to_string())?;
     let config: Value = serde_json::from_slice(&config_raw).map_err(|e| e.to_string())?;
-    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
-    let diff_ids = config["rootfs"]["diff_ids"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if descs.len() != diff_ids.len() {
-        return Err(format!(
-            "image {}: {} layers but {} diffIDs",
-            rec.config_digest,
-            descs.len(),
-            diff_ids.len()
-        ));
-    }
-    let layers = descs
-        .iter()
-        .zip(diff_ids)
-        .map(|(d, id)| LayerInfo {
-            diff_id: id.as_str().unwrap_or_default().to_string(),
-            digest: d["digest"].as_str().unwrap_or_default().to_string(),
-            media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
-            size: d["size"].as_u64().unwrap_or(0),
-        })
-        .collect();
+    let layers =
+        layers_of(&manifest, &config).map_err(|e| format!("image {}: {e}", rec.config_digest))?;
     Ok(Stored {
         manifest,
         manifest_raw,

@@ -63,11 +63,7 @@ impl CacheIndex {
     pub fn insert(&self, key: &str, entry: CacheEntry) -> std::io::Result<()> {
         let mut entries = self.lock();
         entries.insert(key.to_string(), entry);
-        let tmp = self
-            .path
-            .with_extension(format!("json.{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&*entries)?)?;
-        std::fs::rename(&tmp, &self.path)
+        crate::blobs::write_atomic(&self.path, &serde_json::to_vec(&*entries)?)
     }
 
     /// Number of entries.

@@ -125,6 +125,41 @@ fn chain(plan: &BuildPlan, index: usize) -> Result<Vec<&PlanStage>, ImageError> 
     Ok(out)
 }
 
+/// Now, in RFC 3339 with nanoseconds (image and history times).
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
+/// An image's layers, bottom first: blob descriptors from the manifest,
+/// diffIDs from the config (which must list as many).
+pub fn layers_of(manifest: &Value, config: &Value) -> Result<Vec<LayerInfo>, String> {
+    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if descs.len() != diff_ids.len() {
+        return Err(format!(
+            "the manifest lists {} layers but the config {} diffIDs",
+            descs.len(),
+            diff_ids.len()
+        ));
+    }
+    Ok(descs
+        .iter()
+        .zip(diff_ids)
+        .map(|(d, id)| LayerInfo {
+            diff_id: id.as_str().unwrap_or_default().to_string(),
+            digest: d["digest"].as_str().unwrap_or_default().to_string(),
+            media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
+            size: d["size"].as_u64().unwrap_or(0),
+        })
+        .collect())
+}
+
 /// Assembles the image of stage `index`. `layers` maps step ids to the
 /// layers they produced; `bases` maps image references to pulled base
 /// images; `created` is the build time (or SOURCE_DATE_EPOCH) as RFC 3339.

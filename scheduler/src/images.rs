@@ -140,13 +140,9 @@ impl ImageStore {
     }
 
     fn save(&self, index: &Index) -> Result<(), ImageStoreError> {
-        let tmp = self
-            .path
-            .with_extension(format!("json.{}", std::process::id()));
         let bytes =
             serde_json::to_vec_pretty(index).map_err(|e| ImageStoreError::Io(e.to_string()))?;
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
+        crate::blobs::write_atomic(&self.path, &bytes)
             .map_err(|e| ImageStoreError::Io(format!("{}: {e}", self.path.display())))
     }
 

@@ -12,7 +12,7 @@
 //! manifest names the variants (same config, same image ID).
 
 use crate::Inner;
-use crate::image::LayerInfo;
+use crate::image::{LayerInfo, layers_of};
 use crate::images::ImageRecord;
 use bytes::Bytes;
 use oci_spec::image::Descriptor;
@@ -101,10 +101,11 @@ pub fn layer_variant(
         size: desc.size,
     };
     index.insert(key, variant.clone());
-    let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec(&index).map_err(|e| e.to_string())?)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::blobs::write_atomic(
+        &path,
+        &serde_json::to_vec(&index).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(variant)
 }
 
@@ -142,19 +143,10 @@ pub async fn push(
             .map_err(|e| Status::internal(e.to_string()))?,
     )
     .map_err(|e| Status::internal(e.to_string()))?;
-    let diff_ids = config_doc["rootfs"]["diff_ids"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let stored_layers = layers_of(&manifest, &config_doc).map_err(Status::internal)?;
     let mut changed = false;
     if let Some(layers) = manifest["layers"].as_array_mut() {
-        for (l, diff_id) in layers.iter_mut().zip(diff_ids) {
-            let stored = LayerInfo {
-                diff_id: diff_id.as_str().unwrap_or_default().to_string(),
-                digest: l["digest"].as_str().unwrap_or_default().to_string(),
-                media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
-                size: l["size"].as_u64().unwrap_or(0),
-            };
+        for (l, stored) in layers.iter_mut().zip(stored_layers) {
             // As BuildKit without force-compression: only layers a client
             // might not read (zstd) are converted; others stay as they are.
             let kind = kind_of(&stored.media_type);

@@ -110,10 +110,7 @@ impl BuildHandle {
             ev.encode_length_delimited(&mut buf)
                 .map_err(std::io::Error::other)?;
         }
-        let path = dir.join(format!("{}.pb", self.id));
-        let tmp = dir.join(format!(".{}.pb.tmp", self.id));
-        std::fs::write(&tmp, buf)?;
-        std::fs::rename(tmp, path)
+        crate::blobs::write_atomic(&dir.join(format!("{}.pb", self.id)), &buf)
     }
 
     /// Loads a build written by [`BuildHandle::persist`].

@@ -5,7 +5,7 @@
 //! once; workers read them from there.
 
 use crate::Inner;
-use crate::image::LayerInfo;
+use crate::image::{LayerInfo, layers_of};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use strata_frontend::plan::{BaseImage as PlanBase, ImageConfig, Platform};
@@ -32,31 +32,6 @@ fn plan_config(raw: &Value) -> ImageConfig {
         obj.retain(|_, v| !v.is_null());
     }
     serde_json::from_value(config).unwrap_or_default()
-}
-
-fn layers_of(manifest: &Value, config: &Value) -> Result<Vec<LayerInfo>, String> {
-    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
-    let diff_ids = config["rootfs"]["diff_ids"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if descs.len() != diff_ids.len() {
-        return Err(format!(
-            "manifest lists {} layers but the config {} diffIDs",
-            descs.len(),
-            diff_ids.len()
-        ));
-    }
-    Ok(descs
-        .iter()
-        .zip(diff_ids)
-        .map(|(d, id)| LayerInfo {
-            diff_id: id.as_str().unwrap_or_default().to_string(),
-            digest: d["digest"].as_str().unwrap_or_default().to_string(),
-            media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
-            size: d["size"].as_u64().unwrap_or(0),
-        })
-        .collect())
 }
 
 const PULL_CONCURRENCY: usize = 4;

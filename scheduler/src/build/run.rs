@@ -8,7 +8,7 @@ use super::handle::BuildHandle;
 use super::resolve::{Resolved, resolve};
 use crate::Inner;
 use crate::cache::CacheEntry;
-use crate::image::{BaseImage, LayerInfo, assemble, rfc3339};
+use crate::image::{BaseImage, LayerInfo, assemble, now_rfc3339, rfc3339};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,8 +27,7 @@ use build::build_event::Event;
 use super::chains::Chains;
 use super::job::{Failure, drive_job};
 use super::wire::{
-    duration, job_assignment, layer_proto, location, manifest_proto, now_rfc3339, plan_proto,
-    stage_name,
+    duration, job_assignment, layer_proto, location, manifest_proto, plan_proto, stage_name,
 };
 
 /// Everything a build needs, validated.

@@ -3,9 +3,9 @@
 
 use super::run::BuildInput;
 use crate::assign::{AssignInputs, assignment};
-use crate::image::{LayerInfo, rfc3339};
+use crate::image::LayerInfo;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use strata_frontend::context::ContextManifest;
 use strata_frontend::instructions::MountType;
 use strata_frontend::plan::{Action, BuildPlan, CopyFrom, Step, context_subset};
@@ -14,13 +14,6 @@ use strata_proto::common::v1 as common;
 use strata_proto::worker::v1 as wire;
 
 use super::chains::Chains;
-
-pub(super) fn now_rfc3339() -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(now.as_secs() as i64, now.subsec_nanos())
-}
 
 pub(super) fn duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(d).unwrap_or_default()

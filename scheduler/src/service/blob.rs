@@ -25,17 +25,14 @@ pub(crate) fn status(e: BlobError) -> Status {
     }
 }
 
-/// Streams a blob from `offset` as chunks produced by `make` (on the
-/// blocking pool).
-pub fn read_chunks<T: Send + 'static>(
-    blobs: Arc<Inner>,
-    digest: String,
+/// Streams `file` from `offset` in chunks of 1 MiB made into messages by
+/// `make(offset, data, last)`, reading on the blocking pool. A file of 0
+/// bytes gives one empty, last chunk.
+pub(crate) fn read_chunks<T: Send + 'static>(
+    mut file: std::fs::File,
     offset: u64,
-    make: impl Fn(u64, Vec<u8>, bool) -> T + Send + 'static,
-) -> Result<ReceiverStream<Result<T, Status>>, Status> {
-    let path = blobs.blobs.path(&digest).map_err(status)?;
-    let mut file = std::fs::File::open(&path)
-        .map_err(|_| Status::not_found(format!("blob {digest} is not in the store")))?;
+    mut make: impl FnMut(u64, Vec<u8>, bool) -> T + Send + 'static,
+) -> ReceiverStream<Result<T, Status>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -61,7 +58,7 @@ pub fn read_chunks<T: Send + 'static>(
             at += n as u64;
         }
     });
-    Ok(ReceiverStream::new(rx))
+    ReceiverStream::new(rx)
 }
 
 fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -165,20 +162,18 @@ impl BlobService for Blobs {
         request: Request<wire::ReadBlobRequest>,
     ) -> Result<Response<Self::ReadBlobStream>, Status> {
         let r = request.into_inner();
-        let digest = r.digest.clone();
-        let total = self.inner.blobs.size(&digest).unwrap_or(0);
-        let stream = read_chunks(
-            Arc::clone(&self.inner),
-            r.digest,
-            r.offset,
-            move |offset, data, last| wire::BlobData {
-                digest: digest.clone(),
-                offset,
-                data,
-                total_size: total,
-                last,
-            },
-        )?;
+        let path = self.inner.blobs.path(&r.digest).map_err(status)?;
+        let file = std::fs::File::open(&path)
+            .map_err(|_| Status::not_found(format!("blob {} is not in the store", r.digest)))?;
+        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let digest = r.digest;
+        let stream = read_chunks(file, r.offset, move |offset, data, last| wire::BlobData {
+            digest: digest.clone(),
+            offset,
+            data,
+            total_size: total,
+            last,
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 

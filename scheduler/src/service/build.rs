@@ -1,11 +1,12 @@
 //! `BuildService`: what the `strata` client talks to.
 
 use super::blob::status as blob_status;
-use super::export::{file_digest, looks_like_id, stream_file};
-use super::request::{build_input, now_rfc3339, platform_of};
+use super::export::{archive_chunks, looks_like_id};
+use super::request::{build_input, platform_of};
 use crate::Inner;
 use crate::archive;
 use crate::build::{BuildHandle, run_build};
+use crate::image::now_rfc3339;
 use crate::images::{ImageStoreError, normalise};
 use futures::StreamExt;
 use std::collections::BTreeMap;
@@ -431,20 +432,10 @@ impl BuildService for Builds {
             let _ = std::fs::remove_file(&out);
             return Err(Status::internal(format!("exporting {}: {e}", req.image)));
         }
-        let digest = {
-            let path = out.clone();
-            tokio::task::spawn_blocking(move || file_digest(&path))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::internal(e.to_string()))?
-        };
-        let total = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
         // Stream the finished archive; the file is unlinked once open.
         let file = std::fs::File::open(&out).map_err(|e| Status::internal(e.to_string()))?;
         let _ = std::fs::remove_file(&out);
-        let (tx, rx) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || stream_file(file, total, digest, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(archive_chunks(file))))
     }
 
     async fn import_image(

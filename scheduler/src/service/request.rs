@@ -7,7 +7,6 @@ use crate::Inner;
 use crate::build::BuildInput;
 use crate::images::normalise;
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 use strata_frontend::context::{ContextEntry, ContextManifest, EntryKind};
 use strata_frontend::plan::{Offline, PlanOptions, Platform, plan_dockerfile};
 use strata_proto::build::v1 as build;
@@ -67,13 +66,6 @@ pub(super) fn platform_of(p: Option<&common::Platform>) -> Result<Platform, Stat
         out.variant = p.variant.clone();
     }
     Ok(out)
-}
-
-pub(super) fn now_rfc3339() -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    crate::image::rfc3339(now.as_secs() as i64, now.subsec_nanos())
 }
 
 /// Validates a build request into what the build needs.
