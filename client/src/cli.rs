@@ -1,7 +1,8 @@
 //! Command-line definition and dispatch.
 
 use crate::commands::{
-    build, builds, cancel, history, images, import, logs, plan, push, rmi, save, tag, workers,
+    build, builds, cancel, history, images, import, logs, plan, prune, push, rmi, save, tag,
+    workers,
 };
 use crate::connect;
 use anyhow::Result;
@@ -48,6 +49,8 @@ pub enum Command {
     Workers(workers::WorkersArgs),
     /// List recent builds.
     Builds(builds::BuildsArgs),
+    /// Remove build cache nobody uses.
+    Prune(prune::PruneArgs),
     /// Print the per-layer job graph of a Dockerfile without building it.
     Plan(plan::PlanArgs),
 }
@@ -70,6 +73,7 @@ async fn remote(scheduler: Option<&str>, command: Command) -> Result<()> {
         Command::Cancel(a) => cancel::run(c, a).await,
         Command::Workers(a) => workers::run(c, a).await,
         Command::Builds(a) => builds::run(c, a).await,
+        Command::Prune(a) => prune::run(c, a).await,
         Command::Build(_) | Command::Plan(_) => unreachable!("handled before connecting"),
     }
 }

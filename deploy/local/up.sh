@@ -9,9 +9,9 @@
 #
 # Everything (pid files, logs, state) lives under --dir; see common.sh for
 # the layout. Workers run RUN steps with runc and overlayfs, so run this as
-# root. The shared cache (--redis, --s3*) arrives with issue #5; until then
-# these options are refused, and the farm keeps its layer cache and images
-# in the scheduler's state directory.
+# root. With --redis and --s3 the farm runs on the shared cache (layers in
+# S3, index and live state in Redis); without them the scheduler's state
+# directory holds everything.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd -P)"
@@ -25,7 +25,7 @@ readonly START_TIMEOUT_S="${STRATA_FARM_START_TIMEOUT:-60}"
 usage() {
     cat >&2 <<EOF
 usage: $0 [--workers N] [--port P] [--dir DIR] [--release|--debug]
-          [--capacity N]
+          [--capacity N] [--redis URL] [--s3 URL]
 
   --workers N      worker processes to start (default 2)
   --port P         scheduler port on 127.0.0.1 (default 7390)
@@ -35,8 +35,11 @@ usage: $0 [--workers N] [--port P] [--dir DIR] [--release|--debug]
                    (\$STRATA_BIN_DIR, when set, wins over both)
   --capacity N     jobs each worker runs at once (default: the worker's CPUs)
 
-The shared cache (--redis, --s3...) arrives with issue #5 and is not
-accepted yet: the layer cache and images live in the scheduler's state.
+  --redis URL      shared state, e.g. redis://127.0.0.1:6379/0
+  --s3 URL         shared layer store,
+                   s3://BUCKET[/PREFIX]?endpoint=http://127.0.0.1:9000&path_style=true
+                   (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
+                   which the scheduler and the workers inherit)
 EOF
     exit 2
 }
@@ -46,6 +49,8 @@ port=7390
 dir="$(default_dir)"
 profile=release
 capacity=""
+redis=""
+s3=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --workers) workers="${2:?--workers needs a number}"; shift 2 ;;
@@ -54,10 +59,8 @@ while [[ $# -gt 0 ]]; do
     --release) profile=release; shift ;;
     --debug) profile=debug; shift ;;
     --capacity) capacity="${2:?--capacity needs a number}"; shift 2 ;;
-    --redis | --redis=* | --s3 | --s3=* | --s3-*)
-        log "error: the shared cache (--redis/--s3) arrives with issue #5; these binaries do not support it yet"
-        exit 2
-        ;;
+    --redis) redis="${2:?--redis needs a URL}"; shift 2 ;;
+    --s3) s3="${2:?--s3 needs a URL}"; shift 2 ;;
     -h | --help) usage ;;
     *) log "unknown argument: $1"; usage ;;
     esac
@@ -121,8 +124,10 @@ fail() {
 }
 trap 'fail "interrupted"' INT TERM
 
-start scheduler "$bin_dir/strata-scheduler" --listen "127.0.0.1:${port}" \
-    --state "$dir/state/scheduler"
+sched_args=(--listen "127.0.0.1:${port}" --state "$dir/state/scheduler")
+[[ -n "$redis" ]] && sched_args+=(--redis "$redis")
+[[ -n "$s3" ]] && sched_args+=(--s3 "$s3")
+start scheduler "$bin_dir/strata-scheduler" "${sched_args[@]}"
 deadline=$((SECONDS + START_TIMEOUT_S))
 until port_open "$port"; do
     live_pid "$dir/pids/scheduler.pid" >/dev/null || fail "strata-scheduler exited"
@@ -162,6 +167,6 @@ done
 trap - INT TERM
 
 echo "STRATA_SCHEDULER=${url}" >"$dir/farm.env"
-log "farm up: scheduler ${url}, ${workers} worker(s); logs in ${dir}/logs; stop with: $here/down.sh --dir ${dir}"
+log "farm up: scheduler ${url}, ${workers} worker(s)${redis:+, state ${redis}}${s3:+, layers ${s3}}; logs in ${dir}/logs; stop with: $here/down.sh --dir ${dir}"
 "$bin_dir/strata" --scheduler "$url" workers >&2 || true
 echo "export STRATA_SCHEDULER=${url}"

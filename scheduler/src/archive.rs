@@ -3,10 +3,11 @@
 //! the flattened root filesystem (`-o type=local`), and the reverse,
 //! `docker import` of a root filesystem tarball.
 //!
-//! Everything here is blocking file work; callers run it on the blocking
-//! pool.
+//! Everything here but [`localise`] is blocking file work on the local
+//! directory; callers run [`localise`] first, then the rest on the
+//! blocking pool.
 
-use crate::blobs::{FsBlobs, sha256_of};
+use crate::blobs::{Blobs, FsBlobs, sha256_of};
 use crate::image::{Image, LayerInfo, OCI_CONFIG, OCI_MANIFEST, layers_of};
 use crate::images::ImageRecord;
 use serde_json::{Value, json};
@@ -25,6 +26,29 @@ struct Stored {
     manifest_raw: Vec<u8>,
     config_raw: Vec<u8>,
     layers: Vec<LayerInfo>,
+}
+
+/// Brings an image's manifest, config and layer blobs into the local
+/// directory (from the shared store, verified) so the archive writers and
+/// pushes can read them as files.
+pub async fn localise(blobs: &Blobs, rec: &ImageRecord) -> Result<(), String> {
+    let manifest = blobs
+        .read(&rec.manifest_digest)
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = blobs
+        .read(&rec.config_digest)
+        .await
+        .map_err(|e| e.to_string())?;
+    let manifest: Value = serde_json::from_slice(&manifest).map_err(|e| e.to_string())?;
+    let config: Value = serde_json::from_slice(&config).map_err(|e| e.to_string())?;
+    for l in layers_of(&manifest, &config)? {
+        blobs
+            .ensure_local(&l.digest)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn load(blobs: &FsBlobs, rec: &ImageRecord) -> Result<Stored, String> {

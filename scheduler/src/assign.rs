@@ -58,6 +58,8 @@ pub struct AssignInputs<'a> {
     pub source_date_epoch: Option<i64>,
     /// Layer compression.
     pub compression: common::Compression,
+    /// The cache namespace: cache mount ids are scoped to it.
+    pub namespace: &'a str,
 }
 
 fn snapshot(layers: &[LayerInfo]) -> common::Snapshot {
@@ -145,11 +147,12 @@ fn mount(
     let m = &pm.spec;
     let kind = match m.kind {
         MountType::Cache => Kind::Cache(worker::CacheMount {
-            id: if m.id.is_empty() {
-                m.target.clone()
-            } else {
-                m.id.clone()
-            },
+            // One tenant's cache mounts are not another's.
+            id: format!(
+                "{}/{}",
+                inputs.namespace,
+                if m.id.is_empty() { &m.target } else { &m.id }
+            ),
             sharing: match m.sharing {
                 Some(FeSharing::Private) => worker::CacheSharing::Private,
                 Some(FeSharing::Locked) => worker::CacheSharing::Locked,
@@ -160,6 +163,7 @@ fn mount(
             mode: m.mode.unwrap_or(0o755),
             uid: m.uid.unwrap_or(0),
             gid: m.gid.unwrap_or(0),
+            archive_digest: String::new(),
         }),
         MountType::Tmpfs => Kind::Tmpfs(worker::TmpfsMount {
             size_bytes: m.size_limit,

@@ -4,7 +4,7 @@
 //! locally built or imported image read. `images.json` is rewritten
 //! atomically on every change.
 
-use crate::blobs::FsBlobs;
+use crate::blobs::Blobs;
 use crate::image::Image;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -146,10 +146,11 @@ impl ImageStore {
             .map_err(|e| ImageStoreError::Io(format!("{}: {e}", self.path.display())))
     }
 
-    /// Stores an image's config and manifest and points `tags` at it.
-    pub fn record(
+    /// Stores an image's config and manifest (published with its layers
+    /// to the shared store, if any) and points `tags` at it.
+    pub async fn record(
         &self,
-        blobs: &FsBlobs,
+        blobs: &Blobs,
         image: &Image,
         tags: &[String],
         build_id: &str,
@@ -158,10 +159,12 @@ impl ImageStore {
             .iter()
             .map(|t| normalise(t))
             .collect::<Result<_, _>>()?;
-        blobs
-            .put_bytes(&image.config)
-            .and_then(|_| blobs.put_bytes(&image.manifest))
-            .map_err(|e| ImageStoreError::Io(e.to_string()))?;
+        let io = |e: crate::blobs::BlobError| ImageStoreError::Io(e.to_string());
+        for l in &image.layers {
+            blobs.publish(&l.digest).await.map_err(io)?;
+        }
+        blobs.put_bytes(&image.config).await.map_err(io)?;
+        blobs.put_bytes(&image.manifest).await.map_err(io)?;
         let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap_or_default();
         let rec = ImageRecord {
             manifest_digest: image.manifest_digest.clone(),
@@ -179,6 +182,11 @@ impl ImageStore {
         }
         self.save(&index)?;
         Ok(rec)
+    }
+
+    /// Every image record.
+    pub fn records(&self) -> Vec<ImageRecord> {
+        self.lock().images.values().cloned().collect()
     }
 
     /// Finds an image by `name[:tag]`, full or short (≥ 4 hex digits)
@@ -307,20 +315,21 @@ impl ImageStore {
 
     /// `docker history`: newest entry first; each non-empty history entry
     /// paired with its layer's blob size, metadata-only ones with 0.
-    pub fn history(
+    pub async fn history(
         &self,
-        blobs: &FsBlobs,
+        blobs: &Blobs,
         what: &str,
     ) -> Result<Vec<build::HistoryEntry>, ImageStoreError> {
         let rec = self.get(what)?;
-        let read = |d: &str| -> Result<serde_json::Value, ImageStoreError> {
+        let read = async |d: &str| -> Result<serde_json::Value, ImageStoreError> {
             let bytes = blobs
                 .read(d)
+                .await
                 .map_err(|e| ImageStoreError::Io(e.to_string()))?;
             serde_json::from_slice(&bytes).map_err(|e| ImageStoreError::Io(format!("{d}: {e}")))
         };
-        let config = read(&rec.config_digest)?;
-        let manifest = read(&rec.manifest_digest)?;
+        let config = read(&rec.config_digest).await?;
+        let manifest = read(&rec.manifest_digest).await?;
         let layers: Vec<(String, u64)> = manifest["layers"]
             .as_array()
             .map(|l| {

@@ -20,14 +20,17 @@ pub mod cache;
 pub mod image;
 pub mod images;
 pub mod pool;
+pub mod prune;
 pub mod push;
 pub mod service;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use strata_oci::registry::{RegistryClient, RegistryConfig};
+use strata_state::{MemoryState, RedisConfig, RedisState, StateStore};
+use strata_store::{S3Blobs, S3Config};
 
 /// How a scheduler runs.
 #[derive(Debug, Clone)]
@@ -45,6 +48,14 @@ pub struct SchedulerConfig {
     pub heartbeat_interval: Duration,
     /// How long a job's lease lasts without a heartbeat.
     pub lease_duration: Duration,
+    /// The shared blob store (S3); without one, the local directory is
+    /// the whole store.
+    pub s3: Option<S3Config>,
+    /// The shared state (Redis); without one, state lives in memory and
+    /// the cache index's durable records in the blob store.
+    pub redis: Option<RedisConfig>,
+    /// Per cache namespace, the other namespaces whose cache it may reuse.
+    pub cache_shares: BTreeMap<String, Vec<String>>,
 }
 
 impl SchedulerConfig {
@@ -57,6 +68,9 @@ impl SchedulerConfig {
             max_attempts: 3,
             heartbeat_interval: Duration::from_secs(5),
             lease_duration: Duration::from_secs(30),
+            s3: None,
+            redis: None,
+            cache_shares: BTreeMap::new(),
         }
     }
 }
@@ -66,7 +80,9 @@ pub struct Inner {
     /// Its configuration.
     pub config: SchedulerConfig,
     /// The content store.
-    pub blobs: blobs::FsBlobs,
+    pub blobs: blobs::Blobs,
+    /// Live state: cache index copy, claims, workers, build logs.
+    pub state: Arc<dyn StateStore>,
     /// The layer cache index.
     pub cache: cache::CacheIndex,
     /// Image names and records.
@@ -75,6 +91,8 @@ pub struct Inner {
     pub registry: RegistryClient,
     /// Connected workers and queued jobs.
     pub pool: pool::Pool,
+    /// Blobs running builds use, which prune leaves alone.
+    pub pins: prune::Pins,
     /// Builds of this process, by id.
     pub builds: Mutex<HashMap<String, Arc<build::BuildHandle>>>,
 }
@@ -96,11 +114,16 @@ pub enum StartError {
         /// What.
         detail: String,
     },
+    /// The shared blob store or state cannot be used.
+    #[error("{0}")]
+    Store(String),
 }
 
 impl Scheduler {
-    /// Opens the stores under the state directory.
-    pub fn open(config: SchedulerConfig) -> Result<Self, StartError> {
+    /// Opens the stores: the state directory, and the shared blob store
+    /// and state when configured (checked now, so a wrong endpoint or
+    /// bucket fails at start with its name).
+    pub async fn open(config: SchedulerConfig) -> Result<Self, StartError> {
         let state_err = |path: &std::path::Path, detail: String| StartError::State {
             path: path.to_path_buf(),
             detail,
@@ -111,20 +134,49 @@ impl Scheduler {
             .blob_root
             .clone()
             .unwrap_or_else(|| config.state_dir.join("store"));
-        let blobs =
+        let local =
             blobs::FsBlobs::open(&blob_root).map_err(|e| state_err(&blob_root, e.to_string()))?;
+        let shared = match &config.s3 {
+            Some(s3) => {
+                let store =
+                    S3Blobs::new(s3.clone()).map_err(|e| StartError::Store(e.to_string()))?;
+                store
+                    .check()
+                    .await
+                    .map_err(|e| StartError::Store(e.to_string()))?;
+                Some(Arc::new(store) as Arc<dyn blobs::BlobStore>)
+            }
+            None => None,
+        };
+        let blobs = blobs::Blobs::new(local, shared);
+        let state: Arc<dyn StateStore> = match &config.redis {
+            Some(r) => Arc::new(
+                RedisState::connect(r.clone())
+                    .await
+                    .map_err(|e| StartError::Store(e.to_string()))?,
+            ),
+            None => Arc::new(MemoryState::new()),
+        };
+        let cache = cache::CacheIndex::new(
+            Arc::clone(&state),
+            blobs.durable(),
+            config.cache_shares.clone(),
+        );
+        cache.migrate_legacy(&config.state_dir).await;
         let images = images::ImageStore::open(&config.state_dir)
             .map_err(|e| state_err(&config.state_dir, e.to_string()))?;
         let registry = RegistryClient::new(config.registry.clone())
             .map_err(|e| state_err(&config.state_dir, format!("registry client: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                cache: cache::CacheIndex::open(&config.state_dir),
+                cache,
+                state,
                 pool: pool::Pool::new(config.max_attempts),
                 config,
                 blobs,
                 images,
                 registry,
+                pins: prune::Pins::default(),
                 builds: Mutex::new(HashMap::new()),
             }),
         })

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use strata_oci::registry::RegistryConfig;
 use strata_scheduler::{Scheduler, SchedulerConfig};
+use strata_state::RedisConfig;
+use strata_store::S3Config;
 
 /// The strata scheduler: plans builds into per-layer jobs, dispatches them
 /// to connected workers, keeps the layer cache and the image store.
@@ -33,6 +35,22 @@ struct Args {
     /// Workers a job is tried on before its build fails.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
+    /// Shared layer store:
+    /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true]`.
+    /// Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; workers
+    /// use the same bucket with their own. Without it the scheduler's
+    /// state directory holds every blob.
+    #[arg(long, value_name = "URL", env = "STRATA_S3")]
+    s3: Option<String>,
+    /// Shared state (cache index, claims, build records): `redis://HOST:PORT[/DB]`.
+    /// Without it the state lives in this process and the cache index's
+    /// records in the blob store.
+    #[arg(long, value_name = "URL", env = "STRATA_REDIS")]
+    redis: Option<String>,
+    /// Let cache namespace NS reuse the cache of OTHER namespaces
+    /// (`NS=OTHER[,OTHER...]`); namespaces are apart otherwise. Repeatable.
+    #[arg(long = "cache-share", value_name = "NS=OTHER[,OTHER]")]
+    cache_shares: Vec<String>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -74,7 +92,26 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         docker_config: args.registry_config,
     };
     config.max_attempts = args.max_attempts;
-    let scheduler = Scheduler::open(config)?;
+    if let Some(url) = &args.s3 {
+        config.s3 = Some(S3Config::from_url(url).map_err(|e| anyhow::anyhow!("--s3 {url}: {e}"))?);
+    }
+    config.redis = args.redis.as_deref().map(RedisConfig::new);
+    for share in &args.cache_shares {
+        let (ns, others) = share
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--cache-share {share:?}: expected NS=OTHER[,OTHER]"))?;
+        config
+            .cache_shares
+            .entry(ns.to_string())
+            .or_default()
+            .extend(
+                others
+                    .split(',')
+                    .filter(|o| !o.is_empty())
+                    .map(String::from),
+            );
+    }
+    let scheduler = Scheduler::open(config).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

@@ -263,6 +263,10 @@ impl Pool {
                     w.info.last_heartbeat = Some(now());
                     w.info.free_disk_bytes = h.free_disk_bytes;
                     w.info.load_average = h.load_average;
+                    w.info.jobs_completed = h.jobs_completed;
+                    w.info.blobs_downloaded = h.blobs_downloaded;
+                    w.info.bytes_downloaded = h.bytes_downloaded;
+                    w.info.bytes_uploaded = h.bytes_uploaded;
                     for l in h.layers_added {
                         w.layers.insert(l);
                     }

@@ -66,11 +66,15 @@ pub fn layer_variant(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let key = format!("{}:{}", stored.diff_id, to.media_type());
-    if let Some(v) = index.get(&key).filter(|v| inner.blobs.has(&v.digest)) {
+    if let Some(v) = index
+        .get(&key)
+        .filter(|v| inner.blobs.local().has(&v.digest))
+    {
         return Ok(v.clone());
     }
     let src = inner
         .blobs
+        .local()
         .path(&stored.digest)
         .map_err(|e| e.to_string())?;
     let input = std::fs::File::open(&src).map_err(|e| format!("layer {}: {e}", stored.digest))?;
@@ -92,6 +96,7 @@ pub fn layer_variant(
     };
     inner
         .blobs
+        .local()
         .commit(&tmp, &desc.digest)
         .map_err(|e| e.to_string())?;
     let variant = LayerInfo {
@@ -130,9 +135,15 @@ pub async fn push(
 ) -> Result<(), Status> {
     let target = ImageRef::parse(destination)
         .map_err(|e| Status::invalid_argument(format!("push destination {destination:?}: {e}")))?;
+    // A farm's layers may be in the shared store only: bring the image's
+    // blobs here once, then stream them.
+    crate::archive::localise(&inner.blobs, rec)
+        .await
+        .map_err(|e| Status::unavailable(format!("pushing {}: {e}", rec.manifest_digest)))?;
     let manifest_raw = inner
         .blobs
         .read(&rec.manifest_digest)
+        .await
         .map_err(|e| Status::internal(e.to_string()))?;
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&manifest_raw).map_err(|e| Status::internal(e.to_string()))?;
@@ -140,6 +151,7 @@ pub async fn push(
         &inner
             .blobs
             .read(&rec.config_digest)
+            .await
             .map_err(|e| Status::internal(e.to_string()))?,
     )
     .map_err(|e| Status::internal(e.to_string()))?;
@@ -191,6 +203,7 @@ pub async fn push(
         let size = d.size();
         let path = inner
             .blobs
+            .local()
             .path(&digest)
             .map_err(|e| Status::internal(e.to_string()))?;
         if !path.is_file() {

@@ -21,25 +21,47 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// The shared cache a farm runs on.
+#[derive(Default)]
+pub struct Shared<'a> {
+    /// `--redis URL`.
+    pub redis: Option<&'a str>,
+    /// `--s3 URL`.
+    pub s3: Option<String>,
+    /// Environment for the farm's processes (S3 credentials).
+    pub env: Vec<(&'static str, &'static str)>,
+}
+
 impl LocalFarm {
     /// Starts a scheduler and `workers` workers of `capacity` slots each;
     /// panics with the logs when the farm does not come up.
     pub fn start(workers: usize, capacity: u32) -> Self {
+        Self::start_shared(workers, capacity, &Shared::default())
+    }
+
+    /// As [`LocalFarm::start`], on a shared cache (Redis and S3).
+    pub fn start_shared(workers: usize, capacity: u32, shared: &Shared<'_>) -> Self {
         let dir = tempfile::tempdir().expect("farm dir");
         let port = free_port();
         let bin_dir = crate::bin("strata")
             .parent()
             .expect("binaries directory")
             .to_path_buf();
-        let out = Command::new(repo().join("deploy/local/up.sh"))
-            .env("STRATA_BIN_DIR", &bin_dir)
+        let mut up = Command::new(repo().join("deploy/local/up.sh"));
+        up.env("STRATA_BIN_DIR", &bin_dir)
+            .envs(shared.env.iter().copied())
             .args(["--workers", &workers.to_string()])
             .args(["--port", &port.to_string()])
             .args(["--capacity", &capacity.to_string()])
             .arg("--dir")
-            .arg(dir.path())
-            .output()
-            .expect("run deploy/local/up.sh");
+            .arg(dir.path());
+        if let Some(r) = shared.redis {
+            up.args(["--redis", r]);
+        }
+        if let Some(s) = &shared.s3 {
+            up.args(["--s3", s]);
+        }
+        let out = up.output().expect("run deploy/local/up.sh");
         assert!(
             out.status.success(),
             "deploy/local/up.sh failed:\n{}{}",

@@ -6,6 +6,7 @@ pub mod equivalence;
 pub mod farm;
 pub mod oci_run;
 pub mod registry;
+pub mod services;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

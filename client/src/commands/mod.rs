@@ -8,6 +8,7 @@ pub mod images;
 pub mod import;
 pub mod logs;
 pub mod plan;
+pub mod prune;
 pub mod push;
 pub mod rmi;
 pub mod save;

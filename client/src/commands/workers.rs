@@ -13,6 +13,37 @@ pub struct WorkersArgs {
     /// Also list recently disconnected workers.
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// `table` (default) or `json` (one object per worker, with its
+    /// counters: jobs run, blobs and bytes downloaded, bytes uploaded).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+}
+
+/// The workers as JSON, for scripts and dashboards.
+pub fn render_json(workers: &[pb::WorkerInfo]) -> String {
+    let list: Vec<serde_json::Value> = workers
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "id": w.worker_id,
+                "hostname": w.hostname,
+                "state": state_word(w.state()),
+                "capacity": w.capacity,
+                "running_jobs": w.running_jobs,
+                "labels": w.labels,
+                "platforms": w.platforms.iter().map(format::platform).collect::<Vec<_>>(),
+                "free_disk_bytes": w.free_disk_bytes,
+                "layers_held": w.layers_held,
+                "jobs_completed": w.jobs_completed,
+                "blobs_downloaded": w.blobs_downloaded,
+                "bytes_downloaded": w.bytes_downloaded,
+                "bytes_uploaded": w.bytes_uploaded,
+            })
+        })
+        .collect();
+    let mut out = serde_json::to_string_pretty(&list).unwrap_or_default();
+    out.push('\n');
+    out
 }
 
 fn state_word(s: pb::WorkerState) -> &'static str {
@@ -66,6 +97,10 @@ pub async fn run(client: &mut BuildServiceClient<Channel>, args: &WorkersArgs) -
         .await
         .map_err(|s| anyhow!("{}", s.message()))?
         .into_inner();
-    print!("{}", render(&resp.workers, format::now_unix()));
+    if args.format == "json" {
+        print!("{}", render_json(&resp.workers));
+    } else {
+        print!("{}", render(&resp.workers, format::now_unix()));
+    }
     Ok(())
 }

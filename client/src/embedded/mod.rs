@@ -99,7 +99,7 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
     let mut config = SchedulerConfig::new(home.join("scheduler"));
     config.blob_root = Some(worker.store().root().to_path_buf());
     config.registry = registry_config();
-    let scheduler = Scheduler::open(config)?;
+    let scheduler = Scheduler::open(config).await?;
 
     let socket = home.join("embedded.sock");
     let _ = std::fs::remove_file(&socket);

@@ -9,7 +9,6 @@
 //! in a later process.
 
 use prost::Message as _;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 use strata_proto::build::v1 as build;
@@ -99,27 +98,28 @@ impl BuildHandle {
         f(&mut self.info.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Writes the finished build to `<dir>/<id>.pb`.
-    pub fn persist(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+    /// The finished build as bytes: its summary, then every event, each
+    /// length-delimited (what `builds/<id>.pb` holds).
+    pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::new();
-        self.info()
-            .encode_length_delimited(&mut buf)
-            .map_err(std::io::Error::other)?;
+        // Encoding into a Vec cannot run out of space.
+        let _ = self.info().encode_length_delimited(&mut buf);
         for ev in self.events_after(0) {
-            ev.encode_length_delimited(&mut buf)
-                .map_err(std::io::Error::other)?;
+            let _ = ev.encode_length_delimited(&mut buf);
         }
-        crate::blobs::write_atomic(&dir.join(format!("{}.pb", self.id)), &buf)
+        buf
     }
 
-    /// Loads a build written by [`BuildHandle::persist`].
-    pub fn load(dir: &Path, id: &str) -> Option<Self> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return None;
-        }
-        let bytes = std::fs::read(dir.join(format!("{id}.pb"))).ok()?;
-        let mut buf = bytes.as_slice();
+    /// Whether `id` can be a build id (and so a key segment).
+    pub fn valid_id(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }
+
+    /// A build from [`BuildHandle::encode`]'s bytes.
+    pub fn decode(id: &str, bytes: &[u8]) -> Option<Self> {
+        let mut buf = bytes;
         let info = build::BuildInfo::decode_length_delimited(&mut buf).ok()?;
         let handle = Self::new(id.to_string(), info);
         while !buf.is_empty() {
@@ -155,11 +155,10 @@ mod tests {
         assert!(h.finished());
         assert_eq!(h.events_after(1).len(), 1);
         assert_eq!(h.events_after(1)[0].sequence, 2);
-        let dir = tempfile::tempdir().unwrap();
-        h.persist(dir.path()).unwrap();
-        let back = BuildHandle::load(dir.path(), "b1").unwrap();
+        let back = BuildHandle::decode("b1", &h.encode()).unwrap();
         assert_eq!(back.events_after(0), h.events_after(0));
         assert_eq!(back.info().last_sequence, 2);
-        assert!(BuildHandle::load(dir.path(), "../b1").is_none());
+        assert!(!BuildHandle::valid_id("../b1"));
+        assert!(BuildHandle::decode("b1", b"\x05garbage").is_none());
     }
 }

@@ -41,6 +41,8 @@ pub(super) struct StepRun {
     pub(super) worker_id: String,
     pub(super) duration: Duration,
     pub(super) attempts: u32,
+    /// Cache mounts the step changed (their new archives).
+    pub(super) cache_mounts: Vec<wire::CacheMountArchive>,
 }
 
 pub(super) const LOG_TAIL: usize = 4096;
@@ -109,7 +111,7 @@ pub(super) async fn drive_job(
                     media_type: blob.media_type,
                     size: blob.size,
                 };
-                if !inner.blobs.has(&layer.digest) {
+                if !inner.blobs.has(&layer.digest).await {
                     return Err(Failure::new(
                         build::ErrorCode::WorkerLost,
                         format!(
@@ -135,6 +137,7 @@ pub(super) async fn drive_job(
                     worker_id,
                     duration: took,
                     attempts: attempt,
+                    cache_mounts: result.cache_mounts,
                 });
             }
             JobEvent::Failed { failure, worker_id } => {

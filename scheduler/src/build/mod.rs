@@ -7,8 +7,9 @@ mod handle;
 mod job;
 mod resolve;
 mod run;
+mod step;
 mod wire;
 
 pub use handle::{BuildHandle, is_terminal};
 pub use resolve::Resolved;
-pub use run::{BuildInput, run_build};
+pub use run::{BuildInput, finished_builds, run_build};

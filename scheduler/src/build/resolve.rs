@@ -44,12 +44,12 @@ pub async fn resolve(
     pull: bool,
 ) -> Result<Resolved, String> {
     if !pull && let Some(rec) = inner.images.by_tag(reference) {
-        let read = |d: &str| -> Result<Value, String> {
-            let b = inner.blobs.read(d).map_err(|e| e.to_string())?;
+        let read = async |d: &str| -> Result<Value, String> {
+            let b = inner.blobs.read(d).await.map_err(|e| e.to_string())?;
             serde_json::from_slice(&b).map_err(|e| format!("{d}: {e}"))
         };
-        let config = read(&rec.config_digest)?;
-        let manifest = read(&rec.manifest_digest)?;
+        let config = read(&rec.config_digest).await?;
+        let manifest = read(&rec.manifest_digest).await?;
         let layers = layers_of(&manifest, &config)?;
         return Ok(Resolved {
             plan: PlanBase {
@@ -95,7 +95,7 @@ pub async fn resolve(
         .collect();
     let mut wanted = Vec::new();
     for d in &resolved.layers {
-        if !inner.blobs.has(d.digest().as_ref())
+        if !inner.blobs.has(d.digest().as_ref()).await
             && !wanted
                 .iter()
                 .any(|w: &&oci_spec::image::Descriptor| w.digest() == d.digest())
@@ -117,6 +117,7 @@ pub async fn resolve(
             inner
                 .blobs
                 .commit(&tmp, &digest)
+                .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(())
         })
@@ -126,6 +127,7 @@ pub async fn resolve(
     inner
         .blobs
         .put_bytes(&resolved.config_raw)
+        .await
         .map_err(|e| e.to_string())?;
     Ok(Resolved {
         plan: PlanBase {

@@ -7,7 +7,7 @@
 use super::handle::BuildHandle;
 use super::resolve::{Resolved, resolve};
 use crate::Inner;
-use crate::cache::CacheEntry;
+use crate::cache::Hit;
 use crate::image::{BaseImage, LayerInfo, assemble, now_rfc3339, rfc3339};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -25,7 +25,8 @@ use strata_proto::common::v1 as common;
 use build::build_event::Event;
 
 use super::chains::Chains;
-use super::job::{Failure, drive_job};
+use super::job::Failure;
+use super::step::{Satisfied, satisfy};
 use super::wire::{
     duration, job_assignment, layer_proto, location, manifest_proto, plan_proto, stage_name,
 };
@@ -51,6 +52,8 @@ pub struct BuildInput {
     pub network: String,
     /// Resolve base images from the registry even if known locally.
     pub pull: bool,
+    /// The cache namespace (tenant or project).
+    pub namespace: String,
 }
 
 /// Base images known to the planner, by normalised reference.
@@ -102,7 +105,17 @@ pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: Build
         i.status = build::BuildStatus::Running as i32;
         i.started_at = Some(SystemTime::now().into());
     });
+    // Prune leaves what a running build uses alone.
+    inner.pins.pin(
+        &handle.id,
+        input
+            .manifest
+            .entries
+            .iter()
+            .filter_map(|e| e.digest.as_deref()),
+    );
     let outcome = execute(&inner, &handle, &input).await;
+    inner.pins.release(&handle.id);
     let total = duration(started.elapsed());
     match outcome {
         Ok(result) => {
@@ -131,9 +144,78 @@ pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: Build
             }));
         }
     }
-    if let Err(e) = handle.persist(&inner.config.state_dir.join("builds")) {
-        tracing::warn!(build_id = %handle.id, "cannot persist the build log: {e}");
+    persist(&inner, &handle).await;
+}
+
+/// Keeps a finished build: its whole event log, never clipped, in the
+/// durable store (`builds/<id>.pb`), and its summary there and in the
+/// state for `strata builds`.
+async fn persist(inner: &Inner, handle: &BuildHandle) {
+    let durable = inner.blobs.durable();
+    let id = &handle.id;
+    if let Err(e) = durable
+        .put_object(&format!("builds/{id}.pb"), handle.encode().into())
+        .await
+    {
+        tracing::warn!(build_id = %id, "cannot keep the build log: {e}");
     }
+    let mut summary = handle.info();
+    summary.plan = None;
+    summary.step_outcomes.clear();
+    let summary = prost::Message::encode_to_vec(&summary);
+    let kept = durable
+        .put_object(&format!("builds/{id}.summary"), summary.clone().into())
+        .await
+        .map_err(|e| e.to_string());
+    let listed = inner
+        .state
+        .put(&format!("builds/{id}"), &summary, None)
+        .await
+        .map_err(|e| e.to_string());
+    if let Err(e) = kept.and(listed) {
+        tracing::warn!(build_id = %id, "cannot record the build: {e}");
+    }
+}
+
+/// Summaries of finished builds: the state's copies, and the durable
+/// store's for builds the state lost (an emptied Redis, an embedded
+/// farm's earlier runs), which are put back into the state.
+pub async fn finished_builds(inner: &Inner) -> Result<BTreeMap<String, build::BuildInfo>, String> {
+    use prost::Message;
+    let mut out = BTreeMap::new();
+    for (key, bytes) in inner
+        .state
+        .scan("builds/")
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        if let Ok(info) = build::BuildInfo::decode(bytes.as_slice()) {
+            out.insert(key.trim_start_matches("builds/").to_string(), info);
+        }
+    }
+    let durable = inner.blobs.durable();
+    for key in durable
+        .list_objects("builds/")
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let Some(id) = key
+            .strip_prefix("builds/")
+            .and_then(|k| k.strip_suffix(".summary"))
+        else {
+            continue;
+        };
+        if out.contains_key(id) {
+            continue;
+        }
+        if let Ok(Some(bytes)) = durable.get_object(&key).await
+            && let Ok(info) = build::BuildInfo::decode(bytes.as_ref())
+        {
+            let _ = inner.state.put(&format!("builds/{id}"), &bytes, None).await;
+            out.insert(id.to_string(), info);
+        }
+    }
+    Ok(out)
 }
 
 fn finish(handle: &BuildHandle, total: prost_types::Duration) {
@@ -207,6 +289,9 @@ async fn execute(
                 format!("failed to resolve {reference}: {e}"),
             )
         })?;
+        inner
+            .pins
+            .pin(&handle.id, r.layers.iter().map(|l| l.digest.as_str()));
         bases.insert(reference, r);
     }
     let plan = plan_with(&Known(
@@ -232,7 +317,7 @@ async fn execute(
     });
     handle.emit(Event::BuildStarted(build::BuildStarted {
         plan: Some(plan_wire),
-        namespace: String::new(),
+        namespace: input.namespace.clone(),
         tags: input.tags.clone(),
         outputs: Vec::new(),
     }));
@@ -268,36 +353,6 @@ async fn execute(
                 continue;
             }
             pending.remove(i);
-            let hit = inner
-                .cache
-                .get(&step.cache_key)
-                .filter(|e| !step.no_cache && inner.blobs.has(&e.layer.digest));
-            if let Some(hit) = hit {
-                handle.emit(Event::StepCached(build::StepCached {
-                    step_id: step.id.clone(),
-                    cache_key: step.cache_key.clone(),
-                    layer: Some(layer_proto(&hit.layer)),
-                    source_build_id: hit.build_id.clone(),
-                    source_worker_id: hit.worker_id.clone(),
-                }));
-                outcome(
-                    handle,
-                    step,
-                    build::StepStatus::Cached,
-                    Some(&hit.layer),
-                    &hit.worker_id,
-                    Duration::ZERO,
-                    0,
-                );
-                workers.insert(step.id.clone(), (true, hit.worker_id.clone()));
-                if pin_times {
-                    layer_times.insert(step.id.clone(), hit.created.clone());
-                }
-                chains.steps.insert(step.id.clone(), hit.layer);
-                done.insert(step.id.clone());
-                i = 0;
-                continue;
-            }
             let job_id = format!("{}-{}", handle.id, step.id);
             let a = job_assignment(&chains, step, input, &job_id, &handle.id, &full_context)
                 .map_err(|e| {
@@ -305,16 +360,10 @@ async fn execute(
                     f.error.step_id = step.id.clone();
                     f
                 })?;
-            handle.emit(Event::StepQueued(build::StepQueued {
-                step_id: step.id.clone(),
-                attempt: 1,
-                reason: String::new(),
-                cache_key: step.cache_key.clone(),
-            }));
-            let events = inner.pool.submit(a);
             running_jobs.insert(job_id.clone());
+            let ns = input.namespace.as_str();
             running.push(async move {
-                let r = drive_job(handle, step, job_id.clone(), events, inner).await;
+                let r = satisfy(inner, handle, step, a, ns).await;
                 (step, job_id, r)
             });
         }
@@ -348,7 +397,32 @@ async fn execute(
         };
         running_jobs.remove(&job_id);
         match result {
-            Ok(run) => {
+            Ok(Satisfied::Cached(hit)) => {
+                let Hit { entry, .. } = hit;
+                handle.emit(Event::StepCached(build::StepCached {
+                    step_id: step.id.clone(),
+                    cache_key: step.cache_key.clone(),
+                    layer: Some(layer_proto(&entry.layer)),
+                    source_build_id: entry.build_id.clone(),
+                    source_worker_id: entry.worker_id.clone(),
+                }));
+                outcome(
+                    handle,
+                    step,
+                    build::StepStatus::Cached,
+                    Some(&entry.layer),
+                    &entry.worker_id,
+                    Duration::ZERO,
+                    0,
+                );
+                workers.insert(step.id.clone(), (true, entry.worker_id.clone()));
+                if pin_times {
+                    layer_times.insert(step.id.clone(), entry.created.clone());
+                }
+                chains.steps.insert(step.id.clone(), entry.layer);
+                done.insert(step.id.clone());
+            }
+            Ok(Satisfied::Built(run, entry)) => {
                 outcome(
                     handle,
                     step,
@@ -358,18 +432,8 @@ async fn execute(
                     run.duration,
                     run.attempts,
                 );
-                let built = now_rfc3339();
                 if pin_times {
-                    layer_times.insert(step.id.clone(), built.clone());
-                }
-                let entry = CacheEntry {
-                    layer: run.layer.clone(),
-                    build_id: handle.id.clone(),
-                    worker_id: run.worker_id.clone(),
-                    created: built,
-                };
-                if let Err(e) = inner.cache.insert(&step.cache_key, entry) {
-                    tracing::warn!("cannot record {} in the cache index: {e}", step.id);
+                    layer_times.insert(step.id.clone(), entry.created);
                 }
                 workers.insert(step.id.clone(), (false, run.worker_id));
                 chains.steps.insert(step.id.clone(), run.layer);
@@ -442,6 +506,7 @@ async fn execute(
     let rec = inner
         .images
         .record(&inner.blobs, &image, &input.tags, &handle.id)
+        .await
         .map_err(|e| Failure::new(build::ErrorCode::OutputFailed, e.to_string()))?;
     let layers = target_chain
         .iter()

@@ -191,6 +191,7 @@ pub(super) fn job_assignment(
         network: &input.network,
         source_date_epoch: input.source_date_epoch,
         compression: common::Compression::Zstd,
+        namespace: &input.namespace,
     };
     let mut a = assignment(job_id, build_id, step, &inputs)
         .map_err(|e| format!("{}: {e}", step.instruction))?;

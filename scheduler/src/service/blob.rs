@@ -2,7 +2,7 @@
 //! it is their blob store.
 
 use crate::Inner;
-use crate::blobs::{BlobError, FsBlobs};
+use crate::blobs::{BlobError, Blobs as Store};
 use futures::StreamExt;
 use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
@@ -15,13 +15,18 @@ use tonic::{Request, Response, Status, Streaming};
 
 const CHUNK: usize = 1 << 20;
 
+/// The one mapping of blob store errors to gRPC codes. A client may retry
+/// UNAVAILABLE (the shared store is down or throttling); the others need
+/// a different request.
 pub(crate) fn status(e: BlobError) -> Status {
     match e {
-        BlobError::BadDigest(_) | BlobError::Mismatch { .. } | BlobError::OutOfOrder { .. } => {
-            Status::invalid_argument(e.to_string())
-        }
+        BlobError::BadDigest(_)
+        | BlobError::BadKey(_)
+        | BlobError::Mismatch { .. }
+        | BlobError::OutOfOrder { .. } => Status::invalid_argument(e.to_string()),
         BlobError::Missing(_) => Status::not_found(e.to_string()),
-        BlobError::Io { .. } => Status::internal(e.to_string()),
+        BlobError::Backend { retryable, .. } if retryable => Status::unavailable(e.to_string()),
+        BlobError::Io { .. } | BlobError::Backend { .. } => Status::internal(e.to_string()),
     }
 }
 
@@ -75,18 +80,17 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Writes one blob from a stream of chunks; returns (digest, size,
 /// existed).
 pub(crate) async fn write_stream(
-    blobs: &FsBlobs,
+    blobs: &Store,
     mut chunks: impl futures::Stream<Item = Result<wire::BlobData, Status>> + Unpin,
 ) -> Result<(String, u64, bool), Status> {
     let mut writer = None;
     while let Some(c) = chunks.next().await {
         let c = c?;
         if writer.is_none() {
-            if blobs.has(&c.digest) {
-                let size = blobs.size(&c.digest).unwrap_or(0);
+            if let Some(size) = blobs.stat(&c.digest).await.map_err(status)? {
                 return Ok((c.digest, size, true));
             }
-            writer = Some(blobs.writer(&c.digest).map_err(status)?);
+            writer = Some(blobs.local().writer(&c.digest).map_err(status)?);
         }
         let w = writer.as_mut().expect("set above");
         if !c.digest.is_empty() && c.digest != w.digest() {
@@ -108,7 +112,7 @@ pub(crate) async fn write_stream(
         if c.last {
             let w = writer.take().expect("set above");
             let digest = w.digest().to_string();
-            let size = w.finish(blobs).map_err(status)?;
+            let size = blobs.finish(w).await.map_err(status)?;
             return Ok((digest, size, false));
         }
     }
@@ -141,17 +145,18 @@ impl BlobService for Blobs {
         &self,
         request: Request<wire::StatBlobsRequest>,
     ) -> Result<Response<wire::StatBlobsResponse>, Status> {
-        let present = request
-            .into_inner()
-            .digests
-            .into_iter()
-            .filter_map(|d| {
-                self.inner
-                    .blobs
-                    .size(&d)
-                    .map(|size| wire::BlobStat { digest: d, size })
-            })
-            .collect();
+        let blobs = &self.inner.blobs;
+        let stats: Vec<_> = futures::stream::iter(request.into_inner().digests)
+            .map(|d| async move { blobs.stat(&d).await.map(|s| (d, s)) })
+            .buffered(32)
+            .collect()
+            .await;
+        let mut present = Vec::new();
+        for s in stats {
+            if let (digest, Some(size)) = s.map_err(status)? {
+                present.push(wire::BlobStat { digest, size });
+            }
+        }
         Ok(Response::new(wire::StatBlobsResponse { present }))
     }
 
@@ -162,7 +167,12 @@ impl BlobService for Blobs {
         request: Request<wire::ReadBlobRequest>,
     ) -> Result<Response<Self::ReadBlobStream>, Status> {
         let r = request.into_inner();
-        let path = self.inner.blobs.path(&r.digest).map_err(status)?;
+        let path = self
+            .inner
+            .blobs
+            .ensure_local(&r.digest)
+            .await
+            .map_err(status)?;
         let file = std::fs::File::open(&path)
             .map_err(|_| Status::not_found(format!("blob {} is not in the store", r.digest)))?;
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);

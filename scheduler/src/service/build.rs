@@ -31,7 +31,8 @@ impl Builds {
         Self { inner }
     }
 
-    fn handle(&self, id: &str) -> Result<Arc<BuildHandle>, Status> {
+    /// A build of this process, or a finished one from the durable store.
+    async fn handle(&self, id: &str) -> Result<Arc<BuildHandle>, Status> {
         if let Some(h) = self
             .inner
             .builds
@@ -41,9 +42,21 @@ impl Builds {
         {
             return Ok(Arc::clone(h));
         }
-        BuildHandle::load(&self.inner.config.state_dir.join("builds"), id)
+        let not_found = || Status::not_found(format!("no build {id:?}"));
+        if !BuildHandle::valid_id(id) {
+            return Err(not_found());
+        }
+        let bytes = self
+            .inner
+            .blobs
+            .durable()
+            .get_object(&format!("builds/{id}.pb"))
+            .await
+            .map_err(blob_status)?
+            .ok_or_else(not_found)?;
+        BuildHandle::decode(id, &bytes)
             .map(Arc::new)
-            .ok_or_else(|| Status::not_found(format!("no build {id:?}")))
+            .ok_or_else(|| Status::data_loss(format!("the log of build {id} is unreadable")))
     }
 }
 
@@ -61,15 +74,27 @@ impl BuildService for Builds {
         &self,
         request: Request<build::FindMissingBlobsRequest>,
     ) -> Result<Response<build::FindMissingBlobsResponse>, Status> {
-        let mut missing = Vec::new();
-        for d in request.into_inner().digests {
-            crate::blobs::digest_hex(&d).map_err(blob_status)?;
-            if !self.inner.blobs.has(&d) {
-                missing.push(d);
-            }
+        let digests = request.into_inner().digests;
+        for d in &digests {
+            crate::blobs::digest_hex(d).map_err(blob_status)?;
         }
+        // A shared store answers one HEAD per blob: ask many at once.
+        let blobs = &self.inner.blobs;
+        let present: Vec<Option<u64>> = futures::stream::iter(digests.clone())
+            .map(|d| async move { blobs.stat(&d).await })
+            .buffered(32)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(blob_status)?;
         Ok(Response::new(build::FindMissingBlobsResponse {
-            missing_digests: missing,
+            missing_digests: digests
+                .into_iter()
+                .zip(present)
+                .filter(|(_, p)| p.is_none())
+                .map(|(d, _)| d)
+                .collect(),
         }))
     }
 
@@ -93,7 +118,7 @@ impl BuildService for Builds {
                 let w = match open.get_mut(&c.digest) {
                     Some(w) => w,
                     None => {
-                        if c.offset == 0 && self.inner.blobs.has(&c.digest) && c.last {
+                        if c.offset == 0 && c.last && self.inner.blobs.has(&c.digest).await {
                             results.push(build::BlobUploadResult {
                                 digest: c.digest,
                                 ok: true,
@@ -101,7 +126,12 @@ impl BuildService for Builds {
                             });
                             continue;
                         }
-                        let w = self.inner.blobs.writer(&c.digest).map_err(blob_status)?;
+                        let w = self
+                            .inner
+                            .blobs
+                            .local()
+                            .writer(&c.digest)
+                            .map_err(blob_status)?;
                         open.entry(c.digest.clone()).or_insert(w)
                     }
                 };
@@ -120,7 +150,7 @@ impl BuildService for Builds {
                 if c.last
                     && let Some(w) = open.remove(&c.digest)
                 {
-                    let r = w.finish(&self.inner.blobs);
+                    let r = self.inner.blobs.finish(w).await;
                     results.push(build::BlobUploadResult {
                         digest: c.digest,
                         ok: r.is_ok(),
@@ -148,7 +178,7 @@ impl BuildService for Builds {
         request: Request<build::BuildRequest>,
     ) -> Result<Response<build::BuildAccepted>, Status> {
         let req = request.into_inner();
-        let input = build_input(&self.inner, &req)?;
+        let input = build_input(&self.inner, &req).await?;
         let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
         let info = build::BuildInfo {
             build_id: id.clone(),
@@ -184,7 +214,7 @@ impl BuildService for Builds {
         request: Request<build::WatchRequest>,
     ) -> Result<Response<Self::WatchBuildStream>, Status> {
         let req = request.into_inner();
-        let handle = self.handle(&req.build_id)?;
+        let handle = self.handle(&req.build_id).await?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             let mut seen = req.after_sequence;
@@ -214,7 +244,7 @@ impl BuildService for Builds {
         request: Request<build::CancelBuildRequest>,
     ) -> Result<Response<build::CancelBuildResponse>, Status> {
         let req = request.into_inner();
-        let handle = self.handle(&req.build_id)?;
+        let handle = self.handle(&req.build_id).await?;
         let already = handle.finished();
         if !already {
             tracing::info!(
@@ -243,7 +273,7 @@ impl BuildService for Builds {
         &self,
         request: Request<build::GetBuildRequest>,
     ) -> Result<Response<build::GetBuildResponse>, Status> {
-        let handle = self.handle(&request.into_inner().build_id)?;
+        let handle = self.handle(&request.into_inner().build_id).await?;
         Ok(Response::new(build::GetBuildResponse {
             build: Some(handle.info()),
         }))
@@ -255,16 +285,11 @@ impl BuildService for Builds {
     ) -> Result<Response<build::ListBuildsResponse>, Status> {
         let req = request.into_inner();
         let mut builds: BTreeMap<String, build::BuildInfo> = BTreeMap::new();
-        let dir = self.inner.config.state_dir.join("builds");
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(id) = name.strip_suffix(".pb")
-                    && let Some(h) = BuildHandle::load(&dir, id)
-                {
-                    builds.insert(id.to_string(), h.info());
-                }
-            }
+        for (id, info) in crate::build::finished_builds(&self.inner)
+            .await
+            .map_err(|e| Status::unavailable(format!("listing builds: {e}; retry")))?
+        {
+            builds.insert(id, info);
         }
         for (id, h) in self
             .inner
@@ -328,6 +353,7 @@ impl BuildService for Builds {
             .inner
             .images
             .history(&self.inner.blobs, &req.image)
+            .await
             .map_err(image_status)?;
         Ok(Response::new(build::ImageHistoryResponse { entries }))
     }
@@ -405,6 +431,9 @@ impl BuildService for Builds {
         if names.is_empty() && normalise(&req.image).is_ok() && !looks_like_id(&req.image) {
             names.push(req.image.clone());
         }
+        archive::localise(&self.inner.blobs, &rec)
+            .await
+            .map_err(|e| Status::unavailable(format!("exporting {}: {e}", req.image)))?;
         let inner = Arc::clone(&self.inner);
         let out = inner.blobs.temp_path("export");
         let path = out.clone();
@@ -418,12 +447,14 @@ impl BuildService for Builds {
             let variant: archive::Variant<'_> = compression.map(|_| &convert as _);
             match format {
                 build::ArchiveFormat::Oci => {
-                    archive::write_oci_archive(&inner.blobs, &rec, &names, &path, variant)
+                    archive::write_oci_archive(inner.blobs.local(), &rec, &names, &path, variant)
                 }
                 build::ArchiveFormat::Rootfs => {
-                    archive::write_rootfs_tar(&inner.blobs, &rec, &path)
+                    archive::write_rootfs_tar(inner.blobs.local(), &rec, &path)
                 }
-                _ => archive::write_docker_archive(&inner.blobs, &rec, &names, &path, variant),
+                _ => {
+                    archive::write_docker_archive(inner.blobs.local(), &rec, &names, &path, variant)
+                }
             }
         })
         .await
@@ -490,7 +521,7 @@ impl BuildService for Builds {
         let changes = header.changes.clone();
         let image = tokio::task::spawn_blocking(move || {
             archive::import_rootfs(
-                &inner.blobs,
+                inner.blobs.local(),
                 &src,
                 &changes,
                 &message,
@@ -511,6 +542,7 @@ impl BuildService for Builds {
             .inner
             .images
             .record(&self.inner.blobs, &image, &tags, "")
+            .await
             .map_err(image_status)?;
         Ok(Response::new(build::ImportImageResponse {
             manifest_digest: rec.manifest_digest,
@@ -531,10 +563,14 @@ impl BuildService for Builds {
 
     async fn prune(
         &self,
-        _request: Request<build::PruneRequest>,
+        request: Request<build::PruneRequest>,
     ) -> Result<Response<build::PruneResponse>, Status> {
-        Err(Status::unimplemented(
-            "prune arrives with the shared cache (issue #5); nothing was removed",
-        ))
+        let report = crate::prune::prune(&self.inner, &request.into_inner())
+            .await
+            .map_err(|e| match e {
+                crate::prune::PruneError::BadRequest(m) => Status::invalid_argument(m),
+                e => Status::unavailable(format!("{e}; nothing more was removed, retry")),
+            })?;
+        Ok(Response::new(report))
     }
 }

@@ -6,6 +6,7 @@ use super::build::image_status;
 use crate::Inner;
 use crate::build::BuildInput;
 use crate::images::normalise;
+use futures::StreamExt;
 use std::collections::BTreeMap;
 use strata_frontend::context::{ContextEntry, ContextManifest, EntryKind};
 use strata_frontend::plan::{Offline, PlanOptions, Platform, plan_dockerfile};
@@ -69,11 +70,14 @@ pub(super) fn platform_of(p: Option<&common::Platform>) -> Result<Platform, Stat
 }
 
 /// Validates a build request into what the build needs.
-pub(super) fn build_input(inner: &Inner, req: &build::BuildRequest) -> Result<BuildInput, Status> {
+pub(super) async fn build_input(
+    inner: &Inner,
+    req: &build::BuildRequest,
+) -> Result<BuildInput, Status> {
     let dockerfile = match &req.dockerfile {
         Some(build::build_request::Dockerfile::DockerfileContent(b)) => b.clone(),
         Some(build::build_request::Dockerfile::DockerfileDigest(d)) => {
-            inner.blobs.read(d).map_err(blob_status)?
+            inner.blobs.read(d).await.map_err(blob_status)?
         }
         None => return Err(Status::invalid_argument("the request has no Dockerfile")),
     };
@@ -85,24 +89,54 @@ pub(super) fn build_input(inner: &Inner, req: &build::BuildRequest) -> Result<Bu
     let manifest = match req.context.as_ref().and_then(|c| c.manifest.as_ref()) {
         Some(common::context_ref::Manifest::Inline(m)) => manifest_from(m)?,
         Some(common::context_ref::Manifest::ManifestDigest(d)) => {
-            let bytes = inner.blobs.read(d).map_err(blob_status)?;
+            let bytes = inner.blobs.read(d).await.map_err(blob_status)?;
             let m = <common::ContextManifest as prost::Message>::decode(bytes.as_slice())
                 .map_err(|e| Status::invalid_argument(format!("context manifest {d}: {e}")))?;
             manifest_from(&m)?
         }
         None => ContextManifest::default(),
     };
+    // Every context file must be in the store (a shared store answers
+    // one HEAD per blob: ask many at once, each digest once).
+    let mut files: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &manifest.entries {
         if e.kind == EntryKind::File {
-            let digest = e.digest.as_deref().unwrap_or_default();
-            if !inner.blobs.has(digest) {
-                return Err(Status::failed_precondition(format!(
-                    "context file {:?} ({digest}) was not uploaded; call FindMissingBlobs and UploadBlobs first",
-                    e.path
-                )));
-            }
+            files
+                .entry(e.digest.as_deref().unwrap_or_default())
+                .or_insert(&e.path);
         }
     }
+    let files: Vec<(String, String)> = files
+        .into_iter()
+        .map(|(d, p)| (d.to_string(), p.to_string()))
+        .collect();
+    let blobs = &inner.blobs;
+    let stats: Vec<_> = futures::stream::iter(files)
+        .map(|(digest, path)| async move {
+            let stat = blobs.stat(&digest).await;
+            (digest, path, stat)
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut missing = None;
+    for (digest, path, stat) in stats {
+        if stat.map_err(blob_status)?.is_none() {
+            missing = Some((digest, path));
+        }
+    }
+    if let Some((digest, path)) = missing {
+        return Err(Status::failed_precondition(format!(
+            "context file {path:?} ({digest}) was not uploaded; call FindMissingBlobs and UploadBlobs first"
+        )));
+    }
+    let namespace = if req.namespace.is_empty() {
+        crate::cache::DEFAULT_NAMESPACE.to_string()
+    } else {
+        req.namespace.clone()
+    };
+    crate::cache::check_namespace(&namespace)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     for t in &req.tags {
         normalise(t).map_err(image_status)?;
     }
@@ -137,5 +171,6 @@ pub(super) fn build_input(inner: &Inner, req: &build::BuildRequest) -> Result<Bu
         tags: req.tags.clone(),
         network: network.to_string(),
         pull: req.pull,
+        namespace,
     })
 }

@@ -75,10 +75,7 @@ impl WorkerService for Workers {
             worker_id: worker_id.clone(),
             heartbeat_interval: prost_types::Duration::try_from(cfg.heartbeat_interval).ok(),
             lease_duration: prost_types::Duration::try_from(cfg.lease_duration).ok(),
-            blob_store: Some(wire::BlobStoreConfig {
-                kind: wire::BlobStoreKind::Scheduler as i32,
-                ..Default::default()
-            }),
+            blob_store: Some(blob_store_advert(cfg.s3.as_ref())),
             scheduler_version: env!("CARGO_PKG_VERSION").to_string(),
             protocol_version: strata_proto::PROTOCOL_VERSION,
             extra: Default::default(),
@@ -113,5 +110,26 @@ impl WorkerService for Workers {
             inner.pool.disconnect(&worker_id, session);
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}
+
+/// Where workers read and write blobs: the shared S3 store directly (with
+/// their own credentials) when the farm has one, else this scheduler's
+/// `BlobService`.
+fn blob_store_advert(s3: Option<&strata_store::S3Config>) -> wire::BlobStoreConfig {
+    match s3 {
+        Some(c) => wire::BlobStoreConfig {
+            kind: wire::BlobStoreKind::S3 as i32,
+            endpoint: c.endpoint.clone().unwrap_or_default(),
+            bucket: c.bucket.clone(),
+            prefix: c.prefix.clone(),
+            region: c.region.clone(),
+            force_path_style: c.force_path_style,
+            ..Default::default()
+        },
+        None => wire::BlobStoreConfig {
+            kind: wire::BlobStoreKind::Scheduler as i32,
+            ..Default::default()
+        },
     }
 }

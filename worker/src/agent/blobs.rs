@@ -1,34 +1,89 @@
-//! Moving blobs between the worker's local store and the scheduler's
-//! `BlobService`: fetch what a job needs and the store lacks (verified
-//! before it appears under its digest), upload what a job produced unless
-//! the scheduler has it.
+//! Moving blobs between the worker's local store and the farm's blob
+//! store: the shared S3 store directly when the scheduler advertises one
+//! (with the worker's own credentials from its environment), else the
+//! scheduler's `BlobService`. Fetch what a job needs and the store lacks
+//! (verified before it appears under its digest), upload what a job
+//! produced unless the farm has it.
 
+use super::AgentStats;
 use crate::store::Store;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use strata_proto::worker::v1 as wire;
 use strata_proto::worker::v1::blob_service_client::BlobServiceClient;
+use strata_store::{BlobStore, S3Blobs, S3Config};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-/// Blob transfer with the scheduler.
+/// Where blobs come from and go to.
+#[derive(Clone)]
+enum Via {
+    Scheduler(BlobServiceClient<Channel>),
+    Shared(Arc<dyn BlobStore>),
+}
+
+/// Blob transfer with the farm.
 #[derive(Clone)]
 pub struct RemoteBlobs {
-    client: BlobServiceClient<Channel>,
+    via: Via,
     store: Arc<Store>,
+    stats: Arc<AgentStats>,
+}
+
+/// The shared store the scheduler advertises, if it is S3 and usable
+/// from here.
+fn shared_store(advert: Option<&wire::BlobStoreConfig>) -> Option<Arc<dyn BlobStore>> {
+    let a = advert.filter(|a| a.kind == wire::BlobStoreKind::S3 as i32)?;
+    let config = S3Config {
+        endpoint: (!a.endpoint.is_empty()).then(|| a.endpoint.clone()),
+        bucket: a.bucket.clone(),
+        prefix: a.prefix.clone(),
+        region: if a.region.is_empty() {
+            S3Config::default().region
+        } else {
+            a.region.clone()
+        },
+        force_path_style: a.force_path_style,
+        ..S3Config::default()
+    };
+    match S3Blobs::new(config) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!("cannot use the farm's S3 store ({e}); going through the scheduler");
+            None
+        }
+    }
 }
 
 impl RemoteBlobs {
-    /// Blobs over `channel`, into and out of `store`.
-    pub fn new(channel: Channel, store: Arc<Store>) -> Self {
-        Self {
-            client: BlobServiceClient::new(channel)
-                .max_decoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(strata_proto::MAX_MESSAGE_SIZE),
-            store,
+    /// Blobs over `channel` or the advertised shared store, into and out
+    /// of `store`, counted in `stats`.
+    pub fn new(
+        channel: Channel,
+        store: Arc<Store>,
+        advert: Option<&wire::BlobStoreConfig>,
+        stats: Arc<AgentStats>,
+    ) -> Self {
+        let via = match shared_store(advert) {
+            Some(s) => Via::Shared(s),
+            None => Via::Scheduler(
+                BlobServiceClient::new(channel)
+                    .max_decoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(strata_proto::MAX_MESSAGE_SIZE),
+            ),
+        };
+        Self { via, store, stats }
+    }
+
+    /// Where blobs go, for the log.
+    pub fn describe(&self) -> String {
+        match &self.via {
+            Via::Scheduler(_) => "through the scheduler".into(),
+            Via::Shared(s) => s.describe(),
         }
     }
 
@@ -38,8 +93,32 @@ impl RemoteBlobs {
         if self.store.has_blob(digest) {
             return Ok(false);
         }
-        let mut stream = self
-            .client
+        let size = match &self.via {
+            Via::Scheduler(client) => self.fetch_from_scheduler(client, digest).await?,
+            Via::Shared(shared) => {
+                let tmp = self.store.temp_path("fetch");
+                let size = shared
+                    .get_to_file(digest, &tmp)
+                    .await
+                    .map_err(|e| format!("fetching {digest}: {e}"))?;
+                if let Err(e) = self.store.commit_blob(&tmp, digest) {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.to_string());
+                }
+                size
+            }
+        };
+        self.stats.blobs_fetched.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_fetched.fetch_add(size, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    async fn fetch_from_scheduler(
+        &self,
+        client: &BlobServiceClient<Channel>,
+        digest: &str,
+    ) -> Result<u64, String> {
+        let mut stream = client
             .clone()
             .read_blob(wire::ReadBlobRequest {
                 digest: digest.to_string(),
@@ -53,10 +132,12 @@ impl RemoteBlobs {
             .await
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let mut hasher = Sha256::new();
+        let mut size = 0u64;
         let result = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| format!("fetching {digest}: {}", e.message()))?;
                 hasher.update(&chunk.data);
+                size += chunk.data.len() as u64;
                 file.write_all(&chunk.data)
                     .await
                     .map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -69,7 +150,7 @@ impl RemoteBlobs {
             self.store
                 .commit_blob(&tmp, digest)
                 .map_err(|e| e.to_string())?;
-            Ok(true)
+            Ok(size)
         }
         .await;
         if result.is_err() {
@@ -81,8 +162,18 @@ impl RemoteBlobs {
     /// Uploads blob `digest` from the local store unless the scheduler has
     /// it; returns the bytes sent.
     pub async fn upload(&self, digest: &str) -> Result<u64, String> {
-        let present = self
-            .client
+        let client = match &self.via {
+            Via::Scheduler(client) => client,
+            Via::Shared(shared) => {
+                let path = self.store.blob_path(digest).map_err(|e| e.to_string())?;
+                let put = shared
+                    .put_file(digest, &path)
+                    .await
+                    .map_err(|e| format!("uploading {digest}: {e}"))?;
+                return Ok(if put.existed { 0 } else { put.size });
+            }
+        };
+        let present = client
             .clone()
             .stat_blobs(wire::StatBlobsRequest {
                 digests: vec![digest.to_string()],
@@ -127,8 +218,7 @@ impl RemoteBlobs {
                 offset += n as u64;
             }
         });
-        let r = self
-            .client
+        let r = client
             .clone()
             .write_blob(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await

@@ -1,7 +1,7 @@
 //! One assignment, start to finish: fetch the blobs and context it
 //! reads, run it, stream its output, upload its layer, report.
 
-use super::{AgentStats, RemoteBlobs, context, send};
+use super::{AgentStats, RemoteBlobs, cache_mounts, context, send};
 use crate::assignment::{job_from_assignment, layers_of};
 use crate::executor::{OutputChunk, Stream as OutStream};
 use crate::job::{JobError, Worker};
@@ -144,16 +144,12 @@ pub(super) async fn run_assignment(
         )
         .await;
         for d in layer_digests(&a) {
-            if blobs.fetch(&d).await.map_err(infra)? {
-                stats.blobs_fetched.fetch_add(1, Ordering::Relaxed);
-            }
+            blobs.fetch(&d).await.map_err(infra)?;
         }
         let context = context_of(&a);
         if let Some(m) = &context {
             for d in context::file_digests(m) {
-                if blobs.fetch(&d).await.map_err(infra)? {
-                    stats.blobs_fetched.fetch_add(1, Ordering::Relaxed);
-                }
+                blobs.fetch(&d).await.map_err(infra)?;
             }
             let _ = std::fs::remove_dir_all(&ctx_dir);
             let (store, m, dir) = (worker.store_arc(), m.clone(), ctx_dir.clone());
@@ -174,6 +170,10 @@ pub(super) async fn run_assignment(
             }),
         )
         .await;
+        let caches = cache_mounts::cache_mounts(&a);
+        cache_mounts::restore(worker, blobs, &caches)
+            .await
+            .map_err(infra)?;
         let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
         let forward = {
             let (out, job_id, lease_id, tail) = (
@@ -236,6 +236,9 @@ pub(super) async fn run_assignment(
         .await;
         let sent = blobs.upload(&outcome.layer.digest).await.map_err(infra)?;
         stats.bytes_uploaded.fetch_add(sent, Ordering::Relaxed);
+        let cache_archives = cache_mounts::save(worker, blobs, &caches)
+            .await
+            .map_err(infra)?;
         let l = &outcome.layer;
         Ok(wire::JobResult {
             job_id: job_id.clone(),
@@ -260,6 +263,7 @@ pub(super) async fn run_assignment(
                 ..Default::default()
             }),
             pulled_image: None,
+            cache_mounts: cache_archives,
             extra: Default::default(),
         })
     }

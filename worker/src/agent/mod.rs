@@ -4,6 +4,7 @@
 //! results; reconnect with backoff when the stream breaks.
 
 mod blobs;
+mod cache_mounts;
 mod context;
 mod job;
 
@@ -12,7 +13,7 @@ pub use blobs::RemoteBlobs;
 use crate::job::Worker;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use strata_proto::common::v1 as common;
@@ -43,8 +44,10 @@ pub struct AgentConfig {
 pub struct AgentStats {
     /// Jobs run to a result (success or failure).
     pub jobs: AtomicU64,
-    /// Blobs downloaded from the scheduler.
+    /// Blobs downloaded (from the scheduler or the shared store).
     pub blobs_fetched: AtomicU64,
+    /// Bytes of those blobs.
+    pub bytes_fetched: AtomicU64,
     /// Bytes of layers uploaded.
     pub bytes_uploaded: AtomicU64,
 }
@@ -180,16 +183,23 @@ async fn session(
         .heartbeat_interval
         .and_then(|d| Duration::try_from(d).ok())
         .unwrap_or(Duration::from_secs(5));
-    let blobs = RemoteBlobs::new(channel, worker.store_arc());
+    let blobs = RemoteBlobs::new(
+        channel,
+        worker.store_arc(),
+        ack.blob_store.as_ref(),
+        Arc::clone(stats),
+    );
+    tracing::info!("blobs: {}", blobs.describe());
     let running: Arc<Mutex<HashMap<String, Running>>> = Arc::default();
 
     let session_end = CancellationToken::new();
     let heartbeat = {
-        let (out, running, worker, end) = (
+        let (out, running, worker, end, stats) = (
             out.clone(),
             Arc::clone(&running),
             Arc::clone(worker),
             session_end.clone(),
+            Arc::clone(stats),
         );
         let capacity = config.capacity.max(1);
         tokio::spawn(async move {
@@ -226,6 +236,10 @@ async fn session(
                         layers_added: added,
                         layers_removed: removed,
                         sent_at: Some(SystemTime::now().into()),
+                        jobs_completed: stats.jobs.load(Ordering::Relaxed),
+                        blobs_downloaded: stats.blobs_fetched.load(Ordering::Relaxed),
+                        bytes_downloaded: stats.bytes_fetched.load(Ordering::Relaxed),
+                        bytes_uploaded: stats.bytes_uploaded.load(Ordering::Relaxed),
                     }),
                 )
                 .await;

@@ -29,10 +29,13 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Jo
     }
 }
 
-/// A cache id as a safe directory name.
-fn cache_dir_name(id: &str) -> String {
+/// Where the worker keeps cache `id` (already scoped to its namespace by
+/// the scheduler): a directory named by the id's hash.
+pub fn cache_mount_dir(state: &Path, id: &str) -> PathBuf {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(id.as_bytes()))
+    state
+        .join("cache-mounts")
+        .join(hex::encode(Sha256::digest(id.as_bytes())))
 }
 
 /// Mounts a read-only view of `from` and returns the path inside it.
@@ -85,7 +88,7 @@ pub(super) fn prepare(
                 gid,
                 mode,
             } => {
-                let dir = state.join("cache-mounts").join(cache_dir_name(id));
+                let dir = cache_mount_dir(state, id);
                 if !dir.is_dir() {
                     std::fs::create_dir_all(&dir).map_err(io("creating cache", &dir))?;
                     std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid))

@@ -59,6 +59,10 @@ pub struct BuildArgs {
     /// Always resolve base images against their registry.
     #[arg(long)]
     pub pull: bool,
+    /// Cache namespace (tenant or project): builds reuse only their own
+    /// namespace's cache unless the farm shares namespaces.
+    #[arg(long, env = "STRATA_NAMESPACE", default_value = "")]
+    pub namespace: String,
     /// Progress output.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub progress: Mode,
@@ -178,6 +182,7 @@ pub fn prepare(args: &BuildArgs) -> Result<Prepared> {
         platforms,
         source_date_epoch,
         client: Some(options::client_metadata()),
+        namespace: args.namespace.clone(),
         ..Default::default()
     };
     Ok(Prepared {

@@ -1,0 +1,221 @@
+//! One ready step, from the cache or from a worker: look the key up in
+//! the namespaces the build may read; on a miss claim the step, so that
+//! another build needing the same step at the same moment waits for this
+//! one's layer instead of running it again; run the job; record the layer.
+
+use super::handle::BuildHandle;
+use super::job::{Failure, StepRun, drive_job};
+use crate::Inner;
+use crate::cache::{CacheEntry, Hit};
+use crate::image::now_rfc3339;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_frontend::plan::Step;
+use strata_proto::build::v1 as build;
+use strata_proto::worker::v1 as wire;
+
+use build::build_event::Event;
+
+/// How long a claim lasts unless renewed; it is renewed while the job
+/// runs, so only a scheduler that died leaves one to expire.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How often a waiting build looks for the claimed step's layer.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// How a step was satisfied.
+pub(super) enum Satisfied {
+    /// From the cache (possibly a layer another build just made).
+    Cached(Hit),
+    /// By running its job.
+    Built(StepRun, CacheEntry),
+}
+
+fn store_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new(
+        build::ErrorCode::StoreUnavailable,
+        format!("the layer cache is unavailable: {e}; the build can be retried"),
+    )
+}
+
+/// A usable cache entry: indexed, and its blob still in the store, pinned
+/// for the build so prune leaves it alone.
+async fn lookup(
+    inner: &Inner,
+    build_id: &str,
+    ns: &str,
+    step: &Step,
+) -> Result<Option<Hit>, Failure> {
+    let Some(hit) = inner
+        .cache
+        .get(ns, &step.cache_key)
+        .await
+        .map_err(store_failure)?
+    else {
+        return Ok(None);
+    };
+    let _guard = inner.pins.guard().await;
+    inner.pins.pin(build_id, [hit.entry.layer.digest.as_str()]);
+    match inner.blobs.stat(&hit.entry.layer.digest).await {
+        Ok(Some(_)) => Ok(Some(hit)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(store_failure(e)),
+    }
+}
+
+/// Releases a claim when the step ends or its future is dropped (build
+/// cancelled, another step failed).
+struct Claim {
+    inner: Arc<Inner>,
+    ns: String,
+    key: String,
+    owner: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let (inner, ns, key, owner) = (
+            Arc::clone(&self.inner),
+            std::mem::take(&mut self.ns),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.owner),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = inner.cache.release(&ns, &key, &owner).await {
+                    tracing::warn!("releasing the claim on {key}: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Satisfies `step` of namespace `ns`, running `assignment` only when
+/// neither the cache nor another build's running job can provide it.
+pub(super) async fn satisfy(
+    inner: &Arc<Inner>,
+    handle: &BuildHandle,
+    step: &Step,
+    assignment: wire::JobAssignment,
+    ns: &str,
+) -> Result<Satisfied, Failure> {
+    let job_id = assignment.job_id.clone();
+    let key = &step.cache_key;
+    let mut claim = None;
+    if !step.no_cache {
+        if let Some(hit) = lookup(inner, &handle.id, ns, step).await? {
+            return Ok(Satisfied::Cached(hit));
+        }
+        let mut told = false;
+        loop {
+            match inner.cache.claim(ns, key, &job_id, CLAIM_TTL).await {
+                Ok(None) => {
+                    claim = Some(Claim {
+                        inner: Arc::clone(inner),
+                        ns: ns.to_string(),
+                        key: key.clone(),
+                        owner: job_id.clone(),
+                    });
+                    break;
+                }
+                Ok(Some(holder)) => {
+                    if !told {
+                        handle.emit(Event::StepQueued(build::StepQueued {
+                            step_id: step.id.clone(),
+                            attempt: 1,
+                            reason: format!(
+                                "waiting for job {holder}, which runs the same step for another build"
+                            ),
+                            cache_key: key.clone(),
+                        }));
+                        told = true;
+                    }
+                    tokio::time::sleep(WAIT_POLL).await;
+                    if let Some(hit) = lookup(inner, &handle.id, ns, step).await? {
+                        return Ok(Satisfied::Cached(hit));
+                    }
+                }
+                Err(e) => {
+                    // Without claims the step may run twice; it still runs.
+                    tracing::warn!("claiming {}: {e}", step.id);
+                    break;
+                }
+            }
+        }
+    }
+    handle.emit(Event::StepQueued(build::StepQueued {
+        step_id: step.id.clone(),
+        attempt: 1,
+        reason: String::new(),
+        cache_key: key.clone(),
+    }));
+    let mut assignment = assignment;
+    fleet_cache_mounts(inner, &mut assignment).await?;
+    let events = inner.pool.submit(assignment);
+    let drive = drive_job(handle, step, job_id.clone(), events, inner);
+    tokio::pin!(drive);
+    let mut renew = tokio::time::interval(CLAIM_TTL / 3);
+    renew.tick().await;
+    let run = loop {
+        tokio::select! {
+            r = &mut drive => break r?,
+            _ = renew.tick() => {
+                if claim.is_some()
+                    && let Err(e) = inner.cache.renew(ns, key, &job_id, CLAIM_TTL).await
+                {
+                    tracing::warn!("renewing the claim on {}: {e}", step.id);
+                }
+            }
+        }
+    };
+    inner.pins.pin(&handle.id, [run.layer.digest.as_str()]);
+    for c in &run.cache_mounts {
+        let pointer = cache_mount_pointer(&c.id);
+        if let Err(e) = inner
+            .blobs
+            .durable()
+            .put_object(&pointer, c.digest.clone().into_bytes().into())
+            .await
+        {
+            tracing::warn!("recording cache mount {}: {e}", c.id);
+        }
+    }
+    let entry = CacheEntry {
+        layer: run.layer.clone(),
+        build_id: handle.id.clone(),
+        worker_id: run.worker_id.clone(),
+        created: now_rfc3339(),
+    };
+    if let Err(e) = inner.cache.insert(ns, key, &entry).await {
+        tracing::warn!("cannot record {} in the cache index: {e}", step.id);
+    }
+    drop(claim);
+    Ok(Satisfied::Built(run, entry))
+}
+
+/// Where the fleet's latest archive of cache mount `id` is named.
+fn cache_mount_pointer(id: &str) -> String {
+    format!(
+        "cachemount/{}",
+        crate::blobs::sha256_of(id.as_bytes()).trim_start_matches("sha256:")
+    )
+}
+
+/// Tells the job the fleet's latest archive of each cache it mounts.
+async fn fleet_cache_mounts(inner: &Inner, a: &mut wire::JobAssignment) -> Result<(), Failure> {
+    let Some(wire::job_assignment::Instruction::Run(run)) = &mut a.instruction else {
+        return Ok(());
+    };
+    for m in &mut run.mounts {
+        if let Some(wire::mount::Kind::Cache(c)) = &mut m.kind
+            && let Some(bytes) = inner
+                .blobs
+                .durable()
+                .get_object(&cache_mount_pointer(&c.id))
+                .await
+                .map_err(store_failure)?
+        {
+            c.archive_digest = String::from_utf8_lossy(&bytes).trim().to_string();
+        }
+    }
+    Ok(())
+}
