@@ -150,6 +150,7 @@ pub(super) async fn satisfy(
     }));
     let mut assignment = assignment;
     fleet_cache_mounts(inner, &mut assignment).await?;
+    record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
     let events = inner.pool.submit(assignment);
     let drive = drive_job(handle, step, job_id.clone(), events, inner);
     tokio::pin!(drive);
@@ -157,7 +158,13 @@ pub(super) async fn satisfy(
     renew.tick().await;
     let run = loop {
         tokio::select! {
-            r = &mut drive => break r?,
+            r = &mut drive => match r {
+                Ok(run) => break run,
+                Err(f) => {
+                    record_job(inner, &job_id, &handle.id, step, ns, "failed", "").await;
+                    return Err(f);
+                }
+            },
             _ = renew.tick() => {
                 if claim.is_some()
                     && let Err(e) = inner.cache.renew(ns, key, &job_id, CLAIM_TTL).await
@@ -167,6 +174,16 @@ pub(super) async fn satisfy(
             }
         }
     };
+    record_job(
+        inner,
+        &job_id,
+        &handle.id,
+        step,
+        ns,
+        "succeeded",
+        &run.worker_id,
+    )
+    .await;
     inner.pins.pin(&handle.id, [run.layer.digest.as_str()]);
     for c in &run.cache_mounts {
         let pointer = cache_mount_pointer(&c.id);
@@ -190,6 +207,44 @@ pub(super) async fn satisfy(
     }
     drop(claim);
     Ok(Satisfied::Built(run, entry))
+}
+
+/// How long a job's record stays in the state after its last change.
+const JOB_RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Records a job's state in the shared state (`jobs/<id>`), for other
+/// schedulers, dashboards and operators.
+async fn record_job(
+    inner: &Inner,
+    job_id: &str,
+    build_id: &str,
+    step: &Step,
+    ns: &str,
+    state: &str,
+    worker_id: &str,
+) {
+    let record = serde_json::json!({
+        "job_id": job_id,
+        "build_id": build_id,
+        "step_id": step.id,
+        "instruction": step.instruction,
+        "cache_key": step.cache_key,
+        "namespace": ns,
+        "state": state,
+        "worker_id": worker_id,
+        "updated": now_rfc3339(),
+    });
+    if let Err(e) = inner
+        .state
+        .put(
+            &format!("jobs/{job_id}"),
+            record.to_string().as_bytes(),
+            Some(JOB_RECORD_TTL),
+        )
+        .await
+    {
+        tracing::debug!("recording job {job_id}: {e}");
+    }
 }
 
 /// Where the fleet's latest archive of cache mount `id` is named.

@@ -91,12 +91,20 @@ impl WorkerService for Workers {
             "worker connected"
         );
         let inner = Arc::clone(&self.inner);
+        record_worker(&inner, &worker_id).await;
         tokio::spawn(async move {
             loop {
                 match incoming.next().await {
                     Some(Ok(msg)) => {
+                        let heartbeat = matches!(
+                            msg.message,
+                            Some(wire::worker_message::Message::Heartbeat(_))
+                        );
                         if let Some(m) = msg.message {
                             inner.pool.on_message(&worker_id, m);
+                        }
+                        if heartbeat {
+                            record_worker(&inner, &worker_id).await;
                         }
                     }
                     Some(Err(e)) => {
@@ -108,8 +116,37 @@ impl WorkerService for Workers {
             }
             tracing::info!(worker_id, "worker disconnected");
             inner.pool.disconnect(&worker_id, session);
+            if let Err(e) = inner.state.delete(&format!("workers/{worker_id}")).await {
+                tracing::debug!("removing worker {worker_id} from the registry: {e}");
+            }
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}
+
+/// Publishes a worker's record (capacity, load, counters) in the shared
+/// state's registry (`workers/<id>`), expiring unless heartbeats renew it:
+/// what other schedulers and dashboards read.
+async fn record_worker(inner: &Inner, worker_id: &str) {
+    let Some(info) = inner
+        .pool
+        .workers()
+        .into_iter()
+        .find(|w| w.worker_id == worker_id)
+    else {
+        return;
+    };
+    let ttl = inner.config.heartbeat_interval * 3;
+    if let Err(e) = inner
+        .state
+        .put(
+            &format!("workers/{worker_id}"),
+            &prost::Message::encode_to_vec(&info),
+            Some(ttl),
+        )
+        .await
+    {
+        tracing::debug!("recording worker {worker_id}: {e}");
     }
 }
 
