@@ -55,6 +55,28 @@ pub enum Command {
     Plan(plan::PlanArgs),
 }
 
+impl Command {
+    /// The subcommand's name, for the trace.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Build(_) => "build",
+            Command::Images(_) => "images",
+            Command::History(_) => "history",
+            Command::Save(_) => "save",
+            Command::Push(_) => "push",
+            Command::Tag(_) => "tag",
+            Command::Rmi(_) => "rmi",
+            Command::Import(_) => "import",
+            Command::Logs(_) => "logs",
+            Command::Cancel(_) => "cancel",
+            Command::Workers(_) => "workers",
+            Command::Builds(_) => "builds",
+            Command::Prune(_) => "prune",
+            Command::Plan(_) => "plan",
+        }
+    }
+}
+
 async fn remote(scheduler: Option<&str>, command: Command) -> Result<()> {
     if let Command::Build(args) = &command {
         return build::run(args, scheduler).await;
@@ -83,7 +105,21 @@ fn run(cli: Cli) -> Result<()> {
         return plan::run(args);
     }
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(remote(cli.scheduler.as_deref(), cli.command))
+    rt.block_on(async {
+        // With an OTLP endpoint, the command is the root of the build's
+        // trace: its calls carry the context to the scheduler and workers.
+        let _telemetry = match strata_telemetry::otlp_endpoint_from_env() {
+            Some(endpoint) => Some(strata_telemetry::init(&strata_telemetry::Options {
+                service: "strata",
+                json: false,
+                otlp_endpoint: Some(endpoint),
+                default_filter: "warn",
+            })?),
+            None => None,
+        };
+        let span = tracing::info_span!("strata", command = cli.command.name());
+        tracing::Instrument::instrument(remote(cli.scheduler.as_deref(), cli.command), span).await
+    })
 }
 
 /// Parses the command line, runs the command and maps failure to an exit

@@ -5,7 +5,13 @@ use anyhow::{Context as _, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use strata_telemetry::Outgoing;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// A `BuildService` client whose calls carry the trace context and the
+/// client's token.
+pub type Client = BuildServiceClient<InterceptedService<Channel, Outgoing>>;
 
 /// How long to wait for the scheduler to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -13,7 +19,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A `BuildService` client plus whatever keeps its server alive.
 pub struct Connection {
     /// The client, with strata's message size limits.
-    pub client: BuildServiceClient<Channel>,
+    pub client: Client,
     /// The in-process farm when the build is embedded; dropping it stops the
     /// scheduler and worker, so it lives as long as the connection.
     #[cfg(feature = "embedded")]
@@ -27,18 +33,64 @@ impl std::fmt::Debug for Connection {
 }
 
 /// Wraps a channel in a `BuildService` client that accepts and sends
-/// messages up to [`strata_proto::MAX_MESSAGE_SIZE`].
-pub fn client(channel: Channel) -> BuildServiceClient<Channel> {
-    BuildServiceClient::new(channel)
+/// messages up to [`strata_proto::MAX_MESSAGE_SIZE`] and sends `outgoing`
+/// metadata with every call.
+pub fn client(channel: Channel, outgoing: Outgoing) -> Client {
+    BuildServiceClient::with_interceptor(channel, outgoing)
         .max_decoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
 }
 
+/// The client's credentials: `STRATA_TOKEN`, or the token in the file
+/// `STRATA_TOKEN_FILE`.
+pub fn outgoing() -> Result<Outgoing> {
+    if let Ok(t) = std::env::var("STRATA_TOKEN")
+        && !t.is_empty()
+    {
+        return Ok(Outgoing::with_token(t));
+    }
+    if let Some(f) = std::env::var_os("STRATA_TOKEN_FILE").filter(|f| !f.is_empty()) {
+        return Outgoing::with_token_file(&f).with_context(|| {
+            format!(
+                "reading STRATA_TOKEN_FILE {}",
+                std::path::Path::new(&f).display()
+            )
+        });
+    }
+    Ok(Outgoing::default())
+}
+
+/// TLS towards the scheduler: `https://` URLs, verified by the system's
+/// roots or by `STRATA_CA_CERT` (a CA, or the scheduler's own certificate
+/// to pin it).
+fn tls(url: &str) -> Result<Option<ClientTlsConfig>> {
+    let ca = std::env::var_os("STRATA_CA_CERT").filter(|c| !c.is_empty());
+    if !url.starts_with("https:") && ca.is_none() {
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(&ca).with_context(|| {
+            format!(
+                "reading STRATA_CA_CERT {}",
+                std::path::Path::new(&ca).display()
+            )
+        })?;
+        tls = tls.ca_certificate(Certificate::from_pem(pem));
+    }
+    Ok(Some(tls))
+}
+
 /// Connects to the scheduler at `url` (e.g. `http://127.0.0.1:7390`).
-pub async fn connect_url(url: &str) -> Result<BuildServiceClient<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_string())
+pub async fn connect_url(url: &str) -> Result<Client> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("invalid scheduler address \"{url}\""))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(tls) = tls(url)? {
+        endpoint = endpoint
+            .tls_config(tls)
+            .with_context(|| format!("TLS for {url}"))?;
+    }
     let channel = endpoint.connect().await.map_err(|e| {
         // tonic's top-level message is just "transport error"; the cause
         // (connection refused, DNS failure) is what the user needs.
@@ -56,7 +108,7 @@ pub async fn connect_url(url: &str) -> Result<BuildServiceClient<Channel>> {
             "cannot connect to the scheduler at {url}: {msg} (check --scheduler / STRATA_SCHEDULER)"
         )
     })?;
-    Ok(client(channel))
+    Ok(client(channel, outgoing()?))
 }
 
 /// Connects to `scheduler` if given, else starts the embedded farm (or
@@ -77,7 +129,7 @@ async fn embedded() -> Result<Connection> {
     let home = home();
     let (channel, farm) = crate::embedded::start(&home).await?;
     Ok(Connection {
-        client: client(channel),
+        client: client(channel, Outgoing::default()),
         _farm: Some(farm),
     })
 }

@@ -7,16 +7,14 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 /// Pushes `image` (to `destination`, or its own name when empty) with its
 /// layers in `compression` (unspecified: gzip), calling `progress` with one
 /// line per blob phase change.
 pub async fn push_image(
-    client: &mut BuildServiceClient<Channel>,
+    client: &mut crate::connect::Client,
     image: &str,
     destination: &str,
     compression: strata_proto::common::v1::Compression,
@@ -71,7 +69,7 @@ pub async fn push_image(
 /// Streams an export into `out`; returns the bytes written. Checks the
 /// archive digest when the scheduler sends one.
 pub async fn export_to<W: AsyncWrite + Unpin>(
-    client: &mut BuildServiceClient<Channel>,
+    client: &mut crate::connect::Client,
     req: pb::ExportImageRequest,
     out: &mut W,
 ) -> Result<u64> {
@@ -114,7 +112,7 @@ pub async fn export_to<W: AsyncWrite + Unpin>(
 /// Exports into the file `dest`, written beside it first and renamed into
 /// place, so a failed export leaves no half-written file.
 pub async fn export_to_file(
-    client: &mut BuildServiceClient<Channel>,
+    client: &mut crate::connect::Client,
     req: pb::ExportImageRequest,
     dest: &Path,
 ) -> Result<u64> {
@@ -143,7 +141,7 @@ pub async fn export_to_file(
 /// Exports `image`'s root filesystem (ROOTFS format) and unpacks it into
 /// `dir`, refusing entries that would land outside it.
 pub async fn export_local(
-    client: &mut BuildServiceClient<Channel>,
+    client: &mut crate::connect::Client,
     image: &str,
     dir: &Path,
 ) -> Result<()> {

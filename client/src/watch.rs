@@ -7,8 +7,6 @@ use std::future::Future;
 use std::time::Duration;
 use strata_proto::build::v1 as pb;
 use strata_proto::build::v1::build_event::Event;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// How a watch ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +72,7 @@ fn permanent(code: tonic::Code) -> bool {
 /// (or, without `follow`, the end of the recorded events). When `interrupt`
 /// resolves first, sends `CancelBuild` and returns [`Outcome::Interrupted`].
 pub async fn watch(
-    client: &mut BuildServiceClient<Channel>,
+    client: &mut crate::connect::Client,
     build_id: &str,
     renderer: &mut dyn Renderer,
     opts: &WatchOptions,
@@ -160,7 +158,7 @@ pub async fn watch(
 }
 
 async fn cancel(
-    client: &mut BuildServiceClient<Channel>,
+    client: &mut crate::connect::Client,
     build_id: &str,
     renderer: &mut dyn Renderer,
 ) -> Result<Outcome> {

@@ -392,5 +392,6 @@ pub fn assignment(
         layer_compression: inputs.compression as i32,
         extra_hosts: Vec::new(),
         extra: Default::default(),
+        trace_context: Default::default(),
     })
 }

@@ -14,11 +14,14 @@
 
 pub mod archive;
 pub mod assign;
+pub mod auth;
 pub mod blobs;
 pub mod build;
 pub mod cache;
+pub mod config;
 pub mod image;
 pub mod images;
+pub mod metrics;
 pub mod pool;
 pub mod prune;
 pub mod push;
@@ -56,6 +59,8 @@ pub struct SchedulerConfig {
     pub redis: Option<RedisConfig>,
     /// Per cache namespace, the other namespaces whose cache it may reuse.
     pub cache_shares: BTreeMap<String, Vec<String>>,
+    /// Client and worker tokens; none configured lets every call in.
+    pub auth: auth::Auth,
 }
 
 impl SchedulerConfig {
@@ -71,6 +76,7 @@ impl SchedulerConfig {
             s3: None,
             redis: None,
             cache_shares: BTreeMap::new(),
+            auth: auth::Auth::default(),
         }
     }
 }
@@ -91,6 +97,15 @@ pub struct Inner {
     pub registry: RegistryClient,
     /// Connected workers and queued jobs.
     pub pool: pool::Pool,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
+    /// The gRPC health service (grpc.health.v1), as routes the other
+    /// services are added to.
+    pub health: tonic::service::Routes,
+    /// Reports the scheduler's serving state to the health service.
+    pub health_reporter: tonic_health::server::HealthReporter,
+    /// Set once SIGTERM arrived: not ready, take no new builds.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Blobs running builds use, which prune leaves alone.
     pub pins: prune::Pins,
     /// Builds of this process, by id.
@@ -163,6 +178,12 @@ impl Scheduler {
             config.cache_shares.clone(),
         );
         cache.migrate_legacy(&config.state_dir).await;
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<strata_proto::build::v1::build_service_server::BuildServiceServer<
+                service::BuildApi,
+            >>()
+            .await;
         let images = images::ImageStore::open(&config.state_dir)
             .map_err(|e| state_err(&config.state_dir, e.to_string()))?;
         let registry = RegistryClient::new(config.registry.clone())
@@ -176,6 +197,10 @@ impl Scheduler {
                 blobs,
                 images,
                 registry,
+                metrics: metrics::Metrics::new(),
+                health: tonic::service::Routes::new(health),
+                health_reporter,
+                draining: std::sync::atomic::AtomicBool::new(false),
                 pins: prune::Pins::default(),
                 builds: Mutex::new(HashMap::new()),
             }),
@@ -185,6 +210,59 @@ impl Scheduler {
     /// The shared state.
     pub fn inner(&self) -> &Arc<Inner> {
         &self.inner
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (ready: the
+    /// shared stores answer and the scheduler is not draining); keeps the
+    /// load gauges current. Returns the bound address.
+    pub async fn serve_metrics(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr, strata_telemetry::TelemetryError> {
+        use std::sync::atomic::Ordering;
+        let stores_ok = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        {
+            let (inner, ok) = (Arc::downgrade(&self.inner), Arc::clone(&stores_ok));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut n = 0u64;
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = inner.upgrade() else { return };
+                    inner.metrics.set_load(inner.pool.load());
+                    // The stores are probed every 5 s.
+                    if n.is_multiple_of(5) {
+                        let state = inner.state.get("health/probe").await.is_ok();
+                        let blobs = inner.blobs.durable().list_objects("health/").await.is_ok();
+                        ok.store(state && blobs, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+            });
+        }
+        let inner = Arc::downgrade(&self.inner);
+        let ready: strata_telemetry::http::Readiness = Arc::new(move || {
+            inner
+                .upgrade()
+                .is_some_and(|i| !i.draining.load(Ordering::Relaxed))
+                && stores_ok.load(Ordering::Relaxed)
+        });
+        strata_telemetry::http::spawn(addr, self.inner.metrics.registry.clone(), ready).await
+    }
+
+    /// Stops taking builds (SIGTERM): not ready, gRPC health NOT_SERVING,
+    /// workers asked to drain.
+    pub async fn drain(&self, reason: &str) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .health_reporter
+            .set_not_serving::<strata_proto::build::v1::build_service_server::BuildServiceServer<
+                service::BuildApi,
+            >>()
+            .await;
+        self.inner.pool.drain_all(reason);
     }
 
     /// The gRPC services (BuildService, WorkerService, BlobService) with

@@ -417,6 +417,12 @@ impl Pool {
         self.lock().queue.len()
     }
 
+    /// (queued jobs, running jobs, connected workers), for the metrics.
+    pub fn load(&self) -> (usize, usize, usize) {
+        let st = self.lock();
+        (st.queue.len(), st.running.len(), st.workers.len())
+    }
+
     /// Asks every worker to stop taking jobs.
     pub fn drain_all(&self, reason: &str) {
         let st = self.lock();

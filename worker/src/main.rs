@@ -38,24 +38,65 @@ struct Args {
     /// Use the copy snapshotter even where overlayfs works.
     #[arg(long)]
     copy_snapshotter: bool,
+    /// Address to serve /metrics, /healthz and /readyz on (plain HTTP;
+    /// ready = registered with the scheduler).
+    #[arg(long, value_name = "ADDR", env = "STRATA_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// File holding the worker token (re-read every few seconds).
+    #[arg(long, value_name = "FILE", env = "STRATA_WORKER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the scheduler's TLS certificate by.
+    #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS with the scheduler.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "STRATA_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "STRATA_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// Log as JSON lines.
-    #[arg(long)]
+    #[arg(long, env = "STRATA_LOG_JSON")]
     log_json: bool,
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+}
+
+/// TLS towards the scheduler: its CA, and a client certificate for mTLS.
+fn tls(args: &Args) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    if args.ca_cert.is_none() && args.tls_cert.is_none() && !args.scheduler.starts_with("https:") {
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = &args.ca_cert {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca, "--ca-cert")?));
+    }
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read(c, "--tls-cert")?,
+            read(k, "--tls-key")?,
+        ));
+    }
+    Ok(Some(tls))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if args.log_json {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -73,6 +114,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let _telemetry = strata_telemetry::init(&strata_telemetry::Options {
+        service: "strata-worker",
+        json: args.log_json,
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        default_filter: "info",
+    })?;
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = l
@@ -80,10 +127,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--label {l:?}: expected KEY=VALUE"))?;
         labels.insert(k.to_string(), v.to_string());
     }
-    let endpoint = tonic::transport::Endpoint::from_shared(args.scheduler.clone())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(args.scheduler.clone())
         .map_err(|e| anyhow::anyhow!("--scheduler {:?}: {e}", args.scheduler))?
         .connect_timeout(std::time::Duration::from_secs(10))
         .http2_keep_alive_interval(std::time::Duration::from_secs(20));
+    if let Some(tls) = tls(&args)? {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let outgoing = match &args.token_file {
+        Some(f) => strata_telemetry::Outgoing::with_token_file(f)
+            .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?,
+        None => strata_telemetry::Outgoing::default(),
+    };
     std::fs::create_dir_all(&args.state)?;
     let id_file = args.state.join("worker-id");
     let worker_id = match &args.name {
@@ -133,6 +188,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             shutdown.cancel();
         });
     }
+    let stats = Arc::new(AgentStats::new());
+    if let Some(addr) = args.metrics_listen {
+        let s = Arc::clone(&stats);
+        let ready: strata_telemetry::http::Readiness = Arc::new(move || s.connected.get() == 1);
+        let bound = strata_telemetry::http::spawn(addr, stats.registry.clone(), ready).await?;
+        tracing::info!(%bound, "metrics, /healthz and /readyz listening");
+    }
     tracing::info!(
         worker_id,
         capacity,
@@ -146,8 +208,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             worker_id,
             capacity,
             labels,
+            outgoing,
         },
-        Arc::new(AgentStats::default()),
+        stats,
         shutdown,
     )
     .await;

@@ -4,8 +4,6 @@ use crate::format;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata builds`.
 #[derive(Debug, Clone, Args)]
@@ -76,7 +74,7 @@ pub fn render(builds: &[pb::BuildInfo], now: i64) -> String {
 }
 
 /// Runs `strata builds`.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &BuildsArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &BuildsArgs) -> Result<()> {
     let resp = client
         .list_builds(pb::ListBuildsRequest {
             tag: args.tag.clone().unwrap_or_default(),

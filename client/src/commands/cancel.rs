@@ -3,8 +3,6 @@
 use anyhow::{Result, anyhow};
 use clap::Args;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata cancel`.
 #[derive(Debug, Clone, Args)]
@@ -15,7 +13,7 @@ pub struct CancelArgs {
 }
 
 /// Runs `strata cancel`.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &CancelArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &CancelArgs) -> Result<()> {
     let resp = client
         .cancel_build(pb::CancelBuildRequest {
             build_id: args.build_id.clone(),

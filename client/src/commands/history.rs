@@ -5,8 +5,6 @@ use crate::format;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata history`.
 #[derive(Debug, Clone, Args)]
@@ -71,7 +69,7 @@ pub fn render(entries: &[pb::HistoryEntry], no_trunc: bool, quiet: bool, now: i6
 }
 
 /// Runs `strata history`.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &HistoryArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &HistoryArgs) -> Result<()> {
     let resp = client
         .image_history(pb::ImageHistoryRequest {
             image: args.image.clone(),

@@ -4,8 +4,6 @@ use crate::format;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata images`.
 #[derive(Debug, Clone, Args)]
@@ -61,7 +59,7 @@ pub fn render(images: &[pb::ImageSummary], args: &ImagesArgs, now: i64) -> Strin
 }
 
 /// Runs `strata images`.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &ImagesArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &ImagesArgs) -> Result<()> {
     let resp = client
         .list_images(pb::ListImagesRequest {
             reference: args.reference.clone().unwrap_or_default(),

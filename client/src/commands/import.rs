@@ -7,9 +7,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use strata_proto::CONTEXT_CHUNK_SIZE;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 /// Arguments of `strata import`.
 #[derive(Debug, Clone, Args)]
@@ -30,7 +28,7 @@ pub struct ImportArgs {
 }
 
 /// Runs `strata import`; prints the new image ID.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &ImportArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &ImportArgs) -> Result<()> {
     let stdin = args.file.as_os_str() == "-";
     let (reader, total): (Box<dyn Read + Send>, u64) = if stdin {
         (Box::new(std::io::stdin()), 0)

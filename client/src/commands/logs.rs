@@ -5,8 +5,6 @@ use crate::progress::{self, PlainRenderer, Renderer as _};
 use crate::watch::{self, Outcome, WatchOptions};
 use anyhow::Result;
 use clap::Args;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata logs`.
 #[derive(Debug, Clone, Args)]
@@ -21,7 +19,7 @@ pub struct LogsArgs {
 
 /// Runs `strata logs`: plain progress lines on stdout. A failed build's
 /// error report follows on stderr; the command itself succeeds.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &LogsArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &LogsArgs) -> Result<()> {
     let mut renderer = PlainRenderer::new(std::io::stdout());
     let opts = WatchOptions {
         follow: args.follow,

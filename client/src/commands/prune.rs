@@ -5,8 +5,6 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use std::collections::HashMap;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata prune`.
 #[derive(Debug, Clone, Args)]
@@ -53,7 +51,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Runs `strata prune`.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &PruneArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &PruneArgs) -> Result<()> {
     let mut filters = HashMap::new();
     for f in &args.filters {
         let Some((k, v)) = f.split_once('=') else {

@@ -3,8 +3,6 @@
 use crate::transfer;
 use anyhow::Result;
 use clap::Args;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata push`.
 #[derive(Debug, Clone, Args)]
@@ -22,7 +20,7 @@ pub struct PushArgs {
 }
 
 /// Runs `strata push`: progress on stderr, `pushed NAME@DIGEST` on stdout.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &PushArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &PushArgs) -> Result<()> {
     let dest = args.destination.clone().unwrap_or_default();
     let compression = crate::commands::build::options::compression(args.compression.as_ref())
         .map_err(|e| anyhow::anyhow!("--compression: {e}"))?;

@@ -3,8 +3,6 @@
 use anyhow::{Result, anyhow};
 use clap::Args;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata rmi`.
 #[derive(Debug, Clone, Args)]
@@ -22,7 +20,7 @@ pub struct RmiArgs {
 
 /// Runs `strata rmi`: `Untagged:` / `Deleted:` lines as docker prints them;
 /// every image is tried, and the command fails if any could not be removed.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &RmiArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &RmiArgs) -> Result<()> {
     let mut failed = Vec::new();
     for image in &args.images {
         match client

@@ -6,8 +6,6 @@ use clap::Args;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata save`.
 #[derive(Debug, Clone, Args)]
@@ -21,7 +19,7 @@ pub struct SaveArgs {
 }
 
 /// Runs `strata save`.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &SaveArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &SaveArgs) -> Result<()> {
     let names = if args.image.starts_with("sha256:") {
         Vec::new()
     } else {

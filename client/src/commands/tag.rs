@@ -3,8 +3,6 @@
 use anyhow::{Result, anyhow};
 use clap::Args;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata tag`.
 #[derive(Debug, Clone, Args)]
@@ -18,7 +16,7 @@ pub struct TagArgs {
 }
 
 /// Runs `strata tag` (silent on success, like docker).
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &TagArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &TagArgs) -> Result<()> {
     client
         .tag_image(pb::TagImageRequest {
             source: args.source.clone(),

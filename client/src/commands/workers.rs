@@ -4,8 +4,6 @@ use crate::format;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Arguments of `strata workers`.
 #[derive(Debug, Clone, Args)]
@@ -88,7 +86,7 @@ pub fn render(workers: &[pb::WorkerInfo], now: i64) -> String {
 }
 
 /// Runs `strata workers`.
-pub async fn run(client: &mut BuildServiceClient<Channel>, args: &WorkersArgs) -> Result<()> {
+pub async fn run(client: &mut crate::connect::Client, args: &WorkersArgs) -> Result<()> {
     let resp = client
         .list_workers(pb::ListWorkersRequest {
             include_disconnected: args.all,

@@ -131,6 +131,7 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
             worker_id: "embedded".into(),
             capacity,
             labels: Default::default(),
+            outgoing: Default::default(),
         },
         Arc::new(AgentStats::default()),
         shutdown.clone(),

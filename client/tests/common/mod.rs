@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
 use strata_proto::build::v1::build_service_server::{BuildService, BuildServiceServer};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 /// One WatchBuild answer: its events, then whether the stream hangs open
@@ -244,7 +242,7 @@ impl BuildService for Mock {
     }
 }
 
-pub async fn serve(mock: Mock) -> BuildServiceClient<Channel> {
+pub async fn serve(mock: Mock) -> strata_client::connect::Client {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let svc = BuildServiceServer::new(mock)

@@ -116,6 +116,16 @@ pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: Build
     );
     let outcome = execute(&inner, &handle, &input).await;
     inner.pins.release(&handle.id);
+    let label = match &outcome {
+        Ok(_) => "succeeded",
+        Err(f) if f.status == build::BuildStatus::Cancelled => "cancelled",
+        Err(_) => "failed",
+    };
+    inner.metrics.builds.with_label_values(&[label]).inc();
+    inner
+        .metrics
+        .build_duration
+        .observe(started.elapsed().as_secs_f64());
     let total = duration(started.elapsed());
     match outcome {
         Ok(result) => {
@@ -362,10 +372,19 @@ async fn execute(
                 })?;
             running_jobs.insert(job_id.clone());
             let ns = input.namespace.as_str();
-            running.push(async move {
-                let r = satisfy(inner, handle, step, a, ns).await;
-                (step, job_id, r)
-            });
+            let span = tracing::info_span!(
+                "step",
+                step_id = %step.id,
+                instruction = %step.instruction,
+                cache_key = %step.cache_key
+            );
+            running.push(tracing::Instrument::instrument(
+                async move {
+                    let r = satisfy(inner, handle, step, a, ns).await;
+                    (step, job_id, r)
+                },
+                span,
+            ));
         }
         let next = tokio::select! {
             n = running.next() => n,
@@ -398,6 +417,7 @@ async fn execute(
         running_jobs.remove(&job_id);
         match result {
             Ok(Satisfied::Cached(hit)) => {
+                inner.metrics.steps.with_label_values(&["cached"]).inc();
                 let Hit { entry, .. } = hit;
                 handle.emit(Event::StepCached(build::StepCached {
                     step_id: step.id.clone(),
@@ -423,6 +443,11 @@ async fn execute(
                 done.insert(step.id.clone());
             }
             Ok(Satisfied::Built(run, entry)) => {
+                inner.metrics.steps.with_label_values(&["executed"]).inc();
+                inner
+                    .metrics
+                    .step_duration
+                    .observe(run.duration.as_secs_f64());
                 outcome(
                     handle,
                     step,
@@ -440,6 +465,7 @@ async fn execute(
                 done.insert(step.id.clone());
             }
             Err(mut f) => {
+                inner.metrics.steps.with_label_values(&["failed"]).inc();
                 // As BuildKit: one failed step stops the build; the others
                 // are cancelled.
                 for job in &running_jobs {

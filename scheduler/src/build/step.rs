@@ -102,7 +102,14 @@ pub(super) async fn satisfy(
     let key = &step.cache_key;
     let mut claim = None;
     if !step.no_cache {
-        if let Some(hit) = lookup(inner, &handle.id, ns, step).await? {
+        let found = lookup(inner, &handle.id, ns, step).await?;
+        let result = if found.is_some() { "hit" } else { "miss" };
+        inner
+            .metrics
+            .cache_lookups
+            .with_label_values(&[result])
+            .inc();
+        if let Some(hit) = found {
             return Ok(Satisfied::Cached(hit));
         }
         let mut told = false;
@@ -150,6 +157,7 @@ pub(super) async fn satisfy(
     }));
     let mut assignment = assignment;
     fleet_cache_mounts(inner, &mut assignment).await?;
+    assignment.trace_context = strata_telemetry::inject_current().into_iter().collect();
     record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
     let events = inner.pool.submit(assignment);
     let drive = drive_job(handle, step, job_id.clone(), events, inner);

@@ -5,6 +5,7 @@ use super::export::{archive_chunks, looks_like_id};
 use super::request::{build_input, platform_of};
 use crate::Inner;
 use crate::archive;
+use crate::auth::Tenant;
 use crate::build::{BuildHandle, run_build};
 use crate::image::now_rfc3339;
 use crate::images::{ImageStoreError, normalise};
@@ -57,6 +58,18 @@ impl Builds {
         BuildHandle::decode(id, &bytes)
             .map(Arc::new)
             .ok_or_else(|| Status::data_loss(format!("the log of build {id} is unreadable")))
+    }
+}
+
+/// The namespace a request works in: its token's tenant (a request may
+/// repeat it, never name another), else what it asks for.
+fn tenant_namespace(tenant: Option<&Tenant>, asked: &str) -> Result<String, Status> {
+    match tenant {
+        Some(Tenant(t)) if asked.is_empty() || asked == t => Ok(t.clone()),
+        Some(Tenant(t)) => Err(Status::permission_denied(format!(
+            "the token of tenant {t:?} cannot use namespace {asked:?}"
+        ))),
+        None => Ok(asked.to_string()),
     }
 }
 
@@ -167,6 +180,7 @@ impl BuildService for Builds {
                 error: "the upload ended before the blob's last chunk".into(),
             });
         }
+        self.inner.metrics.context_bytes.inc_by(received);
         Ok(Response::new(build::UploadBlobsResponse {
             results,
             bytes_received: received,
@@ -177,7 +191,18 @@ impl BuildService for Builds {
         &self,
         request: Request<build::BuildRequest>,
     ) -> Result<Response<build::BuildAccepted>, Status> {
-        let req = request.into_inner();
+        if self
+            .inner
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(Status::unavailable(
+                "the scheduler is shutting down; retry on another one",
+            ));
+        }
+        let tenant = request.extensions().get::<Tenant>().cloned();
+        let mut req = request.into_inner();
+        req.namespace = tenant_namespace(tenant.as_ref(), &req.namespace)?;
         let input = build_input(&self.inner, &req).await?;
         let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
         let info = build::BuildInfo {
@@ -198,7 +223,13 @@ impl BuildService for Builds {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), Arc::clone(&handle));
         tracing::info!(build_id = id, tags = ?req.tags, "build accepted");
-        tokio::spawn(run_build(Arc::clone(&self.inner), handle, input));
+        // The build's span is a child of this call's (and so of the
+        // client's trace); its steps' and the workers' spans follow.
+        let span = tracing::info_span!("build", build_id = %id);
+        tokio::spawn(tracing::Instrument::instrument(
+            run_build(Arc::clone(&self.inner), handle, input),
+            span,
+        ));
         Ok(Response::new(build::BuildAccepted {
             build_id: id,
             accepted_at: Some(SystemTime::now().into()),
@@ -565,7 +596,10 @@ impl BuildService for Builds {
         &self,
         request: Request<build::PruneRequest>,
     ) -> Result<Response<build::PruneResponse>, Status> {
-        let report = crate::prune::prune(&self.inner, &request.into_inner())
+        let tenant = request.extensions().get::<Tenant>().cloned();
+        let mut req = request.into_inner();
+        req.namespace = tenant_namespace(tenant.as_ref(), &req.namespace)?;
+        let report = crate::prune::prune(&self.inner, &req)
             .await
             .map_err(|e| match e {
                 crate::prune::PruneError::BadRequest(m) => Status::invalid_argument(m),

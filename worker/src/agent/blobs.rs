@@ -11,18 +11,22 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use strata_proto::worker::v1 as wire;
 use strata_proto::worker::v1::blob_service_client::BlobServiceClient;
 use strata_store::{BlobStore, S3Blobs, S3Config};
+use strata_telemetry::Outgoing;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Where blobs come from and go to.
+/// The scheduler's BlobService, with the worker's token on every call.
+type SchedulerBlobs = BlobServiceClient<InterceptedService<Channel, Outgoing>>;
+
 #[derive(Clone)]
 enum Via {
-    Scheduler(BlobServiceClient<Channel>),
+    Scheduler(SchedulerBlobs),
     Shared(Arc<dyn BlobStore>),
 }
 
@@ -64,6 +68,7 @@ impl RemoteBlobs {
     /// of `store`, counted in `stats`.
     pub fn new(
         channel: Channel,
+        outgoing: Outgoing,
         store: Arc<Store>,
         advert: Option<&wire::BlobStoreConfig>,
         stats: Arc<AgentStats>,
@@ -71,7 +76,7 @@ impl RemoteBlobs {
         let via = match shared_store(advert) {
             Some(s) => Via::Shared(s),
             None => Via::Scheduler(
-                BlobServiceClient::new(channel)
+                BlobServiceClient::with_interceptor(channel, outgoing)
                     .max_decoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
                     .max_encoding_message_size(strata_proto::MAX_MESSAGE_SIZE),
             ),
@@ -108,14 +113,14 @@ impl RemoteBlobs {
                 size
             }
         };
-        self.stats.blobs_fetched.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes_fetched.fetch_add(size, Ordering::Relaxed);
+        self.stats.blobs_fetched.inc();
+        self.stats.bytes_fetched.inc_by(size);
         Ok(true)
     }
 
     async fn fetch_from_scheduler(
         &self,
-        client: &BlobServiceClient<Channel>,
+        client: &SchedulerBlobs,
         digest: &str,
     ) -> Result<u64, String> {
         let mut stream = client

@@ -7,13 +7,13 @@ use crate::executor::{OutputChunk, Stream as OutStream};
 use crate::job::{JobError, Worker};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use strata_proto::common::v1 as common;
 use strata_proto::worker::v1 as wire;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use wire::worker_message::Message as Out;
 
 pub(super) const LOG_TAIL: usize = 4096;
@@ -119,7 +119,25 @@ pub(super) async fn run_assignment(
     cancel: CancellationToken,
     stats: &AgentStats,
 ) {
+    let job_id = a.job_id.clone();
+    let span =
+        tracing::info_span!("job", job_id = %job_id, build_id = %a.build_id, step_id = %a.step_id);
+    strata_telemetry::set_parent(&span, &a.trace_context.clone().into_iter().collect());
+    run_in_span(worker, blobs, a, out, cancel, stats)
+        .instrument(span)
+        .await;
+}
+
+async fn run_in_span(
+    worker: &Worker,
+    blobs: &RemoteBlobs,
+    a: wire::JobAssignment,
+    out: &mpsc::Sender<wire::WorkerMessage>,
+    cancel: CancellationToken,
+    stats: &AgentStats,
+) {
     let (job_id, lease_id) = (a.job_id.clone(), a.lease_id.clone());
+    stats.jobs_running.inc();
     send(
         out,
         Out::JobAccepted(wire::JobAccepted {
@@ -235,7 +253,7 @@ pub(super) async fn run_assignment(
         )
         .await;
         let sent = blobs.upload(&outcome.layer.digest).await.map_err(infra)?;
-        stats.bytes_uploaded.fetch_add(sent, Ordering::Relaxed);
+        stats.bytes_uploaded.inc_by(sent);
         let cache_archives = cache_mounts::save(worker, blobs, &caches)
             .await
             .map_err(infra)?;
@@ -269,7 +287,16 @@ pub(super) async fn run_assignment(
     }
     .await;
     let _ = std::fs::remove_dir_all(&ctx_dir);
-    stats.jobs.fetch_add(1, Ordering::Relaxed);
+    stats.jobs_running.dec();
+    stats
+        .jobs
+        .with_label_values(&[if outcome.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        }])
+        .inc();
+    stats.step_duration.observe(started.elapsed().as_secs_f64());
     match outcome {
         Ok(r) => send(out, Out::JobResult(r)).await,
         Err((kind, message, exit_code)) => {

@@ -7,13 +7,14 @@ mod blobs;
 mod cache_mounts;
 mod context;
 mod job;
+mod stats;
 
 pub use blobs::RemoteBlobs;
+pub use stats::AgentStats;
 
 use crate::job::Worker;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use strata_proto::common::v1 as common;
@@ -37,19 +38,8 @@ pub struct AgentConfig {
     pub capacity: u32,
     /// Placement labels.
     pub labels: BTreeMap<String, String>,
-}
-
-/// Counters of what the agent did, for tests and metrics.
-#[derive(Debug, Default)]
-pub struct AgentStats {
-    /// Jobs run to a result (success or failure).
-    pub jobs: AtomicU64,
-    /// Blobs downloaded (from the scheduler or the shared store).
-    pub blobs_fetched: AtomicU64,
-    /// Bytes of those blobs.
-    pub bytes_fetched: AtomicU64,
-    /// Bytes of layers uploaded.
-    pub bytes_uploaded: AtomicU64,
+    /// What every call to the scheduler carries (token, trace context).
+    pub outgoing: strata_telemetry::Outgoing,
 }
 
 struct Running {
@@ -162,9 +152,10 @@ async fn session(
         extra: Default::default(),
     };
     send(&out, Out::Register(register)).await;
-    let mut client = WorkerServiceClient::new(channel.clone())
-        .max_decoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(strata_proto::MAX_MESSAGE_SIZE);
+    let mut client =
+        WorkerServiceClient::with_interceptor(channel.clone(), config.outgoing.clone())
+            .max_decoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(strata_proto::MAX_MESSAGE_SIZE);
     let mut incoming = client
         .connect(tokio_stream::wrappers::ReceiverStream::new(out_rx))
         .await
@@ -178,6 +169,7 @@ async fn session(
         Err(e) => return Err(format!("registering: {}", e.message())),
     };
     *worker_id = ack.worker_id.clone();
+    stats.connected.set(1);
     tracing::info!(worker_id = %worker_id, "registered with the scheduler");
     let interval = ack
         .heartbeat_interval
@@ -185,6 +177,7 @@ async fn session(
         .unwrap_or(Duration::from_secs(5));
     let blobs = RemoteBlobs::new(
         channel,
+        config.outgoing.clone(),
         worker.store_arc(),
         ack.blob_store.as_ref(),
         Arc::clone(stats),
@@ -226,6 +219,7 @@ async fn session(
                     .collect();
                 let free_slots = capacity.saturating_sub(jobs.len() as u32);
                 let (free, _) = disk(worker.store().root());
+                stats.free_disk.set(free as i64);
                 send(
                     &out,
                     Out::Heartbeat(wire::Heartbeat {
@@ -236,10 +230,10 @@ async fn session(
                         layers_added: added,
                         layers_removed: removed,
                         sent_at: Some(SystemTime::now().into()),
-                        jobs_completed: stats.jobs.load(Ordering::Relaxed),
-                        blobs_downloaded: stats.blobs_fetched.load(Ordering::Relaxed),
-                        bytes_downloaded: stats.bytes_fetched.load(Ordering::Relaxed),
-                        bytes_uploaded: stats.bytes_uploaded.load(Ordering::Relaxed),
+                        jobs_completed: stats.jobs_completed(),
+                        blobs_downloaded: stats.blobs_fetched.get(),
+                        bytes_downloaded: stats.bytes_fetched.get(),
+                        bytes_uploaded: stats.bytes_uploaded.get(),
                     }),
                 )
                 .await;
@@ -335,6 +329,7 @@ async fn session(
     };
     session_end.cancel();
     heartbeat.abort();
+    stats.connected.set(0);
     // Jobs of a broken session cannot report; stop them. The scheduler
     // re-queues them elsewhere.
     for r in running.lock().unwrap_or_else(|e| e.into_inner()).values() {

@@ -196,9 +196,7 @@ pub fn prepare(args: &BuildArgs) -> Result<Prepared> {
 /// Uploads what the scheduler lacks and returns the context reference
 /// (inline, or by digest for manifests over the inline limit).
 pub async fn send_context(
-    client: &mut strata_proto::build::v1::build_service_client::BuildServiceClient<
-        tonic::transport::Channel,
-    >,
+    client: &mut crate::connect::Client,
     root: &Path,
     manifest: &ContextManifest,
     renderer: &mut dyn Renderer,

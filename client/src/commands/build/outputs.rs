@@ -8,12 +8,10 @@ use crate::progress::{Mode, Renderer};
 use crate::transfer;
 use anyhow::{Context as _, Result};
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
-use tonic::transport::Channel;
 
 /// Reports the result, writes the requested files and fetches outputs.
 pub(super) async fn finish(
-    client: &mut BuildServiceClient<Channel>,
+    client: &mut crate::connect::Client,
     args: &BuildArgs,
     build_id: &str,
     result: &pb::BuildResult,

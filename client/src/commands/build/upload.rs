@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use strata_frontend::context::{ContextManifest, EntryKind};
 use strata_proto::CONTEXT_CHUNK_SIZE;
 use strata_proto::build::v1 as pb;
-use strata_proto::build::v1::build_service_client::BuildServiceClient;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 /// Most digests asked about in one `FindMissingBlobs` call.
 pub const FIND_BATCH: usize = 50_000;
@@ -70,7 +68,7 @@ pub fn context_blobs(root: &Path, manifest: &ContextManifest) -> Vec<Blob> {
 /// Asks which of `digests` the scheduler lacks, in batches of
 /// [`FIND_BATCH`].
 pub async fn find_missing(
-    client: &mut BuildServiceClient<Channel>,
+    client: &mut crate::connect::Client,
     digests: &[String],
 ) -> Result<BTreeSet<String>> {
     let mut missing = BTreeSet::new();
@@ -93,10 +91,7 @@ pub async fn find_missing(
 
 /// Uploads those of `blobs` the scheduler lacks and checks that every one
 /// was stored.
-pub async fn upload(
-    client: &mut BuildServiceClient<Channel>,
-    blobs: &[Blob],
-) -> Result<UploadStats> {
+pub async fn upload(client: &mut crate::connect::Client, blobs: &[Blob]) -> Result<UploadStats> {
     let digests: Vec<String> = blobs.iter().map(|b| b.digest.clone()).collect();
     let mut stats = UploadStats {
         blobs: blobs.len(),

@@ -1,0 +1,282 @@
+//! strata's telemetry, shared by the scheduler, the worker and the client:
+//!
+//! - [`init`]: logs (text, or JSON lines) through `tracing`, and, when an
+//!   OTLP endpoint is configured, every span exported as OpenTelemetry
+//!   traces (batched, flushed when the returned [`Guard`] is dropped);
+//! - W3C trace context across process boundaries: [`inject_current`] puts
+//!   the current span's `traceparent` into gRPC metadata or any string map
+//!   (a job assignment), [`parent_from`] / [`set_parent`] continue the
+//!   trace on the other side, so one trace shows a whole build, client to
+//!   scheduler to worker;
+//! - [`http::spawn`]: the `/metrics` (Prometheus text), `/healthz` and
+//!   `/readyz` endpoints.
+
+pub mod http;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::collections::HashMap;
+use thiserror::Error;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// Why telemetry could not start.
+#[derive(Debug, Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built.
+    #[error("OTLP exporter for {endpoint}: {detail}")]
+    Otlp {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        detail: String,
+    },
+    /// A global subscriber was already installed.
+    #[error("logging is already initialised: {0}")]
+    Init(String),
+    /// The metrics and health endpoint could not listen.
+    #[error("cannot listen on {addr} for /metrics: {detail}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// How a process logs and traces.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `service.name` of its spans: `strata-scheduler`, `strata-worker`,
+    /// `strata`.
+    pub service: &'static str,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// OTLP/gRPC endpoint (`http://collector:4317`); no export without.
+    pub otlp_endpoint: Option<String>,
+    /// Filter when `STRATA_LOG` is unset (`info`, `warn`...).
+    pub default_filter: &'static str,
+}
+
+/// Keeps the trace exporter alive; dropping it flushes pending spans.
+#[must_use = "dropping the guard stops trace export"]
+pub struct Guard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("flushing traces: {e}");
+        }
+    }
+}
+
+/// Installs logging (to stderr) and, with an endpoint, trace export. Call
+/// it inside a Tokio runtime (the exporter's channel needs one).
+pub fn init(opts: &Options) -> Result<Guard, TelemetryError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(opts.default_filter));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi && !opts.json);
+    // Each layer has its own filter: STRATA_LOG decides what is printed,
+    // the trace export takes every span at INFO and above.
+    let mut layers: Vec<Boxed> = vec![if opts.json {
+        fmt.json().with_filter(filter).boxed()
+    } else {
+        fmt.with_filter(filter).boxed()
+    }];
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = match &opts.otlp_endpoint {
+        Some(endpoint) if !endpoint.is_empty() => Some(provider(opts.service, endpoint)?),
+        _ => None,
+    };
+    if let Some(p) = &provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer(opts.service))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+                .boxed(),
+        );
+    }
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| TelemetryError::Init(e.to_string()))?;
+    Ok(Guard { provider })
+}
+
+fn provider(service: &'static str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| TelemetryError::Otlp {
+            endpoint: endpoint.to_string(),
+            detail: e.to_string(),
+        })?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .build())
+}
+
+/// The OTLP endpoint from `OTEL_EXPORTER_OTLP_ENDPOINT`, if set.
+pub fn otlp_endpoint_from_env() -> Option<String> {
+    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+struct MapCarrier<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for MapCarrier<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+}
+
+struct MapSource<'a>(&'a HashMap<String, String>);
+
+impl Extractor for MapSource<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// The current span's W3C trace context (`traceparent`, `tracestate`) as
+/// string pairs; empty when it is not being traced.
+pub fn inject_current() -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut MapCarrier(&mut map));
+    map
+}
+
+/// Adds the current span's trace context to gRPC request metadata.
+pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
+    for (k, v) in inject_current() {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(k.as_bytes()),
+            v.parse(),
+        ) {
+            metadata.insert(key, value);
+        }
+    }
+}
+
+/// The trace context carried by HTTP/gRPC headers.
+pub fn parent_from(headers: &http_types::HeaderMap) -> opentelemetry::Context {
+    let mut map = HashMap::new();
+    for key in ["traceparent", "tracestate"] {
+        if let Some(v) = headers.get(key).and_then(|v| v.to_str().ok()) {
+            map.insert(key.to_string(), v.to_string());
+        }
+    }
+    TraceContextPropagator::new().extract(&MapSource(&map))
+}
+
+/// Makes `span` a child of the trace context in `carrier` (from
+/// [`inject_current`] on the other side); no-op when it holds none.
+pub fn set_parent(span: &tracing::Span, carrier: &HashMap<String, String>) {
+    if carrier.contains_key("traceparent") {
+        let cx = TraceContextPropagator::new().extract(&MapSource(carrier));
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Makes `span` a child of the trace context in request headers.
+pub fn set_parent_from_headers(span: &tracing::Span, headers: &http_types::HeaderMap) {
+    if headers.contains_key("traceparent") {
+        let _ = span.set_parent(parent_from(headers));
+    }
+}
+
+/// Re-exported `http` types (the gRPC servers' request headers).
+pub use axum::http as http_types;
+
+/// Where an outgoing call's bearer token comes from.
+#[derive(Debug)]
+enum TokenSource {
+    Fixed(String),
+    /// Read again every few seconds, so a rotated Secret is picked up.
+    File {
+        path: std::path::PathBuf,
+        cached: std::sync::Mutex<(std::time::Instant, String)>,
+    },
+}
+
+/// What every outgoing gRPC call of a strata process carries: the current
+/// span's W3C trace context and, when configured, `authorization: Bearer`.
+/// A tonic interceptor.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    token: Option<std::sync::Arc<TokenSource>>,
+}
+
+impl Outgoing {
+    /// Calls with `token`.
+    pub fn with_token(token: impl Into<String>) -> Self {
+        Self {
+            token: Some(std::sync::Arc::new(TokenSource::Fixed(token.into()))),
+        }
+    }
+
+    /// Calls with the token in `path` (trimmed), re-read every 5 s.
+    pub fn with_token_file(path: impl Into<std::path::PathBuf>) -> std::io::Result<Self> {
+        let path = path.into();
+        let token = std::fs::read_to_string(&path)?.trim().to_string();
+        Ok(Self {
+            token: Some(std::sync::Arc::new(TokenSource::File {
+                path,
+                cached: std::sync::Mutex::new((std::time::Instant::now(), token)),
+            })),
+        })
+    }
+
+    fn token(&self) -> Option<String> {
+        match self.token.as_deref()? {
+            TokenSource::Fixed(t) => Some(t.clone()),
+            TokenSource::File { path, cached } => {
+                let mut c = cached.lock().unwrap_or_else(|e| e.into_inner());
+                if c.0.elapsed() >= std::time::Duration::from_secs(5) {
+                    if let Ok(t) = std::fs::read_to_string(path) {
+                        c.1 = t.trim().to_string();
+                    }
+                    c.0 = std::time::Instant::now();
+                }
+                Some(c.1.clone())
+            }
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Outgoing {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        inject_metadata(req.metadata_mut());
+        if let Some(t) = self.token() {
+            let value = format!("Bearer {t}").parse().map_err(|_| {
+                tonic::Status::unauthenticated("the token has characters a header cannot carry")
+            })?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
+    }
+}
