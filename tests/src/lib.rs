@@ -5,6 +5,7 @@ pub mod buildkit;
 pub mod equivalence;
 pub mod farm;
 pub mod oci_run;
+pub mod procs;
 pub mod registry;
 pub mod services;
 

@@ -1,0 +1,219 @@
+//! A scheduler and workers started directly (not through `up.sh`) with
+//! whatever flags a test needs — tokens, TLS, metrics, trace export — each
+//! on free loopback ports, logs kept for failure messages, killed on drop.
+
+use crate::registry::free_port;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One strata process.
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+    name: String,
+}
+
+impl Proc {
+    /// Starts binary `bin` with `args` and `env`, output to `<dir>/<name>.log`.
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        bin: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("process log");
+        let child = Command::new(crate::bin(bin))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("STRATA_SCHEDULER")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+        Proc {
+            child,
+            log,
+            name: name.to_string(),
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        format!(
+            "--- {}\n{}",
+            self.name,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    /// Waits until `port` on loopback accepts connections.
+    pub fn wait_port(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({s}) before listening:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on {port} within 60 s:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until its log contains `needle`.
+    pub fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                return;
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("{} exited ({s}):\n{}", self.name, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never logged {needle:?} within 60 s:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scheduler on free ports: gRPC and metrics.
+pub struct SchedulerProc {
+    /// The process.
+    pub proc: Proc,
+    /// gRPC port.
+    pub port: u16,
+    /// /metrics, /healthz, /readyz port.
+    pub metrics_port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl SchedulerProc {
+    /// Starts `strata-scheduler` with `extra` flags and `env`; waits until
+    /// both ports listen.
+    pub fn start(dir: &Path, extra: &[String], env: &[(String, String)]) -> Self {
+        let state = tempfile::tempdir().expect("scheduler state");
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut args = vec![
+            "--listen".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".to_string(),
+            format!("127.0.0.1:{metrics_port}"),
+            "--state".to_string(),
+            state.path().display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::start(dir, "scheduler", "strata-scheduler", &args, env);
+        proc.wait_port(port);
+        proc.wait_port(metrics_port);
+        SchedulerProc {
+            proc,
+            port,
+            metrics_port,
+            _state: state,
+        }
+    }
+}
+
+/// A worker with its metrics port.
+pub struct WorkerProc {
+    /// The process.
+    pub proc: Proc,
+    /// /metrics, /healthz, /readyz port.
+    pub metrics_port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl WorkerProc {
+    /// Starts `strata-worker` named `name` against `scheduler_url` with
+    /// `extra` flags and `env`; waits until its metrics port listens (not
+    /// until it registered: a test of refused workers needs that).
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        scheduler_url: &str,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> Self {
+        let state = tempfile::tempdir().expect("worker state");
+        let metrics_port = free_port();
+        let mut args = vec![
+            "--scheduler".to_string(),
+            scheduler_url.to_string(),
+            "--state".to_string(),
+            state.path().display().to_string(),
+            "--name".to_string(),
+            name.to_string(),
+            "--capacity".to_string(),
+            "2".to_string(),
+            "--metrics-listen".to_string(),
+            format!("127.0.0.1:{metrics_port}"),
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::start(dir, name, "strata-worker", &args, env);
+        proc.wait_port(metrics_port);
+        WorkerProc {
+            proc,
+            metrics_port,
+            _state: state,
+        }
+    }
+}
+
+/// `GET http://127.0.0.1:port/path`: (status, body), by hand (HTTP/1.0).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Waits until `GET path` on `port` answers 200.
+pub fn wait_ready(port: u16, path: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, path).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {path} not 200 within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

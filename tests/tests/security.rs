@@ -1,0 +1,312 @@
+//! Tokens and TLS with the real binaries on loopback:
+//!
+//! - client and worker tokens are kept apart: no token or a wrong one is
+//!   UNAUTHENTICATED, a client token on the worker API PERMISSION_DENIED;
+//!   a worker with a client token never registers; a client's token fixes
+//!   its namespace; a rotated token works without a restart;
+//! - a build over TLS, the workers on mTLS, certificates made by rcgen at
+//!   test time; a worker without a client certificate is refused, a client
+//!   that does not trust the scheduler's certificate fails clearly.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use strata_proto::build::v1 as pb;
+use strata_proto::build::v1::build_service_client::BuildServiceClient;
+use strata_proto::worker::v1 as wire;
+use strata_proto::worker::v1::blob_service_client::BlobServiceClient;
+use strata_tests::base_image::push_busybox;
+use strata_tests::procs::{SchedulerProc, WorkerProc, http_get, wait_ready};
+use strata_tests::registry::TestRegistry;
+use tonic::Code;
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn strata(url: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(strata_tests::bin("strata"))
+        .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_CA_CERT")
+        .envs(env.iter().copied())
+        .arg("--scheduler")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn context(dir: &Path, base: &str) -> String {
+    std::fs::create_dir_all(dir).expect("context");
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM {base}\nRUN echo secured > /proof\n"),
+    )
+    .expect("Dockerfile");
+    dir.to_str().expect("utf-8").to_string()
+}
+
+fn with_token<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    r
+}
+
+/// The code of ListWorkers (client API) and StatBlobs (worker API) calls.
+async fn codes(url: String, token: Option<&str>) -> (Code, Code) {
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut builds = BuildServiceClient::new(channel.clone());
+    let mut blobs = BlobServiceClient::new(channel);
+    let client = builds
+        .list_workers(with_token(pb::ListWorkersRequest::default(), token))
+        .await
+        .map_or_else(|s| s.code(), |_| Code::Ok);
+    let worker = blobs
+        .stat_blobs(with_token(wire::StatBlobsRequest::default(), token))
+        .await
+        .map_or_else(|s| s.code(), |_| Code::Ok);
+    (client, worker)
+}
+
+#[test]
+fn tokens_keep_clients_and_workers_apart_and_rotate() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let dir = tempfile::tempdir().expect("dir");
+    let clients = dir.path().join("client-tokens");
+    std::fs::create_dir(&clients).expect("tokens dir");
+    std::fs::write(clients.join("team-a"), "client-secret-a\n").expect("token");
+    let workers = dir.path().join("worker-tokens");
+    std::fs::write(&workers, "pool worker-secret\n").expect("tokens");
+    let worker_token = dir.path().join("worker.token");
+    std::fs::write(&worker_token, "worker-secret").expect("token");
+    let wrong_token = dir.path().join("wrong.token");
+    std::fs::write(&wrong_token, "client-secret-a").expect("token");
+
+    let sched = SchedulerProc::start(
+        dir.path(),
+        &[
+            "--client-tokens".into(),
+            clients.display().to_string(),
+            "--worker-tokens".into(),
+            workers.display().to_string(),
+        ],
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let worker = WorkerProc::start(
+        dir.path(),
+        "worker-1",
+        &url,
+        &["--token-file".into(), worker_token.display().to_string()],
+        &[],
+    );
+    wait_ready(worker.metrics_port, "/readyz", "the worker with its token");
+
+    // A worker holding a client token is refused, and says why.
+    let mut impostor = WorkerProc::start(
+        dir.path(),
+        "impostor",
+        &url,
+        &["--token-file".into(), wrong_token.display().to_string()],
+        &[],
+    );
+    impostor
+        .proc
+        .wait_log("a client token cannot use the worker API");
+    assert_eq!(http_get(impostor.metrics_port, "/readyz").0, 503);
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    assert_eq!(
+        rt.block_on(codes(url.clone(), None)),
+        (Code::Unauthenticated, Code::Unauthenticated)
+    );
+    assert_eq!(
+        rt.block_on(codes(url.clone(), Some("guess"))),
+        (Code::Unauthenticated, Code::Unauthenticated)
+    );
+    assert_eq!(
+        rt.block_on(codes(url.clone(), Some("client-secret-a"))),
+        (Code::Ok, Code::PermissionDenied)
+    );
+    assert_eq!(
+        rt.block_on(codes(url.clone(), Some("worker-secret"))),
+        (Code::PermissionDenied, Code::Ok)
+    );
+
+    // The CLI: no token, then its tenant's token; another namespace is
+    // not its to use.
+    let ctx = context(&dir.path().join("ctx"), &base);
+    let o = strata(&url, &[], &["build", "--progress", "plain", &ctx]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("STRATA_TOKEN"), "{}", text(&o));
+    let o = strata(
+        &url,
+        &[("STRATA_TOKEN", "client-secret-a")],
+        &["build", "--progress", "plain", &ctx],
+    );
+    assert!(
+        o.status.success(),
+        "{}\n{}\n{}",
+        text(&o),
+        sched.proc.log(),
+        worker.proc.log()
+    );
+    let o = strata(
+        &url,
+        &[("STRATA_TOKEN", "client-secret-a")],
+        &["build", "--namespace", "team-b", &ctx],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("cannot use namespace"), "{}", text(&o));
+
+    // Rotation: the Secret changes, the scheduler keeps running.
+    std::fs::write(clients.join("team-a"), "client-secret-a2\n").expect("rotate");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rt.block_on(codes(url.clone(), Some("client-secret-a2"))).0 != Code::Ok {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated token was never accepted"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        rt.block_on(codes(url.clone(), Some("client-secret-a"))).0,
+        Code::Unauthenticated
+    );
+}
+
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "strata test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |names: Vec<String>, cn: &str| {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &issuer).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["localhost".into(), "127.0.0.1".into()],
+        "strata-scheduler",
+    );
+    let (client_cert, client_key) = leaf(vec!["worker-1".into()], "worker-1");
+    Pki {
+        ca: ca_cert.pem(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+#[test]
+fn build_over_tls_with_workers_on_mtls() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let dir = tempfile::tempdir().expect("dir");
+    let p = pki();
+    let file = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).expect("pem");
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &p.ca),
+        file("server.pem", &p.server_cert),
+        file("server.key", &p.server_key),
+    );
+    let (wcert, wkey) = (
+        file("worker.pem", &p.client_cert),
+        file("worker.key", &p.client_key),
+    );
+    let sched = SchedulerProc::start(
+        dir.path(),
+        &[
+            "--tls-cert".into(),
+            cert,
+            "--tls-key".into(),
+            key,
+            "--tls-client-ca".into(),
+            ca.clone(),
+        ],
+        &[],
+    );
+    let url = format!("https://127.0.0.1:{}", sched.port);
+    let worker = WorkerProc::start(
+        dir.path(),
+        "worker-1",
+        &url,
+        &[
+            "--ca-cert".into(),
+            ca.clone(),
+            "--tls-cert".into(),
+            wcert,
+            "--tls-key".into(),
+            wkey,
+        ],
+        &[],
+    );
+    wait_ready(worker.metrics_port, "/readyz", "the worker on mTLS");
+
+    // Without a client certificate the worker API is closed.
+    let mut bare = WorkerProc::start(
+        dir.path(),
+        "no-cert",
+        &url,
+        &["--ca-cert".into(), ca.clone()],
+        &[],
+    );
+    bare.proc.wait_log("needs a TLS client certificate");
+
+    let ctx = context(&dir.path().join("ctx"), &base);
+    let o = strata(
+        &url,
+        &[("STRATA_CA_CERT", &ca)],
+        &["build", "--progress", "plain", "-t", "tls/app:1", &ctx],
+    );
+    assert!(
+        o.status.success(),
+        "{}\n{}\n{}",
+        text(&o),
+        sched.proc.log(),
+        worker.proc.log()
+    );
+    assert!(text(&o).contains("RUN echo secured"), "{}", text(&o));
+
+    // A client that does not trust the certificate stops at the handshake.
+    let o = strata(&url, &[], &["images"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).to_lowercase().contains("certificate"),
+        "{}",
+        text(&o)
+    );
+}
