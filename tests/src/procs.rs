@@ -186,10 +186,14 @@ impl WorkerProc {
     }
 }
 
-/// `GET http://127.0.0.1:port/path`: (status, body), by hand (HTTP/1.0).
+/// `GET http://127.0.0.1:port/path`: (status, body), by hand (HTTP/1.0);
+/// status 0 when nothing answers.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut s = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => return (0, e.to_string()),
+    };
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("send");
     let mut out = String::new();
