@@ -93,6 +93,11 @@ pub struct Args {
     /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// On SIGTERM, seconds running builds may take to finish before the
+    /// scheduler stops (keep it below Kubernetes'
+    /// terminationGracePeriodSeconds).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub drain_timeout: u64,
     /// Log as JSON lines.
     #[arg(long, env = "STRATA_LOG_JSON")]
     pub log_json: bool,

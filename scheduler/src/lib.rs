@@ -251,8 +251,8 @@ impl Scheduler {
     }
 
     /// Stops taking builds (SIGTERM): not ready, gRPC health NOT_SERVING,
-    /// workers asked to drain.
-    pub async fn drain(&self, reason: &str) {
+    /// StartBuild refused; running builds go on.
+    pub async fn drain(&self) {
         self.inner
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -262,7 +262,17 @@ impl Scheduler {
                 service::BuildApi,
             >>()
             .await;
-        self.inner.pool.drain_all(reason);
+    }
+
+    /// Builds of this process that have not finished.
+    pub fn running_builds(&self) -> usize {
+        self.inner
+            .builds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|b| !b.finished())
+            .count()
     }
 
     /// The gRPC services (BuildService, WorkerService, BlobService) with

@@ -45,14 +45,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls = tls.is_some(),
         "strata-scheduler listening"
     );
-    serve(scheduler, listener, tls).await
+    let drain = std::time::Duration::from_secs(args.drain_timeout);
+    serve(scheduler, listener, tls, drain).await
 }
 
-/// Serves until SIGTERM or Ctrl-C, then drains: not ready, workers told.
+/// Serves until SIGTERM or Ctrl-C, then drains: not ready, no new builds,
+/// workers told, running builds given `drain_timeout` to finish.
 async fn serve(
     scheduler: Scheduler,
     listener: tokio::net::TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    drain_timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut server = tonic::transport::Server::builder()
@@ -76,8 +79,17 @@ async fn serve(
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
             }
-            tracing::info!("shutting down");
-            draining.drain("scheduler shutting down").await;
+            tracing::info!("shutting down: no new builds; waiting for the running ones");
+            draining.drain().await;
+            let deadline = tokio::time::Instant::now() + drain_timeout;
+            while draining.running_builds() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let left = draining.running_builds();
+            if left > 0 {
+                tracing::warn!(left, "drain timeout: stopping with builds still running");
+            }
+            draining.inner().pool.drain_all("scheduler shutting down");
         })
         .await?;
     Ok(())

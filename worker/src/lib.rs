@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod assignment;
+pub mod config;
 pub mod copy;
 pub mod fetch;
 pub mod job;

@@ -132,6 +132,7 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
             capacity,
             labels: Default::default(),
             outgoing: Default::default(),
+            drain_timeout: std::time::Duration::ZERO,
         },
         Arc::new(AgentStats::default()),
         shutdown.clone(),

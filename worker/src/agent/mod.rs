@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// What every call to the scheduler carries (token, trace context).
     pub outgoing: strata_telemetry::Outgoing,
+    /// On shutdown, how long running jobs may take to finish before they
+    /// are handed back to the scheduler; zero hands them back at once.
+    pub drain_timeout: Duration,
 }
 
 struct Running {
@@ -241,17 +244,48 @@ async fn session(
         })
     };
 
+    // SIGTERM: stop taking jobs, let the running ones finish (up to the
+    // drain timeout), then leave; jobs still running then are handed back.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     let result = loop {
-        let msg = tokio::select! {
-            m = incoming.message() => m,
-            () = shutdown.cancelled() => {
-                send(&out, Out::GoingAway(wire::GoingAway {
-                    reason: "shutting down".into(),
-                    drain: false,
-                    drain_timeout: None,
-                })).await;
+        let idle = || running.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        if let Some(deadline) = drain_deadline {
+            if idle() {
+                // Let the last results reach the scheduler before the
+                // stream closes with the process.
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 break Ok(());
             }
+            if tokio::time::Instant::now() >= deadline {
+                for r in running.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                    r.cancel.cancel();
+                }
+                send(
+                    &out,
+                    Out::GoingAway(wire::GoingAway {
+                        reason: "drain timeout: handing back the running jobs".into(),
+                        drain: false,
+                        drain_timeout: None,
+                    }),
+                )
+                .await;
+                break Ok(());
+            }
+        }
+        let msg = tokio::select! {
+            m = incoming.message() => m,
+            () = shutdown.cancelled(), if drain_deadline.is_none() => {
+                let timeout = config.drain_timeout;
+                tracing::info!(?timeout, "shutting down: finishing the running jobs");
+                send(&out, Out::GoingAway(wire::GoingAway {
+                    reason: "shutting down".into(),
+                    drain: !timeout.is_zero(),
+                    drain_timeout: prost_types::Duration::try_from(timeout).ok(),
+                })).await;
+                drain_deadline = Some(tokio::time::Instant::now() + timeout);
+                continue;
+            }
+            () = tokio::time::sleep(Duration::from_millis(200)), if drain_deadline.is_some() => continue,
         };
         let msg = match msg {
             Ok(Some(m)) => m,
@@ -263,13 +297,13 @@ async fn session(
             Some(In::AssignJob(a)) => {
                 let full = running.lock().unwrap_or_else(|e| e.into_inner()).len() as u32
                     >= config.capacity.max(1);
-                if full {
+                if full || drain_deadline.is_some() {
                     send(
                         &out,
                         Out::JobRejected(wire::JobRejected {
                             job_id: a.job_id.clone(),
                             lease_id: a.lease_id.clone(),
-                            reason: "no free slot".into(),
+                            reason: if full { "no free slot" } else { "draining" }.into(),
                         }),
                     )
                     .await;

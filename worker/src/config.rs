@@ -1,0 +1,166 @@
+//! The worker's command line and environment: the scheduler endpoint (with
+//! TLS), the token, the worker id kept in the state directory, labels.
+
+use crate::agent::{AgentConfig, Connector};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The strata worker: runs each RUN/COPY/ADD step it is assigned in runc
+/// and stores the resulting layer.
+#[derive(Debug, Parser)]
+#[command(name = "strata-worker", version, about)]
+pub struct Args {
+    /// The scheduler's address, e.g. http://127.0.0.1:7390.
+    #[arg(long, env = "STRATA_SCHEDULER", value_name = "URL")]
+    pub scheduler: String,
+    /// State directory: local layer store, snapshots, cache mounts.
+    #[arg(
+        long,
+        default_value = "/var/lib/strata-worker",
+        env = "STRATA_WORKER_STATE"
+    )]
+    pub state: PathBuf,
+    /// The worker's id (default: the one saved in the state directory, or
+    /// one the scheduler assigns and this worker then keeps).
+    #[arg(long, env = "STRATA_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Jobs to run at once (default: the number of CPUs).
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// Placement label `key=value`; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Use the copy snapshotter even where overlayfs works.
+    #[arg(long)]
+    pub copy_snapshotter: bool,
+    /// Address to serve /metrics, /healthz and /readyz on (plain HTTP;
+    /// ready = registered with the scheduler).
+    #[arg(long, value_name = "ADDR", env = "STRATA_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// File holding the worker token (re-read every few seconds).
+    #[arg(long, value_name = "FILE", env = "STRATA_WORKER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the scheduler's TLS certificate by.
+    #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS with the scheduler.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "STRATA_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "STRATA_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// On SIGTERM, seconds running jobs may take to finish before they are
+    /// handed back to the scheduler (keep it below Kubernetes'
+    /// terminationGracePeriodSeconds).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub drain_timeout: u64,
+    /// Log as JSON lines.
+    #[arg(long, env = "STRATA_LOG_JSON")]
+    pub log_json: bool,
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+}
+
+/// TLS towards the scheduler: its CA, and a client certificate for mTLS.
+fn tls(args: &Args) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    if args.ca_cert.is_none() && args.tls_cert.is_none() && !args.scheduler.starts_with("https:") {
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = &args.ca_cert {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca, "--ca-cert")?));
+    }
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(
+            read(c, "--tls-cert")?,
+            read(k, "--tls-key")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+impl Args {
+    /// How to (re)connect to the scheduler.
+    pub fn connector(&self) -> anyhow::Result<Connector> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.scheduler.clone())
+            .map_err(|e| anyhow::anyhow!("--scheduler {:?}: {e}", self.scheduler))?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .http2_keep_alive_interval(std::time::Duration::from_secs(20));
+        if let Some(tls) = tls(self)? {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let url = self.scheduler.clone();
+        Ok(Arc::new(move || {
+            let endpoint = endpoint.clone();
+            let url = url.clone();
+            Box::pin(async move {
+                endpoint
+                    .connect()
+                    .await
+                    .map_err(|e| format!("cannot reach the scheduler at {url}: {e}"))
+            })
+        }))
+    }
+
+    /// The worker id: `--name`, else the one kept in the state directory,
+    /// else a new one (kept there for the next start).
+    pub fn worker_id(&self) -> anyhow::Result<String> {
+        std::fs::create_dir_all(&self.state)?;
+        let id_file = self.state.join("worker-id");
+        let kept = std::fs::read_to_string(&id_file)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let id = match &self.name {
+            Some(n) => n.clone(),
+            None if !kept.is_empty() => kept.clone(),
+            None => format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        };
+        if id != kept {
+            std::fs::write(&id_file, &id)?;
+        }
+        Ok(id)
+    }
+
+    /// The agent's configuration.
+    pub fn agent_config(&self, worker_id: String) -> anyhow::Result<AgentConfig> {
+        let mut labels = BTreeMap::new();
+        for l in &self.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--label {l:?}: expected KEY=VALUE"))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let outgoing = match &self.token_file {
+            Some(f) => strata_telemetry::Outgoing::with_token_file(f)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?,
+            None => strata_telemetry::Outgoing::default(),
+        };
+        Ok(AgentConfig {
+            worker_id,
+            capacity: self.capacity.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+            }),
+            labels,
+            outgoing,
+            drain_timeout: std::time::Duration::from_secs(self.drain_timeout),
+        })
+    }
+}
