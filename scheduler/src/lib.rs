@@ -188,7 +188,7 @@ impl Scheduler {
             .map_err(|e| state_err(&config.state_dir, e.to_string()))?;
         let registry = RegistryClient::new(config.registry.clone())
             .map_err(|e| state_err(&config.state_dir, format!("registry client: {e}")))?;
-        Ok(Self {
+        let scheduler = Self {
             inner: Arc::new(Inner {
                 cache,
                 state,
@@ -204,7 +204,32 @@ impl Scheduler {
                 pins: prune::Pins::default(),
                 builds: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        scheduler.reap_silent_workers();
+        Ok(scheduler)
+    }
+
+    /// Every second, workers silent for longer than the lease duration
+    /// lose their jobs to others (see [`pool::Pool::expire`]).
+    fn reap_silent_workers(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                for id in inner
+                    .pool
+                    .expire(inner.config.lease_duration, std::time::Instant::now())
+                {
+                    tracing::warn!(
+                        worker_id = id,
+                        lease = ?inner.config.lease_duration,
+                        "no heartbeat: the worker's jobs go to others"
+                    );
+                }
+            }
+        });
     }
 
     /// The shared state.

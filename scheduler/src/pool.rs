@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use strata_proto::build::v1 as build;
 use strata_proto::common::v1 as common;
 use strata_proto::worker::v1 as wire;
@@ -67,6 +67,8 @@ struct Slot {
     running: HashSet<String>,
     layers: HashSet<String>,
     draining: bool,
+    /// When the worker last sent anything (heartbeats renew its leases).
+    seen: Instant,
 }
 
 struct Queued {
@@ -155,6 +157,7 @@ impl Pool {
                 running: HashSet::new(),
                 layers: reg.layers_held.iter().cloned().collect(),
                 draining: false,
+                seen: Instant::now(),
             },
         );
         if old.is_some() {
@@ -162,6 +165,38 @@ impl Pool {
         }
         self.dispatch(&mut st);
         session
+    }
+
+    /// Workers silent for longer than `lease` (no heartbeat, no message:
+    /// dead, or cut off without their connection closing) lose their
+    /// leases: their jobs go back to the queue for another worker and
+    /// their stream is closed. A late result under a lost lease is ignored;
+    /// the worker reconnects as a new session. Returns the workers dropped.
+    pub fn expire(&self, lease: Duration, now: Instant) -> Vec<String> {
+        let mut st = self.lock();
+        let silent: Vec<String> = st
+            .workers
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.seen) > lease)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &silent {
+            if let Some(w) = st.workers.remove(id) {
+                let _ = w.tx.send(Err(Status::unavailable(format!(
+                    "no heartbeat for {}s: the worker's leases expired",
+                    lease.as_secs()
+                ))));
+            }
+            self.requeue_worker_jobs(
+                &mut st,
+                id,
+                &format!("no heartbeat for {}s", lease.as_secs()),
+            );
+        }
+        if !silent.is_empty() {
+            self.dispatch(&mut st);
+        }
+        silent
     }
 
     /// Ends a worker session: its jobs go back to the queue.
@@ -252,6 +287,9 @@ impl Pool {
     pub fn on_message(&self, worker_id: &str, msg: wire::worker_message::Message) {
         use wire::worker_message::Message as M;
         let mut st = self.lock();
+        if let Some(w) = st.workers.get_mut(worker_id) {
+            w.seen = Instant::now();
+        }
         let current = |st: &State, job: &str, lease: &str| {
             st.running
                 .get(job)
@@ -559,6 +597,49 @@ mod tests {
             }),
         );
         assert!(matches!(j.try_recv(), Ok(JobEvent::Done { .. })));
+    }
+
+    #[test]
+    fn a_silent_worker_loses_its_leases_to_another() {
+        let pool = Pool::new(3);
+        let (_, mut a) = register(&pool, "a", 1, &[]);
+        let mut j = pool.submit(job("j", &[]));
+        assert_eq!(started(&mut j), "a");
+        let old_lease = assigned(&mut a).remove(0).lease_id;
+        let lease = Duration::from_secs(30);
+        assert!(pool.expire(lease, Instant::now()).is_empty());
+        let (_, mut b) = register(&pool, "b", 1, &[]);
+        // Thirty-one seconds on, a has said nothing; b has.
+        let later = Instant::now() + Duration::from_secs(31);
+        pool.on_message(
+            "b",
+            wire::worker_message::Message::Heartbeat(wire::Heartbeat::default()),
+        );
+        let dropped = pool.expire(lease, later - Duration::from_secs(3));
+        assert!(dropped.is_empty(), "{dropped:?}");
+        assert_eq!(pool.expire(lease, later), vec!["a".to_string()]);
+        match j.try_recv() {
+            Ok(JobEvent::Requeued { reason, attempt: 2 }) => {
+                assert!(reason.contains("no heartbeat"), "{reason}")
+            }
+            other => panic!("expected Requeued, got {other:?}"),
+        }
+        assert_eq!(started(&mut j), "b");
+        // a's stream was closed with the reason.
+        let closed = std::iter::from_fn(|| a.try_recv().ok()).any(|m| m.is_err());
+        assert!(closed);
+        // a comes back late with a result under its lost lease: ignored.
+        let _ = register(&pool, "a", 1, &[]);
+        pool.on_message(
+            "a",
+            wire::worker_message::Message::JobResult(wire::JobResult {
+                job_id: "j".into(),
+                lease_id: old_lease,
+                ..Default::default()
+            }),
+        );
+        assert!(j.try_recv().is_err());
+        assert_eq!(assigned(&mut b).len(), 1);
     }
 
     #[test]
