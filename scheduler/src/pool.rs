@@ -609,15 +609,20 @@ mod tests {
         let lease = Duration::from_secs(30);
         assert!(pool.expire(lease, Instant::now()).is_empty());
         let (_, mut b) = register(&pool, "b", 1, &[]);
-        // Thirty-one seconds on, a has said nothing; b has.
-        let later = Instant::now() + Duration::from_secs(31);
+        // a said nothing for 29 s (still leased), then for 31 s; b just
+        // sent a heartbeat.
+        let age = |pool: &Pool, secs: u64| {
+            pool.lock().workers.get_mut("a").expect("a").seen =
+                Instant::now() - Duration::from_secs(secs);
+        };
         pool.on_message(
             "b",
             wire::worker_message::Message::Heartbeat(wire::Heartbeat::default()),
         );
-        let dropped = pool.expire(lease, later - Duration::from_secs(3));
-        assert!(dropped.is_empty(), "{dropped:?}");
-        assert_eq!(pool.expire(lease, later), vec!["a".to_string()]);
+        age(&pool, 29);
+        assert!(pool.expire(lease, Instant::now()).is_empty());
+        age(&pool, 31);
+        assert_eq!(pool.expire(lease, Instant::now()), vec!["a".to_string()]);
         match j.try_recv() {
             Ok(JobEvent::Requeued { reason, attempt: 2 }) => {
                 assert!(reason.contains("no heartbeat"), "{reason}")
