@@ -389,7 +389,7 @@ fn one_build_is_one_trace_from_client_to_worker() {
 
     let sched = SchedulerProc::start(dir.path(), &[], &env);
     let url = format!("http://127.0.0.1:{}", sched.port);
-    let worker = WorkerProc::start(dir.path(), "worker-1", &url, &[], &env);
+    let worker = WorkerProc::start(dir.path(), "worker-1", &url, &[], &[]);
     wait_ready(worker.metrics_port, "/readyz", "the worker");
     let logs = || {
         format!(

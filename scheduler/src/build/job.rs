@@ -65,6 +65,7 @@ pub(super) async fn drive_job(
                 attempt: a,
             } => {
                 attempt = a;
+                tracing::Span::current().record("worker_id", worker_id.as_str());
                 handle.emit(Event::StepStarted(build::StepStarted {
                     step_id: step.id.clone(),
                     worker_id,

@@ -374,9 +374,12 @@ async fn execute(
             let ns = input.namespace.as_str();
             let span = tracing::info_span!(
                 "step",
+                build_id = %handle.id,
                 step_id = %step.id,
                 instruction = %step.instruction,
-                cache_key = %step.cache_key
+                cache_key = %step.cache_key,
+                worker_id = tracing::field::Empty,
+                cached = tracing::field::Empty
             );
             running.push(tracing::Instrument::instrument(
                 async move {

@@ -109,6 +109,7 @@ pub(super) async fn satisfy(
             .cache_lookups
             .with_label_values(&[result])
             .inc();
+        tracing::Span::current().record("cached", found.is_some());
         if let Some(hit) = found {
             return Ok(Satisfied::Cached(hit));
         }
