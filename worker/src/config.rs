@@ -69,6 +69,11 @@ pub struct Args {
     /// terminationGracePeriodSeconds).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// Keep the local layer store under this many bytes: after each job
+    /// the least recently used layers and blobs no running job reads are
+    /// removed (they come back from the farm's store when needed).
+    #[arg(long, value_name = "BYTES", env = "STRATA_MAX_STORE_BYTES")]
+    pub max_store_bytes: Option<u64>,
     /// Log as JSON lines.
     #[arg(long, env = "STRATA_LOG_JSON")]
     pub log_json: bool,
@@ -161,6 +166,7 @@ impl Args {
             labels,
             outgoing,
             drain_timeout: std::time::Duration::from_secs(self.drain_timeout),
+            max_store_bytes: self.max_store_bytes,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod assignment;
 pub mod config;
 pub mod copy;
+pub mod evict;
 pub mod fetch;
 pub mod job;
 pub mod pull;

@@ -163,6 +163,7 @@ impl Store {
     ) -> Result<PathBuf, StoreError> {
         let dir = self.layer_dir(&layer.diff_id)?;
         if dir.is_dir() {
+            crate::evict::touch(&dir);
             return Ok(dir);
         }
         let blob = self.blob_path(&layer.digest)?;
@@ -198,6 +199,7 @@ impl Store {
                 actual: report.diff_id,
             });
         }
+        crate::evict::record_size(&tmp, report.tar_bytes);
         match std::fs::rename(&tmp, &dir) {
             Ok(()) => Ok(dir),
             // Another job unpacked the same layer meanwhile: use theirs.

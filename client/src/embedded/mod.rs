@@ -133,6 +133,7 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
             labels: Default::default(),
             outgoing: Default::default(),
             drain_timeout: std::time::Duration::ZERO,
+            max_store_bytes: None,
         },
         Arc::new(AgentStats::default()),
         shutdown.clone(),

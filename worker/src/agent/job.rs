@@ -18,12 +18,12 @@ use wire::worker_message::Message as Out;
 
 pub(super) const LOG_TAIL: usize = 4096;
 
-/// Every layer blob an assignment reads.
-pub(super) fn layer_digests(a: &wire::JobAssignment) -> Vec<String> {
+/// Every layer an assignment reads: (diffID, blob digest).
+fn layers_read(a: &wire::JobAssignment) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut add = |s: &common::Snapshot| {
         for l in layers_of(s) {
-            out.push(l.digest);
+            out.push((l.diff_id, l.digest));
         }
     };
     if let Some(p) = &a.parent {
@@ -51,6 +51,23 @@ pub(super) fn layer_digests(a: &wire::JobAssignment) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The blob digests of every layer an assignment reads.
+pub(super) fn layer_digests(a: &wire::JobAssignment) -> Vec<String> {
+    let mut out: Vec<String> = layers_read(a).into_iter().map(|(_, d)| d).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// DiffIDs and digests an assignment reads: what store eviction must keep
+/// while it runs.
+pub(super) fn in_use(a: &wire::JobAssignment) -> std::collections::HashSet<String> {
+    layers_read(a)
+        .into_iter()
+        .flat_map(|(diff_id, digest)| [diff_id, digest])
+        .collect()
 }
 
 /// The inline context manifests an assignment reads, merged.
@@ -107,6 +124,17 @@ pub(super) fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
         JobError::Failed { .. } => wire::FailureKind::Command,
         JobError::Copy(_) | JobError::Fetch(_) | JobError::Invalid(_) => wire::FailureKind::Source,
         _ => wire::FailureKind::Infrastructure,
+    }
+}
+
+/// A failure's message, with what to do about a full disk.
+fn explain(message: String) -> String {
+    if message.contains("No space left on device") {
+        format!(
+            "the worker's disk is full ({message}); free space on the worker or lower its --max-store-bytes"
+        )
+    } else {
+        message
     }
 }
 
@@ -240,7 +268,11 @@ async fn run_in_span(
                 JobError::Failed { code, .. } => Some(*code),
                 _ => None,
             };
-            (failure_kind(&e, cancel.is_cancelled()), e.to_string(), code)
+            (
+                failure_kind(&e, cancel.is_cancelled()),
+                explain(e.to_string()),
+                code,
+            )
         })?;
         send(
             out,

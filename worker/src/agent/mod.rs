@@ -43,11 +43,16 @@ pub struct AgentConfig {
     /// On shutdown, how long running jobs may take to finish before they
     /// are handed back to the scheduler; zero hands them back at once.
     pub drain_timeout: Duration,
+    /// Keep the local layer store under this many bytes (least recently
+    /// used layers and blobs go after each job); no limit when unset.
+    pub max_store_bytes: Option<u64>,
 }
 
 struct Running {
     lease: String,
     cancel: CancellationToken,
+    /// Layers (diffIDs, digests) the job reads: eviction keeps them.
+    reads: std::collections::HashSet<String>,
 }
 
 fn host_name() -> String {
@@ -315,6 +320,7 @@ async fn session(
                     Running {
                         lease: a.lease_id.clone(),
                         cancel: cancel.clone(),
+                        reads: job::in_use(&a),
                     },
                 );
                 let (worker, blobs, out, running, stats) = (
@@ -324,13 +330,30 @@ async fn session(
                     Arc::clone(&running),
                     Arc::clone(stats),
                 );
+                let limit = config.max_store_bytes;
                 tokio::spawn(async move {
                     let id = a.job_id.clone();
                     job::run_assignment(&worker, &blobs, a, &out, cancel, &stats).await;
-                    running
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
+                    let in_use: std::collections::HashSet<String> = {
+                        let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
+                        r.remove(&id);
+                        r.values().flat_map(|j| j.reads.iter().cloned()).collect()
+                    };
+                    if let Some(limit) = limit {
+                        let evicted = tokio::task::spawn_blocking(move || {
+                            worker.store().evict(limit, &in_use)
+                        })
+                        .await
+                        .unwrap_or_default();
+                        if evicted.bytes > 0 {
+                            tracing::info!(
+                                layers = evicted.layers.len(),
+                                blobs = evicted.blobs.len(),
+                                bytes = evicted.bytes,
+                                "evicted least recently used layers"
+                            );
+                        }
+                    }
                 });
             }
             Some(In::CancelJob(c)) => {

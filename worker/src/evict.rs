@@ -1,0 +1,173 @@
+//! Keeping the worker's local store under a size limit: the least
+//! recently used unpacked layers and blobs go first, never those a
+//! running job reads. Each layer directory's mtime is its last use
+//! (touched whenever a job uses it) and `<dir>/.strata-size` records its
+//! unpacked size (the layer's tar size), so eviction never walks a tree.
+
+use crate::store::Store;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+const SIZE_FILE: &str = ".strata-size";
+
+/// Marks a layer directory as used now.
+pub(crate) fn touch(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Records an unpacked layer's size inside its (not yet visible) directory.
+pub(crate) fn record_size(dir: &Path, bytes: u64) {
+    let _ = std::fs::write(dir.join(SIZE_FILE), bytes.to_string());
+}
+
+fn layer_size(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join(SIZE_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// What an eviction removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Evicted {
+    /// DiffIDs of the layer directories removed.
+    pub layers: Vec<String>,
+    /// Digests of the blobs removed.
+    pub blobs: Vec<String>,
+    /// Bytes freed (layer sizes as recorded, blob sizes).
+    pub bytes: u64,
+}
+
+struct Entry {
+    path: PathBuf,
+    id: String,
+    size: u64,
+    used: SystemTime,
+    layer: bool,
+}
+
+impl Store {
+    /// Bytes the store holds: recorded layer sizes plus blob sizes.
+    pub fn usage(&self) -> u64 {
+        self.entries().iter().map(|e| e.size).sum()
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let modified = |p: &Path| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        for (dir, layer) in [("layers", true), ("blobs/sha256", false)] {
+            let Ok(read) = std::fs::read_dir(self.root().join(dir)) else {
+                continue;
+            };
+            for e in read.flatten() {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.len() != 64 {
+                    continue;
+                }
+                let size = if layer {
+                    layer_size(&path)
+                } else {
+                    e.metadata().map(|m| m.len()).unwrap_or(0)
+                };
+                out.push(Entry {
+                    used: modified(&path),
+                    path,
+                    id: format!("sha256:{name}"),
+                    size,
+                    layer,
+                });
+            }
+        }
+        out
+    }
+
+    /// Removes least recently used layers and blobs until the store holds
+    /// at most `limit` bytes, skipping `in_use` (diffIDs and digests that
+    /// running jobs read). A limit the in-use entries alone exceed is
+    /// reached as nearly as it can be.
+    pub fn evict(&self, limit: u64, in_use: &HashSet<String>) -> Evicted {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|e| e.size).sum();
+        let mut out = Evicted::default();
+        if total <= limit {
+            return out;
+        }
+        entries.sort_by_key(|e| e.used);
+        for e in entries {
+            if total <= limit {
+                break;
+            }
+            if in_use.contains(&e.id) {
+                continue;
+            }
+            let removed = if e.layer {
+                std::fs::remove_dir_all(&e.path)
+            } else {
+                std::fs::remove_file(&e.path)
+            };
+            match removed {
+                Ok(()) => {
+                    total = total.saturating_sub(e.size);
+                    out.bytes += e.size;
+                    if e.layer {
+                        out.layers.push(e.id);
+                    } else {
+                        out.blobs.push(e.id);
+                    }
+                }
+                Err(err) => tracing::warn!("evicting {}: {err}", e.path.display()),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn fake_layer(store: &Store, n: u8, size: u64, age_secs: u64) -> String {
+        let id = format!("sha256:{}", hex::encode([n; 32]));
+        let dir = store.layer_dir(&id).unwrap();
+        std::fs::create_dir_all(dir.join("usr")).unwrap();
+        record_size(&dir, size);
+        let f = std::fs::File::open(&dir).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(age_secs))
+            .unwrap();
+        id
+    }
+
+    #[test]
+    fn least_recently_used_go_first_and_in_use_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let oldest = fake_layer(&store, 1, 400, 300);
+        let old_in_use = fake_layer(&store, 2, 400, 200);
+        let recent = fake_layer(&store, 3, 400, 10);
+        assert_eq!(store.usage(), 1200);
+        let in_use = HashSet::from([old_in_use.clone()]);
+        let evicted = store.evict(900, &in_use);
+        assert_eq!(evicted.layers, vec![oldest.clone()]);
+        assert_eq!(evicted.bytes, 400);
+        // Down to 500: the in-use one is skipped, the recent one goes next.
+        let evicted = store.evict(500, &in_use);
+        assert_eq!(evicted.layers, vec![recent.clone()]);
+        assert_eq!(store.layers_held(), vec![old_in_use.clone()]);
+        // Touching marks use: a later eviction keeps the touched layer.
+        let a = fake_layer(&store, 4, 100, 500);
+        let b = fake_layer(&store, 5, 100, 400);
+        touch(&store.layer_dir(&a).unwrap());
+        let evicted = store.evict(500, &in_use);
+        assert_eq!(evicted.layers, vec![b]);
+        assert!(store.layers_held().contains(&a));
+    }
+}
