@@ -11,7 +11,10 @@
 # Run with no arguments, jaeger keeps traces in memory, takes OTLP on
 # 127.0.0.1:4317 (gRPC) and 4318 (HTTP) and serves the query API and UI on
 # :16686. tests/tests/traces.rs instead gives it a config file
-# (`jaeger --config FILE`) with free loopback ports.
+# (`jaeger --config FILE`, OpenTelemetry collector style) with free loopback
+# ports. A binary built this way serves a placeholder instead of the web UI
+# (its assets are built with npm, outside the Go module); the query API
+# (`/api/traces`, `/api/services`) is complete.
 #
 # Everything but the path goes to stderr.
 set -euo pipefail

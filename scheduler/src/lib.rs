@@ -206,6 +206,7 @@ impl Scheduler {
             }),
         };
         scheduler.reap_silent_workers();
+        build::recover::resume_all(&scheduler.inner).await;
         Ok(scheduler)
     }
 

@@ -118,8 +118,24 @@ impl SchedulerProc {
     /// Starts `strata-scheduler` with `extra` flags and `env`; waits until
     /// both ports listen.
     pub fn start(dir: &Path, extra: &[String], env: &[(String, String)]) -> Self {
+        Self::start_on(dir, free_port(), extra, env)
+    }
+
+    /// As [`SchedulerProc::start`], on gRPC port `port` (a restarted
+    /// scheduler where the old one was), with a fresh state directory.
+    pub fn start_on(dir: &Path, port: u16, extra: &[String], env: &[(String, String)]) -> Self {
         let state = tempfile::tempdir().expect("scheduler state");
-        let (port, metrics_port) = (free_port(), free_port());
+        let metrics_port = free_port();
+        let name = (1..)
+            .map(|n| {
+                if n == 1 {
+                    "scheduler".to_string()
+                } else {
+                    format!("scheduler-{n}")
+                }
+            })
+            .find(|n| !dir.join(format!("{n}.log")).exists())
+            .expect("a free log name");
         let mut args = vec![
             "--listen".to_string(),
             format!("127.0.0.1:{port}"),
@@ -129,7 +145,7 @@ impl SchedulerProc {
             state.path().display().to_string(),
         ];
         args.extend_from_slice(extra);
-        let mut proc = Proc::start(dir, "scheduler", "strata-scheduler", &args, env);
+        let mut proc = Proc::start(dir, &name, "strata-scheduler", &args, env);
         proc.wait_port(port);
         proc.wait_port(metrics_port);
         SchedulerProc {

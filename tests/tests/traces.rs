@@ -352,11 +352,9 @@ fn what_is_missing(trace_id: &str, spans: &[Span]) -> Option<String> {
             ));
         }
         // The job runs the very step (and build) it descends from.
-        for key in ["step_id", "build_id"] {
+        for (key, ancestor) in [("step_id", chain[step]), ("build_id", chain[build])] {
             let of_job = job.tags.get(key);
-            let of_scheduler = chain[if key == "step_id" { step } else { build }]
-                .tags
-                .get(key);
+            let of_scheduler = ancestor.tags.get(key);
             if of_job.is_none() || of_job != of_scheduler {
                 return Some(format!(
                     "job {} has {key} {of_job:?} but its ancestor has {of_scheduler:?}",
@@ -389,7 +387,7 @@ fn one_build_is_one_trace_from_client_to_worker() {
 
     let sched = SchedulerProc::start(dir.path(), &[], &env);
     let url = format!("http://127.0.0.1:{}", sched.port);
-    let worker = WorkerProc::start(dir.path(), "worker-1", &url, &[], &[]);
+    let worker = WorkerProc::start(dir.path(), "worker-1", &url, &[], &env);
     wait_ready(worker.metrics_port, "/readyz", "the worker");
     let logs = || {
         format!(
@@ -428,7 +426,7 @@ fn one_build_is_one_trace_from_client_to_worker() {
     let deadline = Instant::now() + TRACE_TIMEOUT;
     let report = loop {
         let found = jaeger.get("/api/traces?service=strata&limit=20");
-        let mut report = String::new();
+        let mut problems = String::new();
         let mut whole = None;
         let ids: Vec<String> = found["data"]
             .as_array()
@@ -443,7 +441,7 @@ fn one_build_is_one_trace_from_client_to_worker() {
             match what_is_missing(id, &spans) {
                 None => whole = Some(summary(id, &spans)),
                 Some(why) => {
-                    let _ = write!(report, "{why}\n{}", summary(id, &spans));
+                    let _ = write!(problems, "{why}\n{}", summary(id, &spans));
                 }
             }
         }
@@ -452,7 +450,7 @@ fn one_build_is_one_trace_from_client_to_worker() {
             assert_eq!(
                 ids.len(),
                 1,
-                "one build made {} traces rooted at the client:\n{report}",
+                "one build made {} traces rooted at the client:\n{problems}",
                 ids.len()
             );
             return;
@@ -464,7 +462,7 @@ fn one_build_is_one_trace_from_client_to_worker() {
                     jaeger.get("/api/services")["data"]
                 )
             } else {
-                report
+                problems
             };
         }
         std::thread::sleep(Duration::from_millis(500));

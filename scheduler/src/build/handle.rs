@@ -3,10 +3,12 @@
 //! Events get consecutive sequence numbers from 1. A watcher reads every
 //! event after the last sequence it saw and then waits for more, so a
 //! client that reattaches with `after_sequence` misses nothing and sees
-//! nothing twice. A finished build's log is written to
-//! `<state>/builds/<id>.pb` (its `BuildInfo`, then its events, each
-//! length-delimited protobuf), so `strata logs` works after the fact and
-//! in a later process.
+//! nothing twice. While the build runs, every event is also journalled to
+//! the state (`events/<id>`, see [`BuildHandle::journal_to`]) so a
+//! restarted scheduler resumes it with the same numbering; a finished
+//! build's log is kept as `builds/<id>.pb` (its `BuildInfo`, then its
+//! events, each length-delimited protobuf), so `strata logs` works after
+//! the fact and in a later process.
 
 use prost::Message as _;
 use std::sync::Mutex;
@@ -25,6 +27,7 @@ pub struct BuildHandle {
     info: Mutex<build::BuildInfo>,
     events: Mutex<Vec<build::BuildEvent>>,
     last: watch::Sender<u64>,
+    journal: Mutex<Option<tokio::sync::mpsc::UnboundedSender<build::BuildEvent>>>,
 }
 
 /// Whether an event ends a build.
@@ -46,19 +49,50 @@ impl BuildHandle {
             info: Mutex::new(info),
             events: Mutex::new(Vec::new()),
             last: watch::channel(0).0,
+            journal: Mutex::new(None),
         }
+    }
+
+    /// Sends every later event to `journal` too (in order), until
+    /// [`BuildHandle::close_journal`].
+    pub fn journal_to(&self, journal: tokio::sync::mpsc::UnboundedSender<build::BuildEvent>) {
+        *self.journal.lock().unwrap_or_else(|e| e.into_inner()) = Some(journal);
+    }
+
+    /// Stops journalling (the writer then sees the channel close).
+    pub fn close_journal(&self) {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// Puts back events of an earlier run (a resumed build), numbering on.
+    pub fn restore(&self, events: Vec<build::BuildEvent>) {
+        let n = events.len() as u64;
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = events;
+        self.info
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_sequence = n;
+        self.last.send_replace(n);
     }
 
     /// Appends an event; returns its sequence number.
     pub fn emit(&self, event: build::build_event::Event) -> u64 {
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         let sequence = events.len() as u64 + 1;
-        events.push(build::BuildEvent {
+        let ev = build::BuildEvent {
             build_id: self.id.clone(),
             sequence,
             timestamp: Some(SystemTime::now().into()),
             event: Some(event),
-        });
+        };
+        // Under the events lock, so the journal gets them in order.
+        if let Some(j) = &*self.journal.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = j.send(ev.clone());
+        }
+        events.push(ev);
         self.info
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -5,6 +5,7 @@
 mod chains;
 mod handle;
 mod job;
+pub mod recover;
 mod resolve;
 mod run;
 mod step;

@@ -100,6 +100,7 @@ pub(crate) fn images_of(plan: &BuildPlan) -> Vec<String> {
 /// Runs a build to its end; every outcome ends the event log with
 /// `BuildFinished` or `BuildFailed`.
 pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: BuildInput) {
+    let journal = super::recover::journal(&inner, &handle);
     let started = Instant::now();
     handle.update(|i| {
         i.status = build::BuildStatus::Running as i32;
@@ -154,13 +155,16 @@ pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: Build
             }));
         }
     }
+    handle.close_journal();
+    let _ = journal.await;
     persist(&inner, &handle).await;
+    super::recover::forget(&inner, &handle.id).await;
 }
 
 /// Keeps a finished build: its whole event log, never clipped, in the
 /// durable store (`builds/<id>.pb`), and its summary there and in the
 /// state for `strata builds`.
-async fn persist(inner: &Inner, handle: &BuildHandle) {
+pub(super) async fn persist(inner: &Inner, handle: &BuildHandle) {
     let durable = inner.blobs.durable();
     let id = &handle.id;
     if let Err(e) = durable

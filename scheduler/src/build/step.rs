@@ -115,7 +115,14 @@ pub(super) async fn satisfy(
         }
         let mut told = false;
         loop {
-            match inner.cache.claim(ns, key, &job_id, CLAIM_TTL).await {
+            // A claim held by this very job id is ours: a build resumed
+            // after a scheduler restart.
+            let claimed = inner
+                .cache
+                .claim(ns, key, &job_id, CLAIM_TTL)
+                .await
+                .map(|held| held.filter(|h| *h != job_id));
+            match claimed {
                 Ok(None) => {
                     claim = Some(Claim {
                         inner: Arc::clone(inner),

@@ -216,6 +216,7 @@ impl BuildService for Builds {
             created_at: Some(SystemTime::now().into()),
             ..Default::default()
         };
+        crate::build::recover::remember(&self.inner, &id, &req, &info).await;
         let handle = Arc::new(BuildHandle::new(id.clone(), info));
         self.inner
             .builds

@@ -5,7 +5,7 @@
 mod blob;
 mod build;
 mod export;
-mod request;
+pub(crate) mod request;
 mod worker;
 
 use crate::Inner;

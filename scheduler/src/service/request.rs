@@ -70,7 +70,7 @@ pub(super) fn platform_of(p: Option<&common::Platform>) -> Result<Platform, Stat
 }
 
 /// Validates a build request into what the build needs.
-pub(super) async fn build_input(
+pub(crate) async fn build_input(
     inner: &Inner,
     req: &build::BuildRequest,
 ) -> Result<BuildInput, Status> {

@@ -111,7 +111,7 @@ impl Executor for RuncExecutor {
         // cancels the task's token.
         let token = cancel.child_token();
         let guard = token.clone().drop_guard();
-        let span = tracing::info_span!("exec", step_id = %id);
+        let span = tracing::info_span!("exec", job_id = %id);
         let task = runc_run::run_step(self.inner.clone(), id.clone(), spec, output, token);
         let joined = self.inner.tracker.spawn(task.instrument(span)).await;
         guard.disarm();
