@@ -138,3 +138,62 @@ fn a_killed_scheduler_resumes_its_builds_and_the_client_reattaches() {
         "the resumed build's image differs from a rebuild's"
     );
 }
+
+#[test]
+fn a_worker_told_to_stop_finishes_its_step_first() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let dir = tempfile::tempdir().expect("dir");
+    let sched = SchedulerProc::start(dir.path(), &[], &[]);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let mut worker = WorkerProc::start(
+        dir.path(),
+        "worker-1",
+        &url,
+        &["--drain-timeout".into(), "60".into()],
+        &[],
+    );
+    wait_ready(worker.metrics_port, "/readyz", "worker");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\n\
+             RUN i=1; while [ $i -le 15 ]; do echo tick-$i; i=$((i+1)); busybox sleep 0.2; done; echo done > /done\n"
+        ),
+    )
+    .expect("Dockerfile");
+    let out = dir.path().join("client.jsonl");
+    let meta = dir.path().join("meta.json");
+    let mut client = spawn_build(&url, &ctx, &out, meta.to_str().expect("utf-8"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("tick-3")
+    {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM mid-step: the worker finishes the step, reports it, leaves.
+    worker.proc.signal("TERM");
+    let status = client.wait().expect("client");
+    assert!(
+        status.success(),
+        "{}\n{}\n{}",
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        sched.proc.log(),
+        worker.proc.log()
+    );
+    let m: Value = serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
+    let step = &m["strata.steps"][0];
+    assert_eq!(step["status"], "executed", "{m:#}");
+    assert_eq!(step["worker_id"], "worker-1", "{m:#}");
+    let exited = worker.proc.wait_exit(Duration::from_secs(20));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the worker did not exit cleanly after draining: {exited:?}\n{}",
+        worker.proc.log()
+    );
+    assert!(worker.proc.log().contains("finishing the running jobs"));
+}
