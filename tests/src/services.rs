@@ -110,6 +110,8 @@ impl Drop for RedisServer {
 /// An S3 server (`s3s-fs`) on loopback with one bucket.
 pub struct S3Server {
     child: Child,
+    bin: PathBuf,
+    port: u16,
     dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
@@ -134,21 +136,40 @@ impl S3Server {
         // s3s-fs keeps a bucket as a directory of its root.
         std::fs::create_dir(dir.path().join(bucket)).expect("bucket dir");
         let port = free_port();
+        let child = Self::spawn(&bin, port, dir.path());
+        S3Server {
+            child,
+            bin,
+            port,
+            dir,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: bucket.to_string(),
+        }
+    }
+
+    fn spawn(bin: &std::path::Path, port: u16, root: &std::path::Path) -> Child {
         let mut child = Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(dir.path())
+            .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start s3s-fs");
         wait_for_port(port, &mut child, "s3s-fs");
-        S3Server {
-            child,
-            dir,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            bucket: bucket.to_string(),
-        }
+        child
+    }
+
+    /// Stops the server (its data stays), as an outage.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(&self.bin, self.port, self.dir.path());
     }
 
     /// The `--s3` URL of the bucket under `prefix`.

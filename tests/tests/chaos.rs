@@ -274,3 +274,73 @@ fn builds_survive_killed_workers_and_schedulers() {
     let (blobs, records) = verify_store(&s3, "c/");
     assert!(blobs > 0 && records > 0, "nothing was stored");
 }
+
+#[test]
+fn an_s3_outage_fails_builds_clearly_and_corrupts_nothing() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let redis = RedisServer::start();
+    let mut s3 = S3Server::start("outage");
+    let dir = tempfile::tempdir().expect("dir");
+    let env: Vec<(String, String)> = s3
+        .env()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let shared = vec![
+        "--redis".to_string(),
+        redis.url.clone(),
+        "--s3".to_string(),
+        s3.url("o/"),
+    ];
+    let sched = SchedulerProc::start(dir.path(), &shared, &env);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let worker = WorkerProc::start(dir.path(), "worker-0", &url, &[], &env);
+    wait_ready(worker.metrics_port, "/readyz", "worker");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(ctx.join("Dockerfile"), &dockerfiles(&base)[0]).expect("Dockerfile");
+    std::fs::write(ctx.join("data.txt"), "outage data\n").expect("data");
+    let meta = dir.path().join("first.json");
+    let o = build(&url, &ctx, "default", &meta)
+        .wait_with_output()
+        .expect("build");
+    assert!(o.status.success(), "{}", text(&o));
+    let id = image_id(&meta);
+
+    // S3 goes away; a changed file needs it: a clear, retryable error.
+    s3.stop();
+    std::fs::write(ctx.join("data.txt"), "outage data, changed\n").expect("data");
+    let o = build(&url, &ctx, "default", &dir.path().join("down.json"))
+        .wait_with_output()
+        .expect("build");
+    let t = text(&o);
+    assert!(
+        !o.status.success(),
+        "a build succeeded without its store:\n{t}"
+    );
+    assert!(
+        t.contains("s3://outage/o/") && t.contains("cannot reach"),
+        "the error does not name the store and the problem:\n{t}"
+    );
+
+    // S3 is back: the same build works, the first one is still cached.
+    s3.restart();
+    std::fs::write(ctx.join("data.txt"), "outage data\n").expect("data");
+    let again = dir.path().join("again.json");
+    let o = build(&url, &ctx, "default", &again)
+        .wait_with_output()
+        .expect("build");
+    assert!(o.status.success(), "{}\n{}", text(&o), sched.proc.log());
+    assert_eq!(image_id(&again), id);
+    let m: Value = serde_json::from_slice(&std::fs::read(&again).expect("meta")).expect("json");
+    assert!(
+        m["strata.steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .all(|s| s["status"] == "cached"),
+        "{m:#}"
+    );
+    verify_store(&s3, "o/");
+}
