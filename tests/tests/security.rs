@@ -310,3 +310,102 @@ fn build_over_tls_with_workers_on_mtls() {
         text(&o)
     );
 }
+
+/// Sends raw bytes as a gRPC message: what a broken or hostile client
+/// could put on the wire.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+#[test]
+fn oversized_and_malformed_messages_are_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sched = SchedulerProc::start(dir.path(), &[], &[]);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (big, garbage) = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/strata.build.v1.BuildService/StartBuild",
+        );
+        let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+        grpc.ready().await.expect("ready");
+        // 20 MiB: over the 16 MiB every strata service accepts.
+        let big = grpc
+            .unary(
+                tonic::Request::new(vec![0u8; 20 << 20]),
+                path.clone(),
+                RawCodec,
+            )
+            .await
+            .expect_err("a 20 MiB message was accepted");
+        grpc.ready().await.expect("ready");
+        // Not protobuf: field 15 with a truncated length-delimited value.
+        let garbage = grpc
+            .unary(
+                tonic::Request::new(vec![0x7a, 0xff, 0xff, 0xff, 0x0f, 0x01]),
+                path,
+                RawCodec,
+            )
+            .await
+            .expect_err("garbage was accepted as a BuildRequest");
+        (big, garbage)
+    });
+    assert_eq!(big.code(), Code::OutOfRange, "{big:?}");
+    assert!(
+        big.message().contains("message length too large"),
+        "{big:?}"
+    );
+    assert!(
+        matches!(garbage.code(), Code::Internal | Code::InvalidArgument),
+        "{garbage:?}"
+    );
+    assert!(garbage.message().contains("decode"), "{garbage:?}");
+    // The scheduler is still up and answering.
+    let (status, _) = http_get(sched.metrics_port, "/healthz");
+    assert_eq!(status, 200);
+}
