@@ -83,6 +83,12 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server, as an outage (its data is not kept).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends one command (e.g. `FLUSHALL`) over the Redis protocol and
     /// returns the raw reply.
     pub fn command(&self, args: &[&str]) -> String {

@@ -344,3 +344,54 @@ fn an_s3_outage_fails_builds_clearly_and_corrupts_nothing() {
     );
     verify_store(&s3, "o/");
 }
+
+#[test]
+fn without_redis_builds_fall_back_to_the_records_in_s3() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let mut redis = RedisServer::start();
+    let s3 = S3Server::start("noredis");
+    let dir = tempfile::tempdir().expect("dir");
+    let env: Vec<(String, String)> = s3
+        .env()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let shared = vec![
+        "--redis".to_string(),
+        redis.url.clone(),
+        "--s3".to_string(),
+        s3.url("n/"),
+    ];
+    let sched = SchedulerProc::start(dir.path(), &shared, &env);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let worker = WorkerProc::start(dir.path(), "worker-0", &url, &[], &env);
+    wait_ready(worker.metrics_port, "/readyz", "worker");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(ctx.join("Dockerfile"), &dockerfiles(&base)[1]).expect("Dockerfile");
+    let first = dir.path().join("first.json");
+    let o = build(&url, &ctx, "default", &first)
+        .wait_with_output()
+        .expect("build");
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Redis goes away: the index's records in S3 still answer.
+    redis.stop();
+    let second = dir.path().join("second.json");
+    let o = build(&url, &ctx, "default", &second)
+        .wait_with_output()
+        .expect("build");
+    assert!(o.status.success(), "{}\n{}", text(&o), sched.proc.log());
+    assert_eq!(image_id(&second), image_id(&first));
+    let m: Value = serde_json::from_slice(&std::fs::read(&second).expect("meta")).expect("json");
+    assert!(
+        m["strata.steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .all(|s| s["status"] == "cached"),
+        "{m:#}"
+    );
+    assert!(sched.proc.log().contains("asking the durable store"));
+}
