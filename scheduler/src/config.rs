@@ -90,6 +90,11 @@ pub struct Args {
         requires = "tls_cert"
     )]
     pub tls_client_ca: Option<PathBuf>,
+    /// Let builds that ask for it use an entitlement: `security.insecure`
+    /// (`RUN --security=insecure`, a step with every capability of the
+    /// worker). Repeatable.
+    #[arg(long = "allow-insecure-entitlement", value_name = "ENTITLEMENT", value_parser = ["security.insecure"])]
+    pub allow_insecure_entitlements: Vec<String>,
     /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
@@ -142,6 +147,7 @@ impl Args {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("{what}: {e}"))
         };
+        config.allowed_entitlements = self.allow_insecure_entitlements.iter().cloned().collect();
         config.auth = Auth {
             clients: tokens(&self.client_tokens, "--client-tokens")?,
             workers: tokens(&self.worker_tokens, "--worker-tokens")?,

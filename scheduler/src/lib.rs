@@ -61,6 +61,8 @@ pub struct SchedulerConfig {
     pub cache_shares: BTreeMap<String, Vec<String>>,
     /// Client and worker tokens; none configured lets every call in.
     pub auth: auth::Auth,
+    /// Entitlements builds may be granted (`security.insecure`).
+    pub allowed_entitlements: std::collections::BTreeSet<String>,
 }
 
 impl SchedulerConfig {
@@ -77,6 +79,7 @@ impl SchedulerConfig {
             redis: None,
             cache_shares: BTreeMap::new(),
             auth: auth::Auth::default(),
+            allowed_entitlements: Default::default(),
         }
     }
 }

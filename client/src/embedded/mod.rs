@@ -99,6 +99,12 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
     let mut config = SchedulerConfig::new(home.join("scheduler"));
     config.blob_root = Some(worker.store().root().to_path_buf());
     config.registry = registry_config();
+    // The embedded builder is the user's own machine, as root: like a local
+    // buildkitd they run, it grants security.insecure to builds that ask
+    // (`strata build --allow security.insecure`).
+    config
+        .allowed_entitlements
+        .insert("security.insecure".to_string());
     let scheduler = Scheduler::open(config).await?;
 
     let socket = home.join("embedded.sock");

@@ -150,8 +150,9 @@ pub(crate) async fn build_input(
     };
     // Fail fast on what needs no base image: syntax, flags, unknown
     // stages, missing context files.
-    plan_dockerfile(&dockerfile, Some(&manifest), &options, &Offline)
+    let plan = plan_dockerfile(&dockerfile, Some(&manifest), &options, &Offline)
         .map_err(|e| Status::invalid_argument(e.with_file(&name).to_string()))?;
+    check_entitlements(inner, req, &plan, &name)?;
     let network = match common::NetworkMode::try_from(req.network_mode) {
         Ok(common::NetworkMode::None) => "none",
         Ok(common::NetworkMode::Host) => "host",
@@ -173,4 +174,35 @@ pub(crate) async fn build_input(
         pull: req.pull,
         namespace,
     })
+}
+
+/// `RUN --security=insecure` runs a step with every capability of the
+/// worker: as BuildKit, it needs the `security.insecure` entitlement asked
+/// for by the client (`strata build --allow security.insecure`) and
+/// allowed by the operator (`--allow-insecure-entitlement
+/// security.insecure`).
+fn check_entitlements(
+    inner: &Inner,
+    req: &build::BuildRequest,
+    plan: &strata_frontend::plan::BuildPlan,
+    dockerfile: &str,
+) -> Result<(), Status> {
+    const INSECURE: &str = "security.insecure";
+    let Some(step) = plan.steps.iter().find(|s| {
+        matches!(&s.action, strata_frontend::plan::Action::Run { security, .. } if security == "insecure")
+    }) else {
+        return Ok(());
+    };
+    let at = format!("{dockerfile}:{}: {}", step.line, step.instruction);
+    if !inner.config.allowed_entitlements.contains(INSECURE) {
+        return Err(Status::permission_denied(format!(
+            "{at}: the entitlement {INSECURE} is not allowed by this scheduler (its operator can start it with --allow-insecure-entitlement {INSECURE})"
+        )));
+    }
+    if !req.entitlements.iter().any(|e| e == INSECURE) {
+        return Err(Status::permission_denied(format!(
+            "{at}: needs the entitlement {INSECURE}: pass --allow {INSECURE} to strata build"
+        )));
+    }
+    Ok(())
 }

@@ -59,6 +59,10 @@ pub struct BuildArgs {
     /// Always resolve base images against their registry.
     #[arg(long)]
     pub pull: bool,
+    /// Grant an entitlement the Dockerfile needs: `security.insecure` (for
+    /// `RUN --security=insecure`; the scheduler must allow it too).
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_parser = ["security.insecure", "network.host"])]
+    pub allow: Vec<String>,
     /// Cache namespace (tenant or project): builds reuse only their own
     /// namespace's cache unless the farm shares namespaces.
     #[arg(long, env = "STRATA_NAMESPACE", default_value = "")]
@@ -173,10 +177,12 @@ pub fn prepare(args: &BuildArgs) -> Result<Prepared> {
         pull: args.pull,
         network_mode: network_mode.into(),
         // buildx grants the entitlement that `--network host` needs.
-        entitlements: if network == Network::Host {
-            vec!["network.host".to_string()]
-        } else {
-            Vec::new()
+        entitlements: {
+            let mut e = args.allow.clone();
+            if network == Network::Host && !e.iter().any(|x| x == "network.host") {
+                e.push("network.host".to_string());
+            }
+            e
         },
         secrets,
         platforms,
