@@ -148,6 +148,11 @@ impl<'a> Extractor<'a> {
         // Parents first were created first; set their times last, deepest
         // first, so creating children does not change them again.
         for (path, time) in self.dir_times.iter().rev() {
+            // A later entry may have replaced the directory, or a parent,
+            // with a symlink: never set times through it.
+            if !is_dir_inside(&self.dest, path) {
+                continue;
+            }
             set_times(path, time)
                 .map_err(self.io(format!("setting times of {}", path.display())))?;
         }
@@ -516,6 +521,11 @@ fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
     let s = std::str::from_utf8(v).ok()?;
     let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    // One sign only, as Go's ParseInt; `--9223372036854775808` would
+    // otherwise overflow the negation below.
+    if neg && whole.starts_with(['-', '+']) {
+        return None;
+    }
     let secs: i64 = whole.parse().ok()?;
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -526,6 +536,19 @@ fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
         (false, _) => TimeSpec::new(secs, nanos),
         (true, 0) => TimeSpec::new(-secs, 0),
         (true, _) => TimeSpec::new(-secs - 1, 1_000_000_000 - nanos),
+    })
+}
+
+/// Whether `path` is still a directory below `dest` reached without a
+/// symlink.
+fn is_dir_inside(dest: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(dest) else {
+        return false;
+    };
+    let mut cur = dest.to_path_buf();
+    rel.components().all(|c| {
+        cur.push(c);
+        std::fs::symlink_metadata(&cur).is_ok_and(|m| m.is_dir())
     })
 }
 
@@ -555,6 +578,13 @@ mod tests {
         assert_eq!(
             parse_pax_time(b"-1.5").map(|t| (t.tv_sec(), t.tv_nsec())),
             Some((-2, 500_000_000))
+        );
+        let parsed = |v: &[u8]| parse_pax_time(v).map(|t| (t.tv_sec(), t.tv_nsec()));
+        assert_eq!(parsed(b"--9223372036854775808"), None, "no overflow");
+        assert_eq!(parsed(b"-+1"), None);
+        assert_eq!(
+            parsed(b"-9223372036854775807.5"),
+            Some((i64::MIN, 500_000_000))
         );
     }
 }

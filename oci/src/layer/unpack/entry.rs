@@ -112,6 +112,11 @@ pub(super) fn parse_pax_time(v: &[u8]) -> Option<(i64, i64)> {
         None => (false, s),
     };
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    // One sign only, as Go's ParseInt; `--9223372036854775808` would
+    // otherwise overflow the negation below.
+    if neg && whole.starts_with(['-', '+']) {
+        return None;
+    }
     let secs: i64 = whole.parse().ok()?;
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -167,5 +172,13 @@ mod tests {
         assert_eq!(parse_pax_time(b"1.5"), Some((1, 500_000_000)));
         assert_eq!(parse_pax_time(b"-1.5"), Some((-2, 500_000_000)));
         assert_eq!(parse_pax_time(b"x"), None);
+        assert_eq!(parse_pax_time(b"+1"), Some((1, 0)));
+        // Used to overflow (a panic in debug builds).
+        assert_eq!(parse_pax_time(b"--9223372036854775808"), None);
+        assert_eq!(parse_pax_time(b"-+1.5"), None);
+        assert_eq!(
+            parse_pax_time(b"-9223372036854775807.5"),
+            Some((i64::MIN, 500_000_000))
+        );
     }
 }

@@ -69,27 +69,44 @@ pub(crate) fn walk(
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => return Err(LayerError::unpack(entry, "mkdir", e)),
                 }
-                let fd =
-                    open_dir_at(cur.as_fd(), comp).map_err(|e| component_error(entry, &rel, e))?;
+                let fd = open_dir_at(cur.as_fd(), comp)
+                    .map_err(|e| component_error(cur.as_fd(), comp, entry, &rel, e))?;
                 implicit.init(&rel, fd.as_fd(), entry)?;
                 fd
             }
-            Err(e) => return Err(component_error(entry, &rel, e)),
+            Err(e) => return Err(component_error(cur.as_fd(), comp, entry, &rel, e)),
         };
         cur = next;
     }
     Ok(Some(cur))
 }
 
-fn component_error(entry: &str, rel: &Path, e: Errno) -> LayerError {
-    match e {
-        Errno::ELOOP => LayerError::unsafe_entry(
+fn component_error(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    entry: &str,
+    rel: &Path,
+    e: Errno,
+) -> LayerError {
+    // Linux fails `O_DIRECTORY | O_NOFOLLOW` on a symlink with ENOTDIR, not
+    // ELOOP: look, so the message says what the component really is.
+    let symlink = match e {
+        Errno::ELOOP => true,
+        Errno::ENOTDIR => stat_at(dir, name).ok().flatten().is_some_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+        }),
+        _ => false,
+    };
+    if symlink {
+        return LayerError::unsafe_entry(
             entry,
             format!(
                 "{} is a symlink; layer entries may not be written through symlinks",
                 rel.display()
             ),
-        ),
+        );
+    }
+    match e {
         Errno::ENOTDIR => {
             LayerError::unsafe_entry(entry, format!("{} is not a directory", rel.display()))
         }

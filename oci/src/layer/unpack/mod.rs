@@ -399,10 +399,17 @@ impl<'a> Unpacker<'a> {
     fn restore_dir_times(&self) -> Result<(), LayerError> {
         for (comps, time) in &self.dir_times {
             let entry = comps.iter().collect::<PathBuf>().display().to_string();
-            if let Some(fd) = walk(&self.root, comps, &entry, None)? {
-                futimens(fd.as_fd(), time, time)
-                    .map_err(|e| LayerError::unpack(&entry, "utimens", e))?;
-            }
+            let fd = match walk(&self.root, comps, &entry, None) {
+                Ok(Some(fd)) => fd,
+                // A later entry of this layer replaced the directory (or a
+                // parent) with a non-directory or a symlink: containerd
+                // applies duplicates in order too, and there is nothing left
+                // to restore. The walk never follows the link.
+                Ok(None) | Err(LayerError::UnsafeEntry { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            futimens(fd.as_fd(), time, time)
+                .map_err(|e| LayerError::unpack(&entry, "utimens", e))?;
         }
         Ok(())
     }
