@@ -16,6 +16,14 @@ pub struct Limits {
     pub max_instructions: usize,
     /// Most stages in one Dockerfile.
     pub max_stages: usize,
+    /// Most bytes the plan's expanded values may add up to (each step's
+    /// environment and arguments, ENV and LABEL values): a few lines of
+    /// `ENV A=$A$A` double a value each time.
+    pub max_plan_bytes: usize,
+    /// Largest build context (the sum of its file sizes), in bytes.
+    pub max_context_bytes: u64,
+    /// Most entries (files, directories, links) in a build context.
+    pub max_context_entries: usize,
 }
 
 impl Default for Limits {
@@ -26,6 +34,9 @@ impl Default for Limits {
             max_instruction_bytes: 2 << 20,
             max_instructions: 20_000,
             max_stages: 1_000,
+            max_plan_bytes: 64 << 20,
+            max_context_bytes: 32 << 30,
+            max_context_entries: 1_000_000,
         }
     }
 }

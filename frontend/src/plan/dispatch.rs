@@ -78,6 +78,8 @@ pub(crate) struct Planner<'a> {
     pub(crate) specs: Vec<StageSpec>,
     pub(crate) results: BTreeMap<usize, StageResult>,
     pub(crate) steps: Vec<Step>,
+    /// Expanded bytes the plan holds so far (see `Limits::max_plan_bytes`).
+    pub(crate) plan_bytes: usize,
 }
 
 pub(crate) fn sha256_key(data: &[u8]) -> String {
@@ -102,7 +104,24 @@ impl<'a> Planner<'a> {
             specs: Vec::new(),
             results: BTreeMap::new(),
             steps: Vec::new(),
+            plan_bytes: 0,
         }
+    }
+
+    /// Counts `bytes` more of expanded values against the plan's budget.
+    pub(crate) fn spend(&mut self, bytes: usize, line: usize) -> Result<(), PlanError> {
+        self.plan_bytes = self.plan_bytes.saturating_add(bytes);
+        let limit = self.opts.limits.max_plan_bytes;
+        if self.plan_bytes > limit {
+            return Err(PlanError::at(
+                line,
+                format!(
+                    "the expanded build is larger than the limit of {} MiB (variables that grow with each use, e.g. ENV A=$A$A?)",
+                    limit >> 20
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn expand(

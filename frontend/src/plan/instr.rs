@@ -190,6 +190,8 @@ impl Planner<'_> {
                         self.expand(&kv.value, &st.env, line)?,
                     ));
                 }
+                let added: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+                self.spend(added, line)?;
                 let mut text = String::from(if is_env { "ENV" } else { "LABEL" });
                 for (k, v) in &pairs {
                     text.push_str(&format!(" {k}={v}"));
@@ -531,6 +533,12 @@ impl Planner<'_> {
             read_keys.push(r.result_key.clone());
         }
         let exec = st.exec();
+        let held: usize = exec.env.iter().map(|e| e.len()).sum::<usize>()
+            + match &action {
+                Action::Run { argv, .. } => argv.iter().map(String::len).sum(),
+                _ => 0,
+            };
+        self.spend(held, ins.start_line)?;
         // Proxy settings reach the run but never the cache key (BuildKit).
         let keyed_action = match &action {
             Action::Run { proxy_env, .. } if !proxy_env.is_empty() => {

@@ -96,6 +96,22 @@ pub(crate) async fn build_input(
         }
         None => ContextManifest::default(),
     };
+    let limits = strata_frontend::limits::Limits::default();
+    if manifest.entries.len() > limits.max_context_entries {
+        return Err(Status::invalid_argument(format!(
+            "the build context has {} entries, more than the limit of {}; add what the build does not need to .dockerignore",
+            manifest.entries.len(),
+            limits.max_context_entries
+        )));
+    }
+    let context_bytes: u64 = manifest.entries.iter().map(|e| e.size).sum();
+    if context_bytes > limits.max_context_bytes {
+        return Err(Status::invalid_argument(format!(
+            "the build context holds {} GiB, more than the limit of {} GiB; add what the build does not need to .dockerignore",
+            context_bytes >> 30,
+            limits.max_context_bytes >> 30
+        )));
+    }
     // Every context file must be in the store (a shared store answers
     // one HEAD per blob: ask many at once, each digest once).
     let mut files: BTreeMap<&str, &str> = BTreeMap::new();
