@@ -64,6 +64,11 @@ impl Farm {
 
     /// A farm whose scheduler runs with `sched_args`.
     fn start_with(sched_args: &[String]) -> Self {
+        Self::start_full(sched_args, &[])
+    }
+
+    /// A farm whose scheduler and worker run with these arguments.
+    fn start_full(sched_args: &[String], worker_args: &[String]) -> Self {
         let registry = TestRegistry::start();
         let base = push_busybox(&registry, "busybox:latest");
         let dir = tempfile::tempdir().expect("dir");
@@ -74,7 +79,7 @@ impl Farm {
             ("STRATA_TEST_CANARY", ENV_CANARY),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
-        let worker = WorkerProc::start(dir.path(), "sandbox-worker", &url, &[], &env);
+        let worker = WorkerProc::start(dir.path(), "sandbox-worker", &url, worker_args, &env);
         wait_ready(worker.metrics_port, "/readyz", "worker");
         let (worker_pid, worker_state) = worker_process(worker.metrics_port);
         let state_canary = worker_state.join("canary.txt");
@@ -544,6 +549,18 @@ fn a_step_sees_only_the_standard_devices() {
     }
     p.failed("disks", "No such file or directory");
     assert_eq!(p.ok("urandom").trim(), "16");
+}
+
+#[test]
+fn an_operator_can_add_no_new_privileges() {
+    let farm = Farm::start_full(&[], &["--no-new-privileges".into()]);
+    let p = farm.probe(
+        "nnp",
+        &format!("RUN {TRY}; try root cat /proc/self/status\n"),
+    );
+    let root = status_fields(&p.ok("root"));
+    assert_eq!(root.get("NoNewPrivs").map(String::as_str), Some("1"));
+    assert_eq!(root.get("CapEff").map(String::as_str), Some(DOCKER_CAPS));
 }
 
 #[test]

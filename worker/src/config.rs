@@ -69,6 +69,11 @@ pub struct Args {
     /// terminationGracePeriodSeconds).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// Run every step with no-new-privileges: setuid binaries (sudo, su)
+    /// gain nothing. Off by default, as docker build and BuildKit: Dockerfiles
+    /// that use sudo in RUN then fail.
+    #[arg(long, env = "STRATA_NO_NEW_PRIVILEGES")]
+    pub no_new_privileges: bool,
     /// Keep the local layer store under this many bytes: after each job
     /// the least recently used layers and blobs no running job reads are
     /// removed (they come back from the farm's store when needed).

@@ -280,6 +280,7 @@ async fn a_missing_runc_says_how_to_install_it() {
     let err = strata_worker::executor::RuncExecutor::new(strata_worker::executor::RuncConfig {
         state_dir: state.path().to_path_buf(),
         runc_binary: Some("/nonexistent/runc".into()),
+        no_new_privileges: false,
     })
     .await
     .unwrap_err();

@@ -85,6 +85,7 @@ async fn open(state: &Path, copy: bool) -> Worker {
     Worker::open(WorkerConfig {
         state_dir: state.to_path_buf(),
         force_copy_snapshotter: copy,
+        no_new_privileges: false,
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))

@@ -39,6 +39,7 @@ async fn open(state: &Path) -> Worker {
     Worker::open(WorkerConfig {
         state_dir: state.to_path_buf(),
         force_copy_snapshotter: false,
+        no_new_privileges: false,
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))

@@ -93,6 +93,7 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
     let worker = Worker::open(WorkerConfig {
         state_dir: home.join("worker"),
         force_copy_snapshotter: false,
+        no_new_privileges: false,
     })
     .await
     .map_err(|e| anyhow!("starting the embedded worker: {e}"))?;

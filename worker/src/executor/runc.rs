@@ -28,6 +28,9 @@ pub struct RuncConfig {
     pub state_dir: PathBuf,
     /// The runc binary; `None` looks for `runc` on `PATH`.
     pub runc_binary: Option<PathBuf>,
+    /// Run steps with no-new-privileges (setuid binaries such as sudo gain
+    /// nothing). Off by default, as in BuildKit and docker build.
+    pub no_new_privileges: bool,
 }
 
 /// Runs steps with `runc run`. Cheap to clone; clones share their tasks.
@@ -46,6 +49,8 @@ pub(crate) struct Inner {
     pub cgroup_ns: bool,
     /// The kernel has seccomp, so Docker's default profile is applied.
     pub seccomp: bool,
+    /// Steps run with no-new-privileges.
+    pub no_new_privileges: bool,
 }
 
 impl RuncExecutor {
@@ -160,6 +165,7 @@ fn setup(config: RuncConfig) -> Result<Inner, ExecError> {
         cgroup_ns: Path::new("/proc/self/ns/cgroup").exists()
             && Path::new("/sys/fs/cgroup/cgroup.subtree_control").exists(),
         seccomp: seccomp::enabled(),
+        no_new_privileges: config.no_new_privileges,
     })
 }
 

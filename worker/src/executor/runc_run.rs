@@ -244,6 +244,7 @@ fn write_bundle(
         resolv_conf: &resolv_path,
         cgroup_ns: inner.cgroup_ns,
         seccomp: inner.seccomp,
+        no_new_privileges: inner.no_new_privileges,
     };
     let oci = spec::build(&input).map_err(|reason| ExecError::Spec {
         id: id.to_owned(),

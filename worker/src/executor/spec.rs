@@ -32,6 +32,8 @@ pub(crate) struct SpecInput<'a> {
     pub cgroup_ns: bool,
     /// Apply Docker's default seccomp profile (when the kernel has seccomp).
     pub seccomp: bool,
+    /// Set no-new-privileges (the operator's choice; off by default).
+    pub no_new_privileges: bool,
 }
 
 /// Builds the spec.
@@ -73,8 +75,9 @@ pub(crate) fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         .cwd(exec.cwd.clone())
         .capabilities(capabilities)
         // BuildKit applies containerd's WithNewPrivileges: setuid binaries
-        // (sudo, su) work in RUN as they do with docker build.
-        .no_new_privileges(false)
+        // (sudo, su) work in RUN as they do with docker build, unless the
+        // operator asks for no-new-privileges.
+        .no_new_privileges(input.no_new_privileges)
         .build()
         .map_err(e)?;
     // BuildKit drops containerd's RLIMIT_NOFILE 1024: steps inherit the
@@ -359,6 +362,7 @@ mod tests {
             resolv_conf: Path::new("/b/resolv.conf"),
             cgroup_ns: false,
             seccomp: false,
+            no_new_privileges: false,
         };
         serde_json::to_value(build(&input).unwrap()).unwrap()
     }

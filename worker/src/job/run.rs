@@ -27,6 +27,8 @@ pub struct WorkerConfig {
     pub state_dir: PathBuf,
     /// Use the copy snapshotter even where overlayfs works.
     pub force_copy_snapshotter: bool,
+    /// Run steps with no-new-privileges (off: as docker build).
+    pub no_new_privileges: bool,
 }
 
 /// Runs layer jobs.
@@ -51,6 +53,7 @@ impl Worker {
         let executor = RuncExecutor::new(RuncConfig {
             state_dir: state.join("exec"),
             runc_binary: None,
+            no_new_privileges: config.no_new_privileges,
         })
         .await?;
         executor.cleanup_leftovers().await?;

@@ -92,6 +92,7 @@ pub async fn executor() -> (RuncExecutor, TempDir) {
     let exec = RuncExecutor::new(RuncConfig {
         state_dir: state.path().to_path_buf(),
         runc_binary: None,
+        no_new_privileges: false,
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
