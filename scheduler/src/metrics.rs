@@ -2,12 +2,7 @@
 //! `strata-telemetry`). The names are a contract: the Grafana dashboard
 //! in `deploy/grafana/` and the chart's autoscaler query them.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-
-/// Buckets of step and build durations, in seconds.
-const DURATION_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-];
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// Every metric of a scheduler.
 #[derive(Debug, Clone)]
@@ -34,86 +29,52 @@ pub struct Metrics {
     pub context_bytes: IntCounter,
 }
 
-fn must<T>(r: prometheus::Result<T>) -> T {
-    // Only a duplicate or malformed name fails, which the unit test below
-    // would catch; the names are constants.
-    r.expect("valid, unique metric definitions")
-}
-
 impl Metrics {
     /// Creates and registers them.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let gauge = |name: &str, help: &str| {
-            let g = must(IntGauge::new(name, help));
-            must(registry.register(Box::new(g.clone())));
-            g
-        };
-        let counter_vec = |name: &str, help: &str, label: &str| {
-            let c = must(IntCounterVec::new(Opts::new(name, help), &[label]));
-            must(registry.register(Box::new(c.clone())));
-            c
-        };
-        let histogram = |name: &str, help: &str| {
-            let h = must(Histogram::with_opts(
-                HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
-            ));
-            must(registry.register(Box::new(h.clone())));
-            h
-        };
-        let context_bytes = must(IntCounter::new(
-            "strata_scheduler_context_bytes_received_total",
-            "Build context bytes received from clients.",
-        ));
-        must(registry.register(Box::new(context_bytes.clone())));
-        let m = Self {
-            queue_depth: gauge(
+        let m = strata_telemetry::metrics::Metrics::new();
+        Self {
+            queue_depth: m.gauge(
                 "strata_scheduler_queue_depth",
                 "Jobs waiting for a worker slot.",
             ),
-            jobs_running: gauge("strata_scheduler_jobs_running", "Jobs running on workers."),
-            workers_connected: gauge(
+            jobs_running: m.gauge("strata_scheduler_jobs_running", "Jobs running on workers."),
+            workers_connected: m.gauge(
                 "strata_scheduler_workers_connected",
                 "Workers connected to this scheduler.",
             ),
-            builds: counter_vec(
+            builds: m.counter_vec(
                 "strata_scheduler_builds_total",
                 "Finished builds by outcome.",
                 "outcome",
+                &["succeeded", "failed", "cancelled"],
             ),
-            steps: counter_vec(
+            steps: m.counter_vec(
                 "strata_scheduler_steps_total",
                 "Finished steps by status.",
                 "status",
+                &["cached", "executed", "failed"],
             ),
-            cache_lookups: counter_vec(
+            cache_lookups: m.counter_vec(
                 "strata_scheduler_cache_lookups_total",
                 "Layer cache lookups by result.",
                 "result",
+                &["hit", "miss"],
             ),
-            build_duration: histogram(
+            build_duration: m.durations(
                 "strata_scheduler_build_duration_seconds",
                 "Build durations, start to end.",
             ),
-            step_duration: histogram(
+            step_duration: m.durations(
                 "strata_scheduler_step_duration_seconds",
                 "Executed step durations, queued to done.",
             ),
-            context_bytes,
-            registry,
-        };
-        // Every labelled series exists from the start, at 0, so rates and
-        // dashboards work before the first event.
-        for o in ["succeeded", "failed", "cancelled"] {
-            m.builds.with_label_values(&[o]);
+            context_bytes: m.counter(
+                "strata_scheduler_context_bytes_received_total",
+                "Build context bytes received from clients.",
+            ),
+            registry: m.registry,
         }
-        for s in ["cached", "executed", "failed"] {
-            m.steps.with_label_values(&[s]);
-        }
-        for r in ["hit", "miss"] {
-            m.cache_lookups.with_label_values(&[r]);
-        }
-        m
     }
 
     /// Sets the gauges from the pool's (queued, running, workers).

@@ -12,6 +12,7 @@
 //!   `/readyz` endpoints.
 
 pub mod http;
+pub mod metrics;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;

@@ -194,6 +194,14 @@ impl S3Server {
         ]
     }
 
+    /// [`S3Server::env`] as owned pairs, for process helpers.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        self.env()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     /// The files of the bucket under `prefix` (what the server stores).
     pub fn objects(&self, prefix: &str) -> Vec<PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
@@ -218,4 +226,15 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `--redis URL --s3 URL` for a scheduler on these services, its blobs
+/// under `prefix` in the bucket.
+pub fn scheduler_args(redis: &RedisServer, s3: &S3Server, prefix: &str) -> Vec<String> {
+    vec![
+        "--redis".to_string(),
+        redis.url.clone(),
+        "--s3".to_string(),
+        s3.url(prefix),
+    ]
 }

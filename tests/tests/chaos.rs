@@ -13,7 +13,7 @@ use std::time::Duration;
 use strata_tests::base_image::push_busybox;
 use strata_tests::procs::{SchedulerProc, WorkerProc, wait_ready};
 use strata_tests::registry::TestRegistry;
-use strata_tests::services::{RedisServer, S3Server};
+use strata_tests::services::{RedisServer, S3Server, scheduler_args};
 
 /// xorshift64*: reproducible choices from a seed.
 struct Rng(u64);
@@ -167,17 +167,8 @@ fn builds_survive_killed_workers_and_schedulers() {
     let redis = RedisServer::start();
     let s3 = S3Server::start("chaos");
     let dir = tempfile::tempdir().expect("dir");
-    let env: Vec<(String, String)> = s3
-        .env()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let shared = vec![
-        "--redis".to_string(),
-        redis.url.clone(),
-        "--s3".to_string(),
-        s3.url("c/"),
-    ];
+    let env = s3.process_env();
+    let shared = scheduler_args(&redis, &s3, "c/");
     let scheduler = SchedulerProc::start(dir.path(), &shared, &env);
     let mut farm = Farm {
         dir: dir.path(),
@@ -282,17 +273,8 @@ fn an_s3_outage_fails_builds_clearly_and_corrupts_nothing() {
     let redis = RedisServer::start();
     let mut s3 = S3Server::start("outage");
     let dir = tempfile::tempdir().expect("dir");
-    let env: Vec<(String, String)> = s3
-        .env()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let shared = vec![
-        "--redis".to_string(),
-        redis.url.clone(),
-        "--s3".to_string(),
-        s3.url("o/"),
-    ];
+    let env = s3.process_env();
+    let shared = scheduler_args(&redis, &s3, "o/");
     let sched = SchedulerProc::start(dir.path(), &shared, &env);
     let url = format!("http://127.0.0.1:{}", sched.port);
     let worker = WorkerProc::start(dir.path(), "worker-0", &url, &[], &env);
@@ -352,17 +334,8 @@ fn without_redis_builds_fall_back_to_the_records_in_s3() {
     let mut redis = RedisServer::start();
     let s3 = S3Server::start("noredis");
     let dir = tempfile::tempdir().expect("dir");
-    let env: Vec<(String, String)> = s3
-        .env()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let shared = vec![
-        "--redis".to_string(),
-        redis.url.clone(),
-        "--s3".to_string(),
-        s3.url("n/"),
-    ];
+    let env = s3.process_env();
+    let shared = scheduler_args(&redis, &s3, "n/");
     let sched = SchedulerProc::start(dir.path(), &shared, &env);
     let url = format!("http://127.0.0.1:{}", sched.port);
     let worker = WorkerProc::start(dir.path(), "worker-0", &url, &[], &env);

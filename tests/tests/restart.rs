@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use strata_tests::base_image::push_busybox;
 use strata_tests::procs::{SchedulerProc, WorkerProc, wait_ready};
 use strata_tests::registry::TestRegistry;
-use strata_tests::services::{RedisServer, S3Server};
+use strata_tests::services::{RedisServer, S3Server, scheduler_args};
 
 fn events(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -37,17 +37,8 @@ fn a_killed_scheduler_resumes_its_builds_and_the_client_reattaches() {
     let redis = RedisServer::start();
     let s3 = S3Server::start("restart");
     let dir = tempfile::tempdir().expect("dir");
-    let env: Vec<(String, String)> = s3
-        .env()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let shared = vec![
-        "--redis".to_string(),
-        redis.url.clone(),
-        "--s3".to_string(),
-        s3.url("r/"),
-    ];
+    let env = s3.process_env();
+    let shared = scheduler_args(&redis, &s3, "r/");
     let sched = SchedulerProc::start(dir.path(), &shared, &env);
     let port = sched.port;
     let url = format!("http://127.0.0.1:{port}");

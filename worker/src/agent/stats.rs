@@ -2,12 +2,7 @@
 //! `strata-telemetry`) that the heartbeats also report. The names are a
 //! contract: the Grafana dashboard in `deploy/grafana/` queries them.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-
-/// Buckets of step durations, in seconds.
-const DURATION_BUCKETS: &[f64] = &[
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-];
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// The agent's counters.
 #[derive(Debug, Clone)]
@@ -32,71 +27,43 @@ pub struct AgentStats {
     pub connected: IntGauge,
 }
 
-fn must<T>(r: prometheus::Result<T>) -> T {
-    // Only a duplicate or malformed name fails; the names are constants
-    // and the unit test below registers them all.
-    r.expect("valid, unique metric definitions")
-}
-
 impl AgentStats {
     /// Creates and registers them.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let reg = |c: Box<dyn prometheus::core::Collector>| must(registry.register(c));
-        let counter = |name: &str, help: &str| {
-            let c = must(IntCounter::new(name, help));
-            reg(Box::new(c.clone()));
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = must(IntGauge::new(name, help));
-            reg(Box::new(g.clone()));
-            g
-        };
-        let jobs = must(IntCounterVec::new(
-            Opts::new(
+        let m = strata_telemetry::metrics::Metrics::new();
+        Self {
+            jobs_running: m.gauge("strata_worker_jobs_running", "Jobs running now."),
+            jobs: m.counter_vec(
                 "strata_worker_jobs_total",
                 "Jobs run to a result, by outcome.",
+                "outcome",
+                &["succeeded", "failed"],
             ),
-            &["outcome"],
-        ));
-        reg(Box::new(jobs.clone()));
-        for o in ["succeeded", "failed"] {
-            jobs.with_label_values(&[o]);
-        }
-        let step_duration = must(Histogram::with_opts(
-            HistogramOpts::new(
+            step_duration: m.durations(
                 "strata_worker_step_duration_seconds",
                 "Job durations, accepted to result.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-        ));
-        reg(Box::new(step_duration.clone()));
-        Self {
-            jobs_running: gauge("strata_worker_jobs_running", "Jobs running now."),
-            jobs,
-            step_duration,
-            blobs_fetched: counter(
+            ),
+            blobs_fetched: m.counter(
                 "strata_worker_blobs_downloaded_total",
                 "Blobs downloaded from the farm's store.",
             ),
-            bytes_fetched: counter(
+            bytes_fetched: m.counter(
                 "strata_worker_bytes_downloaded_total",
                 "Bytes of blobs downloaded from the farm's store.",
             ),
-            bytes_uploaded: counter(
+            bytes_uploaded: m.counter(
                 "strata_worker_bytes_uploaded_total",
                 "Bytes of layers and cache archives uploaded.",
             ),
-            free_disk: gauge(
+            free_disk: m.gauge(
                 "strata_worker_free_disk_bytes",
                 "Free space in the worker's state directory.",
             ),
-            connected: gauge(
+            connected: m.gauge(
                 "strata_worker_connected",
                 "1 while registered with the scheduler.",
             ),
-            registry,
+            registry: m.registry,
         }
     }
 
