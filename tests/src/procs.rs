@@ -187,7 +187,7 @@ pub struct WorkerProc {
     pub proc: Proc,
     /// /metrics, /healthz, /readyz port.
     pub metrics_port: u16,
-    _state: tempfile::TempDir,
+    _state: Option<tempfile::TempDir>,
 }
 
 impl WorkerProc {
@@ -202,12 +202,27 @@ impl WorkerProc {
         env: &[(String, String)],
     ) -> Self {
         let state = tempfile::tempdir().expect("worker state");
+        let mut w = Self::start_in(dir, name, scheduler_url, state.path(), extra, env);
+        w._state = Some(state);
+        w
+    }
+
+    /// As [`WorkerProc::start`], with its state in `state` (which the
+    /// caller owns: a small filesystem, say).
+    pub fn start_in(
+        dir: &Path,
+        name: &str,
+        scheduler_url: &str,
+        state: &Path,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> Self {
         let metrics_port = free_port();
         let mut args = vec![
             "--scheduler".to_string(),
             scheduler_url.to_string(),
             "--state".to_string(),
-            state.path().display().to_string(),
+            state.display().to_string(),
             "--name".to_string(),
             name.to_string(),
             "--capacity".to_string(),
@@ -221,7 +236,7 @@ impl WorkerProc {
         WorkerProc {
             proc,
             metrics_port,
-            _state: state,
+            _state: None,
         }
     }
 }

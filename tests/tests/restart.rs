@@ -188,3 +188,63 @@ fn a_worker_told_to_stop_finishes_its_step_first() {
     );
     assert!(worker.proc.log().contains("finishing the running jobs"));
 }
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount a {size} tmpfs (the test runs as root)");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_worker_disk_fails_the_step_saying_so() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let dir = tempfile::tempdir().expect("dir");
+    let sched = SchedulerProc::start(dir.path(), &["--max-attempts".into(), "1".into()], &[]);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    // 48 MiB of state: room for the step's 30 MB, not for its layer too.
+    let disk = SmallDisk::mount("48m");
+    let worker = WorkerProc::start_in(dir.path(), "small", &url, disk.0.path(), &[], &[]);
+    wait_ready(worker.metrics_port, "/readyz", "worker");
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nRUN head -c 30000000 /dev/urandom > /noise\n"),
+    )
+    .expect("Dockerfile");
+    let o = Command::new(strata_tests::bin("strata"))
+        .args(["--scheduler", &url, "build", "--progress", "plain"])
+        .arg(&ctx)
+        .output()
+        .expect("strata build");
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("the worker's disk is full"),
+        "the error does not say the disk is full:\n{t}\n{}",
+        worker.proc.log()
+    );
+    assert!(t.contains("Dockerfile:2"), "{t}");
+    drop(worker);
+}
