@@ -1,7 +1,8 @@
 //! Blob store throughput: `put_file` (a new blob: copied in, hashed,
 //! fsynced, renamed; for S3 a HEAD then a PUT or a multipart upload),
-//! `get_to_file` (copied out and verified) and `stat`, for 1 MiB and
-//! 64 MiB blobs of incompressible bytes.
+//! `get_to_file` (copied out and verified) and `stat`, for 4 KiB (a typical
+//! context file: its time is the per-blob latency), 1 MiB and 64 MiB blobs
+//! of incompressible bytes.
 //!
 //! - `fs/*`: [`FsBlobs`] in a temporary directory (embedded mode and every
 //!   worker's local store);
@@ -31,7 +32,7 @@ use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
 const MIB: usize = 1 << 20;
-const SIZES: [(usize, &str); 2] = [(MIB, "1MiB"), (64 * MIB, "64MiB")];
+const SIZES: [(usize, &str); 3] = [(4 << 10, "4KiB"), (MIB, "1MiB"), (64 * MIB, "64MiB")];
 const BUCKET: &str = "bench";
 
 /// A source file of `len` incompressible bytes and its digest.

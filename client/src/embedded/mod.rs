@@ -100,6 +100,10 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
     let mut config = SchedulerConfig::new(home.join("scheduler"));
     config.blob_root = Some(worker.store().root().to_path_buf());
     config.registry = registry_config();
+    // The worker lives in this process: it cannot be cut off, and a long
+    // blocking step must not look like a silent worker (its lease would
+    // expire and the step run again).
+    config.lease_duration = std::time::Duration::from_secs(24 * 3600);
     // The embedded builder is the user's own machine, as root: like a local
     // buildkitd they run, it grants security.insecure to builds that ask
     // (`strata build --allow security.insecure`).
