@@ -167,6 +167,12 @@ cmd_start() {
     # sun_path holds 108 bytes, the NUL included.
     [[ ${#sock} -lt 108 ]] || die "socket path too long for a unix socket (${#sock} bytes): ${sock}"
     rm -f "$sock"
+    # buildkitd listens on a fixed trace socket too; one killed without a
+    # chance to clean up leaves it behind and every later start fails with
+    # "address already in use". Remove it when no buildkitd runs.
+    if ! pgrep -x buildkitd >/dev/null 2>&1; then
+        rm -f /run/buildkit/otel-grpc.sock
+    fi
     write_config "${dir}/buildkitd.toml" "$@"
     mkdir -p "${dir}/root"
 
