@@ -35,6 +35,21 @@ live_pid() {
     echo "$pid"
 }
 
+# Whether the process in pid file $1, started by this shell a moment ago,
+# is still running. Unlike live_pid it does not insist on a strata command
+# line: right after `setsid CMD &` the child may not have exec'd CMD yet.
+running_pid() {
+    local pidfile="$1" pid stat state
+    [[ -s "$pidfile" ]] || return 1
+    pid="$(<"$pidfile")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    { stat="$(<"/proc/$pid/stat")"; } 2>/dev/null || return 1
+    # "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+    state="${stat##*) }"
+    state="${state%% *}"
+    [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
 # Pid files of the farm in $1: workers first, the scheduler last.
 pid_files() {
     local dir="$1" f

@@ -130,7 +130,7 @@ sched_args=(--listen "127.0.0.1:${port}" --state "$dir/state/scheduler")
 start scheduler "$bin_dir/strata-scheduler" "${sched_args[@]}"
 deadline=$((SECONDS + START_TIMEOUT_S))
 until port_open "$port"; do
-    live_pid "$dir/pids/scheduler.pid" >/dev/null || fail "strata-scheduler exited"
+    running_pid "$dir/pids/scheduler.pid" || fail "strata-scheduler exited"
     ((SECONDS < deadline)) || fail "strata-scheduler did not listen on 127.0.0.1:${port} within ${START_TIMEOUT_S} s"
     sleep 0.2
 done
@@ -159,7 +159,7 @@ registered() {
 }
 until registered; do
     for name in scheduler "${names[@]}"; do
-        live_pid "$dir/pids/$name.pid" >/dev/null || fail "strata-${name%%-*} (${name}) exited"
+        running_pid "$dir/pids/$name.pid" || fail "strata-${name%%-*} (${name}) exited"
     done
     ((SECONDS < deadline)) || fail "not all ${workers} workers registered within ${START_TIMEOUT_S} s"
     sleep 0.5
