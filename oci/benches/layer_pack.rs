@@ -183,6 +183,31 @@ fn bench(c: &mut Criterion, corpus: &Corpus) {
         })
     });
     g.finish();
+
+    // How compression scales with cores: the same tar with 1, 2, 4, ...
+    // threads up to the machine's CPUs (the output bytes do not change).
+    let mut g = c.benchmark_group("compress_threads");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Bytes(tar.len() as u64));
+    let mut counts = vec![1];
+    while counts[counts.len() - 1] * 2 <= threads {
+        counts.push(counts[counts.len() - 1] * 2);
+    }
+    if counts[counts.len() - 1] != threads {
+        counts.push(threads);
+    }
+    for t in counts {
+        g.bench_function(format!("gzip6/{t}"), |b| {
+            b.iter(|| black_box(compress(&tar, Compression::GZIP, t)))
+        });
+        g.bench_function(format!("zstd3/{t}"), |b| {
+            b.iter(|| black_box(compress(&tar, Compression::ZSTD, t)))
+        });
+    }
+    g.finish();
 }
 
 fn main() {

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod assignment;
 pub mod config;
+pub mod context;
 pub mod copy;
 pub mod evict;
 pub mod fetch;

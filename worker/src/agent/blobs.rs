@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// Where blobs come from and go to.
+/// Blobs fetched at once for one job.
+pub const FETCH_CONCURRENCY: usize = 32;
+
 /// The scheduler's BlobService, with the worker's token on every call.
 type SchedulerBlobs = BlobServiceClient<InterceptedService<Channel, Outgoing>>;
 
@@ -90,6 +92,24 @@ impl RemoteBlobs {
             Via::Scheduler(_) => "through the scheduler".into(),
             Via::Shared(s) => s.describe(),
         }
+    }
+
+    /// Makes sure every blob of `digests` is in the local store, fetching
+    /// up to [`FETCH_CONCURRENCY`] at once (a context of many small files
+    /// is mostly round trips).
+    pub async fn fetch_all(&self, digests: &[String]) -> Result<(), String> {
+        // Owned futures: borrowing closures trip the compiler's
+        // higher-ranked lifetime check in spawned tasks.
+        let mut fetches = futures::stream::iter(digests.to_vec())
+            .map(|d| {
+                let this = self.clone();
+                async move { this.fetch(&d).await }
+            })
+            .buffer_unordered(FETCH_CONCURRENCY);
+        while let Some(r) = fetches.next().await {
+            r?;
+        }
+        Ok(())
     }
 
     /// Makes sure blob `digest` is in the local store; returns whether it

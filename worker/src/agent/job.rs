@@ -1,12 +1,12 @@
 //! One assignment, start to finish: fetch the blobs and context it
 //! reads, run it, stream its output, upload its layer, report.
 
-use super::{AgentStats, RemoteBlobs, cache_mounts, context, send};
+use super::{AgentStats, RemoteBlobs, cache_mounts, send};
 use crate::assignment::{job_from_assignment, layers_of};
+use crate::context;
 use crate::executor::{OutputChunk, Stream as OutStream};
 use crate::job::{JobError, Worker};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use strata_proto::common::v1 as common;
@@ -176,7 +176,6 @@ async fn run_in_span(
     .await;
     let started = Instant::now();
     let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let ctx_dir: PathBuf = worker.state_dir().join("contexts").join(&job_id);
     let outcome: Result<wire::JobResult, (wire::FailureKind, String, Option<i32>)> = async {
         let infra = |m: String| (wire::FailureKind::Infrastructure, m, None);
         send(
@@ -189,22 +188,23 @@ async fn run_in_span(
             }),
         )
         .await;
-        for d in layer_digests(&a) {
-            blobs.fetch(&d).await.map_err(infra)?;
-        }
-        let context = context_of(&a);
-        if let Some(m) = &context {
-            for d in context::file_digests(m) {
-                blobs.fetch(&d).await.map_err(infra)?;
+        blobs.fetch_all(&layer_digests(&a)).await.map_err(infra)?;
+        let context = match context_of(&a) {
+            Some(m) => {
+                blobs
+                    .fetch_all(&context::file_digests(&m))
+                    .await
+                    .map_err(infra)?;
+                let (cache, store) = (Arc::clone(worker.contexts()), worker.store_arc());
+                let lease = tokio::task::spawn_blocking(move || cache.acquire(&store, &m))
+                    .await
+                    .map_err(|e| infra(e.to_string()))?
+                    .map_err(|e| (wire::FailureKind::Source, e, None))?;
+                Some(lease)
             }
-            let _ = std::fs::remove_dir_all(&ctx_dir);
-            let (store, m, dir) = (worker.store_arc(), m.clone(), ctx_dir.clone());
-            tokio::task::spawn_blocking(move || context::materialize(&store, &m, &dir))
-                .await
-                .map_err(|e| infra(e.to_string()))?
-                .map_err(|e| (wire::FailureKind::Source, e, None))?;
-        }
-        let job = job_from_assignment(&a, context.as_ref().map(|_| ctx_dir.as_path()))
+            None => None,
+        };
+        let job = job_from_assignment(&a, context.as_ref().map(|c| c.dir()))
             .map_err(|e| (wire::FailureKind::InvalidJob, e.to_string(), None))?;
         send(
             out,
@@ -318,7 +318,6 @@ async fn run_in_span(
         })
     }
     .await;
-    let _ = std::fs::remove_dir_all(&ctx_dir);
     stats.jobs_running.dec();
     stats
         .jobs

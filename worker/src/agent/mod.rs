@@ -5,7 +5,6 @@
 
 mod blobs;
 mod cache_mounts;
-mod context;
 mod job;
 mod stats;
 

@@ -4,6 +4,7 @@
 use super::file_action::{apply_file_action, download_sources};
 use super::mounts::prepare;
 use super::{Job, JobAction, JobError, JobOutcome};
+use crate::context::ContextCache;
 use crate::executor::{ExecSpec, Executor, OutputChunk, RuncConfig, RuncExecutor};
 use crate::fetch::http_client;
 use crate::pull::{PulledImage, pull_image};
@@ -39,6 +40,8 @@ pub struct Worker {
     state: PathBuf,
     /// Downloads ADD's URL sources.
     http: reqwest::Client,
+    /// Build contexts materialised for COPY and bind mounts.
+    contexts: Arc<ContextCache>,
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> JobError {
@@ -58,11 +61,13 @@ impl Worker {
         .await?;
         executor.cleanup_leftovers().await?;
         let snaps = state.join("snapshots");
-        let (store, snapshotter, http) =
+        let (store, snapshotter, http, contexts) =
             tokio::task::spawn_blocking(move || -> Result<_, JobError> {
                 recover(&snaps)?;
                 let _ = std::fs::remove_dir_all(state_run_files(&config.state_dir));
                 let store = Store::open(config.state_dir.join("store"))?;
+                let contexts = ContextCache::open(config.state_dir.join("contexts"))
+                    .map_err(JobError::Invalid)?;
                 let snapshotter: Arc<dyn Snapshotter> =
                     if overlay_supported() && !config.force_copy_snapshotter {
                         Arc::new(OverlaySnapshotter::new(snaps))
@@ -72,7 +77,7 @@ impl Worker {
                 // Off the runtime: building the client may read the system's
                 // TLS roots.
                 let http = http_client()?;
-                Ok((store, snapshotter, http))
+                Ok((store, snapshotter, http, contexts))
             })
             .await
             .map_err(blocking_err)??;
@@ -82,7 +87,13 @@ impl Worker {
             executor,
             state,
             http,
+            contexts: Arc::new(contexts),
         })
+    }
+
+    /// Build contexts materialised for jobs.
+    pub fn contexts(&self) -> &Arc<ContextCache> {
+        &self.contexts
     }
 
     /// The local store.

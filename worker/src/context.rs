@@ -1,0 +1,455 @@
+//! The build-context files a job reads, materialised from the local store
+//! (files by digest) with the modes, owners and modification times the
+//! client's manifest records — what BuildKit's context transfer makes —
+//! and kept between jobs ([`ContextCache`]), as BuildKit keeps its context
+//! snapshot between builds: the next step or build that reads the same
+//! files finds them written.
+
+use crate::store::Store;
+use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::sys::time::TimeSpec;
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use strata_proto::common::v1 as common;
+
+fn set_mtime(path: &Path, mtime: Option<&prost_types::Timestamp>) -> Result<(), String> {
+    if let Some(t) = mtime {
+        let ts = TimeSpec::new(t.seconds, i64::from(t.nanos));
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &ts,
+            &ts,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| format!("{}: setting mtime: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `manifest`'s entries under the empty directory `dst`. Every file's
+/// blob must be in `store`. Entries are validated: clean relative paths
+/// only, and nothing written through a symlink the manifest created.
+pub fn materialize(
+    store: &Store,
+    manifest: &common::ContextManifest,
+    dst: &Path,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+    let mut links: BTreeSet<&str> = BTreeSet::new();
+    let mut files: BTreeSet<&str> = BTreeSet::new();
+    let mut dirs = Vec::new();
+    for e in &manifest.entries {
+        let p = e.path.as_str();
+        if p.is_empty()
+            || p.starts_with('/')
+            || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(format!("context entry {p:?} is not a clean relative path"));
+        }
+        let mut prefix = p;
+        while let Some((parent, _)) = prefix.rsplit_once('/') {
+            if links.contains(parent) {
+                return Err(format!(
+                    "context entry {p:?} lies under the symlink {parent:?}"
+                ));
+            }
+            prefix = parent;
+        }
+        let to = dst.join(p);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let err = |e: std::io::Error| format!("{}: {e}", to.display());
+        match common::EntryKind::try_from(e.kind) {
+            Ok(common::EntryKind::Directory) => {
+                std::fs::create_dir_all(&to).map_err(err)?;
+                std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
+                dirs.push(e);
+            }
+            Ok(common::EntryKind::File)
+                if !e.hardlink.is_empty() && files.contains(e.hardlink.as_str()) =>
+            {
+                std::fs::hard_link(dst.join(&e.hardlink), &to).map_err(err)?;
+                files.insert(p);
+            }
+            Ok(common::EntryKind::File) => {
+                let blob = store.blob_path(&e.digest).map_err(|e| e.to_string())?;
+                std::fs::copy(&blob, &to).map_err(|x| format!("{p} ({}): {x}", e.digest))?;
+                std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
+                    .map_err(err)?;
+                set_mtime(&to, e.mtime.as_ref())?;
+                files.insert(p);
+            }
+            Ok(common::EntryKind::Symlink) => {
+                std::os::unix::fs::symlink(&e.link_target, &to).map_err(err)?;
+                std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
+                set_mtime(&to, e.mtime.as_ref())?;
+                links.insert(p);
+            }
+            _ => return Err(format!("context entry {p:?} has an unknown kind")),
+        }
+    }
+    // Directory modes and times last, deepest first: writing their
+    // children changed the times, and a read-only mode would stop them.
+    for e in dirs.iter().rev() {
+        let to = dst.join(&e.path);
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
+            .map_err(|x| format!("{}: {x}", to.display()))?;
+        set_mtime(&to, e.mtime.as_ref())?;
+    }
+    Ok(())
+}
+
+/// File digests of a manifest.
+pub fn file_digests(manifest: &common::ContextManifest) -> Vec<String> {
+    let mut out: Vec<String> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == common::EntryKind::File as i32)
+        .map(|e| e.digest.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Unused materialised contexts kept at most (least recently used go
+/// first).
+const KEEP_UNUSED: usize = 8;
+/// Bytes of unused materialised contexts kept at most.
+const KEEP_UNUSED_BYTES: u64 = 2 << 30;
+
+/// Materialised contexts under one directory, one per distinct manifest
+/// (`<root>/<sha256 of the manifest>`), shared by the jobs that read the
+/// same files and kept for later ones within [`KEEP_UNUSED`] directories
+/// and [`KEEP_UNUSED_BYTES`]. Jobs only read them: COPY reads its sources,
+/// and bind mounts of the context are read-only.
+#[derive(Debug)]
+pub struct ContextCache {
+    root: PathBuf,
+    entries: Mutex<HashMap<String, Entry>>,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    users: usize,
+    last_used: Instant,
+    bytes: u64,
+}
+
+/// A materialised context in use; the directory stays until it is dropped.
+#[derive(Debug)]
+pub struct ContextLease {
+    cache: Arc<ContextCache>,
+    key: String,
+    dir: PathBuf,
+}
+
+impl ContextLease {
+    /// The context's root directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for ContextLease {
+    fn drop(&mut self) {
+        let mut entries = self.cache.lock();
+        if let Some(e) = entries.get_mut(&self.key) {
+            e.users = e.users.saturating_sub(1);
+            e.last_used = Instant::now();
+        }
+    }
+}
+
+/// What identifies a manifest's materialised tree: every field that
+/// reaches the files (paths, kinds, contents, modes, owners, times, links).
+pub fn manifest_key(manifest: &common::ContextManifest) -> String {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    for e in &manifest.entries {
+        field(e.path.as_bytes());
+        field(&e.kind.to_le_bytes());
+        field(&e.mode.to_le_bytes());
+        field(&e.uid.to_le_bytes());
+        field(&e.gid.to_le_bytes());
+        field(e.digest.as_bytes());
+        field(e.link_target.as_bytes());
+        field(e.hardlink.as_bytes());
+        let (secs, nanos) = e
+            .mtime
+            .as_ref()
+            .map_or((i64::MIN, 0), |t| (t.seconds, t.nanos));
+        field(&secs.to_le_bytes());
+        field(&nanos.to_le_bytes());
+        let mut xattrs: Vec<_> = e.xattrs.iter().collect();
+        xattrs.sort();
+        for (k, v) in xattrs {
+            field(k.as_bytes());
+            field(v);
+        }
+        field(b"");
+    }
+    hex::encode(h.finalize())
+}
+
+impl ContextCache {
+    /// A cache in `root`, emptied: what a previous run left is not known
+    /// to be complete or unused.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, String> {
+        let root = root.into();
+        if root.exists() {
+            std::fs::remove_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        }
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        Ok(Self {
+            root,
+            entries: Mutex::new(HashMap::new()),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The materialised tree of `manifest` (every file's blob must be in
+    /// `store`), written now unless a job already wrote it. Blocking.
+    pub fn acquire(
+        self: &Arc<Self>,
+        store: &Store,
+        manifest: &common::ContextManifest,
+    ) -> Result<ContextLease, String> {
+        let key = manifest_key(manifest);
+        let dir = self.root.join(&key);
+        let lease = |cache: &Arc<Self>| ContextLease {
+            cache: Arc::clone(cache),
+            key: key.clone(),
+            dir: dir.clone(),
+        };
+        if let Some(e) = self.lock().get_mut(&key) {
+            e.users += 1;
+            return Ok(lease(self));
+        }
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.root.join(format!("tmp-{n}"));
+        if let Err(e) = materialize(store, manifest, &tmp) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let bytes = manifest.entries.iter().map(|e| e.size).sum();
+        let raced = {
+            let mut entries = self.lock();
+            match entries.get_mut(&key) {
+                // Another job wrote the same tree meanwhile: use theirs.
+                Some(e) => {
+                    e.users += 1;
+                    true
+                }
+                None => {
+                    std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    entries.insert(
+                        key.clone(),
+                        Entry {
+                            users: 1,
+                            last_used: Instant::now(),
+                            bytes,
+                        },
+                    );
+                    false
+                }
+            }
+        };
+        if raced {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        let held = lease(self);
+        self.evict();
+        Ok(held)
+    }
+
+    /// Removes unused trees beyond the limits, least recently used first.
+    /// Blocking.
+    pub fn evict(&self) {
+        let doomed: Vec<PathBuf> = {
+            let mut entries = self.lock();
+            let mut unused: Vec<(Instant, u64, String)> = entries
+                .iter()
+                .filter(|(_, e)| e.users == 0)
+                .map(|(k, e)| (e.last_used, e.bytes, k.clone()))
+                .collect();
+            unused.sort();
+            let mut bytes: u64 = unused.iter().map(|u| u.1).sum();
+            let mut count = unused.len();
+            let mut doomed = Vec::new();
+            for (_, size, key) in unused {
+                if count <= KEEP_UNUSED && bytes <= KEEP_UNUSED_BYTES {
+                    break;
+                }
+                entries.remove(&key);
+                // Renamed under the lock, so a tree being deleted is never
+                // found under its key.
+                let n = self
+                    .counter
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let trash = self.root.join(format!("tmp-{n}"));
+                if std::fs::rename(self.root.join(&key), &trash).is_ok() {
+                    doomed.push(trash);
+                }
+                count -= 1;
+                bytes -= size;
+            }
+            doomed
+        };
+        for d in doomed {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
+    /// Distinct trees kept (in use or not).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no tree is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    fn manifest_of(store: &Store, files: &[(&str, &str)]) -> common::ContextManifest {
+        let entries = files
+            .iter()
+            .map(|(path, content)| {
+                let digest = format!("sha256:{}", hex::encode(Sha256::digest(content.as_bytes())));
+                let tmp = store.temp_path("t");
+                std::fs::write(&tmp, content).expect("write blob");
+                store.commit_blob(&tmp, &digest).expect("commit");
+                common::ContextEntry {
+                    path: path.to_string(),
+                    kind: common::EntryKind::File as i32,
+                    mode: 0o644,
+                    size: content.len() as u64,
+                    digest,
+                    mtime: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_000,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        common::ContextManifest {
+            entries,
+            dockerignore_digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_same_files_are_written_once_and_shared() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let cache = Arc::new(ContextCache::open(tmp.path().join("contexts")).expect("open"));
+        let m = manifest_of(&store, &[("app/a.txt", "a\n"), ("b.txt", "b\n")]);
+        let first = cache.acquire(&store, &m).expect("first");
+        let second = cache.acquire(&store, &m).expect("second");
+        assert_eq!(first.dir(), second.dir());
+        let ino = std::fs::metadata(first.dir().join("app/a.txt"))
+            .expect("materialised")
+            .ino();
+        assert_eq!(
+            std::fs::read_to_string(second.dir().join("b.txt")).expect("b"),
+            "b\n"
+        );
+        drop((first, second));
+        // Kept for the next job, not written again.
+        let third = cache.acquire(&store, &m).expect("third");
+        assert_eq!(
+            std::fs::metadata(third.dir().join("app/a.txt"))
+                .expect("still there")
+                .ino(),
+            ino
+        );
+        // Another mode is another tree.
+        let mut other = m.clone();
+        other.entries[0].mode = 0o600;
+        assert_ne!(manifest_key(&other), manifest_key(&m));
+        let other = cache.acquire(&store, &other).expect("other");
+        assert_ne!(other.dir(), third.dir());
+        assert_eq!(
+            std::fs::metadata(other.dir().join("app/a.txt"))
+                .expect("other tree")
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn unused_trees_beyond_the_limit_go_and_trees_in_use_stay() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let cache = Arc::new(ContextCache::open(tmp.path().join("contexts")).expect("open"));
+        let held = cache
+            .acquire(&store, &manifest_of(&store, &[("held", "in use")]))
+            .expect("held");
+        let mut dirs = Vec::new();
+        for n in 0..KEEP_UNUSED + 3 {
+            let m = manifest_of(&store, &[("f", &format!("content {n}"))]);
+            let lease = cache.acquire(&store, &m).expect("acquire");
+            dirs.push(lease.dir().to_path_buf());
+        }
+        cache.evict();
+        assert_eq!(
+            cache.len(),
+            KEEP_UNUSED + 1,
+            "the limit plus the tree in use"
+        );
+        assert!(
+            held.dir().join("held").is_file(),
+            "a tree in use was removed"
+        );
+        // The least recently used went.
+        assert!(!dirs[0].exists() && !dirs[1].exists() && !dirs[2].exists());
+        assert!(dirs[KEEP_UNUSED + 2].join("f").is_file());
+    }
+
+    #[test]
+    fn a_failed_materialisation_leaves_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let cache = Arc::new(ContextCache::open(tmp.path().join("contexts")).expect("open"));
+        let mut m = manifest_of(&store, &[("ok", "x")]);
+        m.entries.push(common::ContextEntry {
+            path: "../escape".into(),
+            kind: common::EntryKind::File as i32,
+            ..Default::default()
+        });
+        let err = cache.acquire(&store, &m).expect_err("escaping entry");
+        assert!(err.contains("not a clean relative path"), "{err}");
+        assert!(cache.is_empty());
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("contexts"))
+                .expect("dir")
+                .count(),
+            0
+        );
+    }
+}
