@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use strata_proto::common::v1 as common;
 
 fn set_mtime(path: &Path, mtime: Option<&prost_types::Timestamp>) -> Result<(), String> {
@@ -165,6 +165,9 @@ impl Drop for ContextLease {
         if let Some(e) = entries.get_mut(&self.key) {
             e.users = e.users.saturating_sub(1);
             e.last_used = Instant::now();
+            // The next run's idea of "recently used".
+            let _ = std::fs::File::open(self.cache.size_file(&self.key))
+                .and_then(|f| f.set_modified(SystemTime::now()));
         }
     }
 }
@@ -204,19 +207,71 @@ pub fn manifest_key(manifest: &common::ContextManifest) -> String {
 }
 
 impl ContextCache {
-    /// A cache in `root`, emptied: what a previous run left is not known
-    /// to be complete or unused.
+    /// The cache in `root`, keeping the trees an earlier run completed
+    /// (an embedded build is a new process each time): a tree counts once
+    /// its `<key>.size` file exists, written after the tree was renamed
+    /// into place; anything else there is removed.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, String> {
         let root = root.into();
-        if root.exists() {
-            std::fs::remove_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        }
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        Ok(Self {
+        let listing = std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let names: Vec<String> = listing
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let (now, system_now) = (Instant::now(), SystemTime::now());
+        let mut entries = HashMap::new();
+        for name in &names {
+            let is_key = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_key || !root.join(name).is_dir() {
+                continue;
+            }
+            let size_file = root.join(format!("{name}.size"));
+            let Some(bytes) = std::fs::read_to_string(&size_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let age = std::fs::metadata(&size_file)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| system_now.duration_since(t).ok())
+                .unwrap_or_default();
+            let last_used = now.checked_sub(age).unwrap_or(now);
+            entries.insert(
+                name.clone(),
+                Entry {
+                    users: 0,
+                    last_used,
+                    bytes,
+                },
+            );
+        }
+        for name in &names {
+            let key = name.strip_suffix(".size").unwrap_or(name);
+            if entries.contains_key(key) {
+                continue;
+            }
+            let path = root.join(name);
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let cache = Self {
             root,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(entries),
             counter: std::sync::atomic::AtomicU64::new(0),
-        })
+        };
+        cache.evict();
+        Ok(cache)
+    }
+
+    fn size_file(&self, key: &str) -> PathBuf {
+        self.root.join(format!("{key}.size"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -249,7 +304,7 @@ impl ContextCache {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        let bytes = manifest.entries.iter().map(|e| e.size).sum();
+        let bytes: u64 = manifest.entries.iter().map(|e| e.size).sum();
         let raced = {
             let mut entries = self.lock();
             match entries.get_mut(&key) {
@@ -259,7 +314,18 @@ impl ContextCache {
                     true
                 }
                 None => {
-                    std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    let size_file = self.size_file(&key);
+                    let placed = std::fs::rename(&tmp, &dir)
+                        .map_err(|e| format!("{}: {e}", dir.display()))
+                        .and_then(|()| {
+                            std::fs::write(&size_file, bytes.to_string())
+                                .map_err(|e| format!("{}: {e}", size_file.display()))
+                        });
+                    if let Err(e) = placed {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        let _ = std::fs::remove_dir_all(&dir);
+                        return Err(e);
+                    }
                     entries.insert(
                         key.clone(),
                         Entry {
@@ -299,6 +365,9 @@ impl ContextCache {
                     break;
                 }
                 entries.remove(&key);
+                // Unregistered first: a crash from here on leaves a tree
+                // that the next open removes.
+                let _ = std::fs::remove_file(self.size_file(&key));
                 // Renamed under the lock, so a tree being deleted is never
                 // found under its key.
                 let n = self
@@ -429,6 +498,36 @@ mod tests {
         // The least recently used went.
         assert!(!dirs[0].exists() && !dirs[1].exists() && !dirs[2].exists());
         assert!(dirs[KEEP_UNUSED + 2].join("f").is_file());
+    }
+
+    #[test]
+    fn trees_outlive_the_process_and_incomplete_ones_do_not() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let root = tmp.path().join("contexts");
+        let m = manifest_of(&store, &[("kept", "k")]);
+        let dir = {
+            let cache = Arc::new(ContextCache::open(&root).expect("open"));
+            let lease = cache.acquire(&store, &m).expect("acquire");
+            lease.dir().to_path_buf()
+        };
+        // What a crash leaves: a half-written tree and one never registered.
+        std::fs::create_dir_all(root.join("tmp-7/half")).expect("tmp");
+        let unregistered = root.join("ab".repeat(32));
+        std::fs::create_dir_all(&unregistered).expect("unregistered");
+        let ino = std::fs::metadata(dir.join("kept")).expect("kept").ino();
+        let cache = Arc::new(ContextCache::open(&root).expect("reopen"));
+        assert_eq!(cache.len(), 1);
+        assert!(!root.join("tmp-7").exists() && !unregistered.exists());
+        let lease = cache.acquire(&store, &m).expect("acquire again");
+        assert_eq!(lease.dir(), dir);
+        assert_eq!(
+            std::fs::metadata(lease.dir().join("kept"))
+                .expect("kept")
+                .ino(),
+            ino,
+            "written again"
+        );
     }
 
     #[test]
