@@ -76,7 +76,9 @@ pub struct Args {
     pub no_new_privileges: bool,
     /// Keep the local layer store under this many bytes: after each job
     /// the least recently used layers and blobs no running job reads are
-    /// removed (they come back from the farm's store when needed).
+    /// removed (they come back from the farm's store when needed). Build
+    /// contexts kept materialised for later steps are apart from it (at
+    /// most 2 GiB of unused ones).
     #[arg(long, value_name = "BYTES", env = "STRATA_MAX_STORE_BYTES")]
     pub max_store_bytes: Option<u64>,
     /// Log as JSON lines.
