@@ -19,6 +19,9 @@ use sha2::{Digest, Sha256};
 
 use crate::dockerignore::{self, MatchInfo, PatternError, PatternMatcher};
 
+mod digest_cache;
+pub use digest_cache::DigestCache;
+
 /// What kind of filesystem object an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,6 +173,12 @@ impl ContextManifest {
     /// Dockerfile and `.dockerignore` are listed unless a pattern excludes
     /// them, as in BuildKit.
     pub fn walk(root: &Path) -> Result<Self, ContextError> {
+        Self::walk_cached(root, None)
+    }
+
+    /// [`ContextManifest::walk`], taking the digests of unchanged files
+    /// from `cache` and recording the others in it.
+    pub fn walk_cached(root: &Path, cache: Option<&mut DigestCache>) -> Result<Self, ContextError> {
         check_root(root)?;
         let path = root.join(".dockerignore");
         let matcher = match fs::read(&path) {
@@ -189,12 +198,20 @@ impl ContextManifest {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err("reading", &path)(e)),
         };
-        Self::walk_with(root, matcher.as_ref())
+        Self::walk_inner(root, matcher.as_ref(), cache)
     }
 
     /// Walks `root` with the given exclude patterns (`None`: keep all).
     /// Never follows symlinks; skips fifos, sockets and devices.
     pub fn walk_with(root: &Path, matcher: Option<&PatternMatcher>) -> Result<Self, ContextError> {
+        Self::walk_inner(root, matcher, None)
+    }
+
+    fn walk_inner(
+        root: &Path,
+        matcher: Option<&PatternMatcher>,
+        mut cache: Option<&mut DigestCache>,
+    ) -> Result<Self, ContextError> {
         check_root(root)?;
         let mut out = Vec::new();
         let mut inodes: HashMap<String, (u64, u64)> = HashMap::new();
@@ -246,7 +263,7 @@ impl ContextManifest {
             if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
                 continue;
             }
-            let entry = entry_for(&abs, &rel, &meta)?;
+            let entry = entry_for(&abs, &rel, &meta, cache.as_deref_mut())?;
             if meta.is_file() && meta.nlink() > 1 {
                 inodes.insert(rel.clone(), (meta.dev(), meta.ino()));
             }
@@ -375,7 +392,12 @@ fn list_dir(dir: &Path, excluded: bool) -> Result<Option<Vec<String>>, ContextEr
     Ok(Some(names))
 }
 
-fn entry_for(abs: &Path, rel: &str, meta: &fs::Metadata) -> Result<ContextEntry, ContextError> {
+fn entry_for(
+    abs: &Path,
+    rel: &str,
+    meta: &fs::Metadata,
+    cache: Option<&mut DigestCache>,
+) -> Result<ContextEntry, ContextError> {
     let ft = meta.file_type();
     let (kind, size, digest, link_target) = if ft.is_symlink() {
         let target = fs::read_link(abs).map_err(io_err("reading link", abs))?;
@@ -395,7 +417,21 @@ fn entry_for(abs: &Path, rel: &str, meta: &fs::Metadata) -> Result<ContextEntry,
     } else if ft.is_dir() {
         (EntryKind::Dir, 0, None, None)
     } else {
-        let (size, digest) = hash_file(abs, meta)?;
+        let (size, digest) = match cache {
+            Some(c) => match c.lookup(meta) {
+                Some(digest) => (meta.size(), digest),
+                None => {
+                    let (size, digest) = hash_file(abs, meta)?;
+                    // Recorded only when the file did not grow or shrink
+                    // while it was read.
+                    if size == meta.size() {
+                        c.record(meta, &digest);
+                    }
+                    (size, digest)
+                }
+            },
+            None => hash_file(abs, meta)?,
+        };
         (EntryKind::File, size, Some(digest), None)
     };
     Ok(ContextEntry {

@@ -358,3 +358,58 @@ fn lookups_subtrees_and_serde() {
     let m: ContextManifest = serde_json::from_str(unsorted).unwrap();
     assert_eq!(paths(&m), ["a", "b"]);
 }
+
+#[test]
+fn the_digest_cache_skips_unchanged_files_and_notices_changed_ones() {
+    let t = TempDir::new("digest-cache");
+    t.write("a.txt", b"alpha")
+        .write("dir/b.txt", b"bravo")
+        .write("c.txt", b"charlie");
+    let cache_file = t.0.with_extension("digests");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+
+    let mut cache = DigestCache::load_as_of(&cache_file, later);
+    let first = ContextManifest::walk_cached(&t.0, Some(&mut cache)).unwrap();
+    assert_eq!(
+        first,
+        t.walk(),
+        "a cached walk lists what a plain walk does"
+    );
+    assert_eq!(cache.hits(), 0);
+    cache.save(&cache_file).unwrap();
+
+    // Same size, same mtime, other content: the change time tells.
+    let path = t.0.join("c.txt");
+    let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+    fs::write(&path, b"CHARLIE").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+
+    let mut cache = DigestCache::load_as_of(&cache_file, later);
+    let second = ContextManifest::walk_cached(&t.0, Some(&mut cache)).unwrap();
+    assert_eq!(cache.hits(), 2, "a.txt and dir/b.txt came from the cache");
+    assert_eq!(second.get("c.txt").unwrap().digest, Some(sha(b"CHARLIE")));
+    assert_eq!(second, t.walk());
+
+    // Files changed within the clock's granularity of the walk are never
+    // saved (racily clean), so the next walk hashes them.
+    let mut cache = DigestCache::load(&cache_file);
+    ContextManifest::walk_cached(&t.0, Some(&mut cache)).unwrap();
+    cache.save(&cache_file).unwrap();
+    let mut cache = DigestCache::load(&cache_file);
+    ContextManifest::walk_cached(&t.0, Some(&mut cache)).unwrap();
+    assert_eq!(cache.hits(), 0, "just-written files were trusted");
+
+    // A damaged cache file is no cache, not an error.
+    fs::write(&cache_file, "1 2 x\nnot a line\n").unwrap();
+    let mut cache = DigestCache::load(&cache_file);
+    assert_eq!(
+        ContextManifest::walk_cached(&t.0, Some(&mut cache)).unwrap(),
+        t.walk()
+    );
+    let _ = fs::remove_file(&cache_file);
+}

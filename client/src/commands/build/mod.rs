@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use options::{OutputSpec, SecretSpec};
 use prost::Message as _;
 use std::path::{Path, PathBuf};
-use strata_frontend::context::{ContextManifest, EntryKind};
+use strata_frontend::context::{ContextError, ContextManifest, DigestCache, EntryKind};
 use strata_proto::build::v1 as pb;
 use strata_proto::common::v1 as common;
 use upload::{Blob, BlobSource};
@@ -155,7 +155,7 @@ pub fn prepare(args: &BuildArgs) -> Result<Prepared> {
     let (df_path, df_name) = dockerfile_name(args);
     let dockerfile = std::fs::read(&df_path)
         .with_context(|| format!("cannot read Dockerfile \"{}\"", df_path.display()))?;
-    let manifest = ContextManifest::walk(&args.context)
+    let manifest = walk_context(&args.context)
         .with_context(|| format!("cannot read build context \"{}\"", args.context.display()))?;
     let network = args.network.unwrap_or(Network::Default);
     let network_mode = match network {
@@ -299,4 +299,32 @@ pub async fn run(args: &BuildArgs, scheduler: Option<&str>) -> Result<()> {
             "the event stream of build {build_id} ended before the build did"
         )),
     }
+}
+
+/// Where the digests of a context's files are kept between builds:
+/// `$XDG_CACHE_HOME/strata/context-digests/` (else `~/.cache/strata/...`),
+/// one file per context directory.
+fn digest_cache_file(context: &std::path::Path) -> Option<std::path::PathBuf> {
+    use sha2::{Digest as _, Sha256};
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let base = env("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    let root = std::fs::canonicalize(context).ok()?;
+    let name = hex::encode(&Sha256::digest(root.as_os_str().as_encoded_bytes())[..16]);
+    Some(base.join("strata/context-digests").join(name))
+}
+
+/// Walks the context, reading only the files that changed since the last
+/// build of it on this machine.
+fn walk_context(context: &std::path::Path) -> Result<ContextManifest, ContextError> {
+    let Some(file) = digest_cache_file(context) else {
+        return ContextManifest::walk(context);
+    };
+    let mut cache = DigestCache::load(&file);
+    let manifest = ContextManifest::walk_cached(context, Some(&mut cache))?;
+    if let Err(e) = cache.save(&file) {
+        tracing::debug!("not saving context digests to {}: {e}", file.display());
+    }
+    Ok(manifest)
 }
