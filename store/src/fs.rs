@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 mod writer;
 
-pub use writer::BlobWriter;
+pub use writer::{BlobWriter, Staged};
 
 /// Bytes per chunk of a [`BlobStore::get`] stream and per copy step.
 const CHUNK: usize = 1 << 20;

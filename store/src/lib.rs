@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use thiserror::Error;
 
-pub use fs::{BlobWriter, FsBlobs, write_atomic};
+pub use fs::{BlobWriter, FsBlobs, Staged, write_atomic};
 pub use s3::{S3Blobs, S3Config};
 
 /// Why a store operation failed.

@@ -1,13 +1,34 @@
 //! [`BlobWriter`]: a blob arriving in chunks (an upload to the
-//! scheduler), hashed as it is written and committed only if it matches.
+//! scheduler), hashed as it is written and committed only if it matches;
+//! [`Staged`]: a verified blob on disk that is not visible yet, for a
+//! caller that must do something (publish it elsewhere) before it is.
 
 use super::{CHUNK, FsBlobs};
-use crate::{BlobError, check_digest, io_err};
+use crate::{BlobError, check_digest, io_err, sha256_of};
 use sha2::{Digest as _, Sha256};
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 impl FsBlobs {
+    /// Stages blob `digest` from `bytes` (a small file received whole):
+    /// verified first, then written to a temp file and synced.
+    pub fn stage(&self, digest: &str, bytes: &[u8]) -> Result<Staged, BlobError> {
+        crate::digest_hex(digest)?;
+        check_digest(digest, sha256_of(bytes), bytes.len() as u64)?;
+        let staged = Staged {
+            digest: digest.to_string(),
+            tmp: self.temp_path("ingest"),
+            size: bytes.len() as u64,
+            committed: false,
+        };
+        let mut file =
+            std::fs::File::create(&staged.tmp).map_err(io_err("creating", &staged.tmp))?;
+        file.write_all(bytes)
+            .map_err(io_err("writing", &staged.tmp))?;
+        file.sync_all().map_err(io_err("syncing", &staged.tmp))?;
+        Ok(staged)
+    }
+
     /// Starts writing blob `digest`.
     pub fn writer(&self, digest: &str) -> Result<BlobWriter, BlobError> {
         crate::digest_hex(digest)?;
@@ -65,6 +86,15 @@ impl BlobWriter {
 
     /// Verifies the digest and commits the blob; returns its size.
     pub fn finish(self, store: &FsBlobs) -> Result<u64, BlobError> {
+        let staged = self.stage()?;
+        let size = staged.size();
+        staged.commit(store)?;
+        Ok(size)
+    }
+
+    /// Syncs the blob to disk and verifies its digest, without making it
+    /// visible: see [`Staged::commit`].
+    pub fn stage(self) -> Result<Staged, BlobError> {
         let BlobWriter {
             digest,
             tmp,
@@ -72,20 +102,20 @@ impl BlobWriter {
             hasher,
             written,
         } = self;
-        let result = (|| {
-            file.into_inner()
-                .map_err(|e| io_err("writing", &tmp)(e.into_error()))?
-                .sync_all()
-                .map_err(io_err("syncing", &tmp))?;
-            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-            check_digest(&digest, actual, written)?;
-            store.commit(&tmp, &digest)?;
-            Ok(written)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        // From here on, dropping it removes the temp file.
+        let staged = Staged {
+            digest,
+            tmp,
+            size: written,
+            committed: false,
+        };
+        file.into_inner()
+            .map_err(|e| io_err("writing", &staged.tmp)(e.into_error()))?
+            .sync_all()
+            .map_err(io_err("syncing", &staged.tmp))?;
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        check_digest(&staged.digest, actual, written)?;
+        Ok(staged)
     }
 
     /// Abandons the write.
@@ -94,10 +124,53 @@ impl BlobWriter {
     }
 }
 
+/// A complete, verified blob in a temp file of the store, synced to
+/// disk but not visible under its digest until [`Staged::commit`];
+/// dropped uncommitted, its file is removed.
+#[derive(Debug)]
+pub struct Staged {
+    digest: String,
+    tmp: PathBuf,
+    size: u64,
+    committed: bool,
+}
+
+impl Staged {
+    /// The blob's digest.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The blob's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The temp file, to read the blob from before it is committed.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Makes the blob visible under its digest (a rename); returns its
+    /// path.
+    pub fn commit(mut self, store: &FsBlobs) -> Result<PathBuf, BlobError> {
+        let path = store.commit(&self.tmp, &self.digest)?;
+        self.committed = true;
+        Ok(path)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sha256_of;
 
     #[test]
     fn written_blob_is_verified_before_it_appears() {
@@ -121,6 +194,35 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn staged_blobs_appear_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobs::open(dir.path()).unwrap();
+        let tmp_files = || std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        let digest = sha256_of(b"small file");
+        let staged = store.stage(&digest, b"small file").unwrap();
+        assert_eq!((staged.digest(), staged.size()), (digest.as_str(), 10));
+        assert_eq!(std::fs::read(staged.path()).unwrap(), b"small file");
+        assert!(!store.has(&digest), "visible before it is committed");
+        staged.commit(&store).unwrap();
+        assert_eq!(store.read(&digest).unwrap(), b"small file");
+
+        let other = sha256_of(b"dropped");
+        drop(store.stage(&other, b"dropped").unwrap());
+        assert!(!store.has(&other));
+        assert_eq!(tmp_files(), 0, "a dropped stage leaves no temp file");
+
+        let err = store
+            .stage(&other, b"not what the digest says")
+            .unwrap_err();
+        assert!(matches!(err, BlobError::Mismatch { .. }), "{err}");
+        let mut w = store.writer(&other).unwrap();
+        w.write_at(0, b"not it either").unwrap();
+        assert!(matches!(w.stage(), Err(BlobError::Mismatch { .. })));
+        assert!(!store.has(&other));
+        assert_eq!(tmp_files(), 0);
     }
 
     #[test]
