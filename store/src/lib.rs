@@ -11,7 +11,7 @@
 //! Both keep the same promises, checked by one conformance suite
 //! (`tests/conformance.rs`): a blob becomes visible under its digest only
 //! once all of it is there and it hashes to that digest; an existing blob
-//! is never sent again; reads are verified too.
+//! is never stored again; reads are verified too.
 //!
 //! ```text
 //! <root or prefix>/blobs/sha256/<hex>   blobs
@@ -225,7 +225,8 @@ pub struct BlobInfo {
 pub struct Put {
     /// The blob's size.
     pub size: u64,
-    /// It was already there: nothing was sent.
+    /// It was already there: nothing was stored (S3 may have received a
+    /// small blob's bytes and refused them).
     pub existed: bool,
 }
 
@@ -251,8 +252,9 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     async fn get_to_file(&self, digest: &str, dest: &Path) -> Result<u64, BlobError>;
 
     /// Stores file `src` as blob `digest` unless the store has it (checked
-    /// first, so an existing blob is never sent again). The content is
-    /// verified against `digest` before it becomes visible.
+    /// first, so an existing blob is never stored again; S3 asks with the
+    /// PUT itself for a small blob). The content is verified against
+    /// `digest` before it becomes visible.
     async fn put_file(&self, digest: &str, src: &Path) -> Result<Put, BlobError>;
 
     /// Stores `bytes` (configs, manifests, small files); returns their

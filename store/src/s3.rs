@@ -2,14 +2,19 @@
 //! under `<prefix>objects/<key>`, in one bucket of S3 or an S3-compatible
 //! server (MinIO, s3s-fs, R2).
 //!
-//! A blob is checked for with HEAD before anything is sent. Small blobs go
-//! up in one PUT after they were hashed; large ones in a multipart upload
-//! that reads the file once, hashing it while its parts are in flight, and
-//! is completed only if the hash matches (aborted otherwise, and on any
-//! error), so a partial or wrong object is never visible under a digest.
+//! A blob the bucket has is never written again. A small one (up to
+//! 1 MiB) goes up, once hashed, in one PUT that the server refuses if it
+//! has the key (`If-None-Match: *`): its bytes may travel for nothing,
+//! which costs about what asking first would. A bigger one is checked for
+//! with HEAD first, so it is never sent again; then it goes up in one PUT,
+//! or, if large, in a multipart upload that reads the file once, hashing
+//! it while its parts are in flight, and is completed only if the hash
+//! matches (aborted otherwise, and on any error), so a partial or wrong
+//! object is never visible under a digest.
 
 mod config;
 mod download;
+mod http_client;
 mod upload;
 
 pub use config::S3Config;
@@ -34,6 +39,8 @@ const MIB: u64 = 1 << 20;
 const MIN_PART: u64 = 5 * MIB;
 /// S3's most parts in one upload.
 const MAX_PARTS: u64 = 10_000;
+/// How long connecting to the endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A blob store in an S3 bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -92,7 +99,7 @@ impl S3Blobs {
         };
         let retry = RetryConfig::standard().with_max_attempts(config.max_attempts.max(1));
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
             .build();
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -107,6 +114,20 @@ impl S3Blobs {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(e) = &endpoint {
             builder = builder.endpoint_url(e);
+        }
+        // The SDK's own client waits ~40 ms for every GET on servers that
+        // keep Nagle's algorithm on (see http_client); it stays in use
+        // only where a proxy must be spoken to.
+        let url = endpoint.clone().unwrap_or_else(|| {
+            let host = format!("s3.{}.amazonaws.com", config.region);
+            if config.force_path_style {
+                format!("https://{host}")
+            } else {
+                format!("https://{}.{host}", config.bucket)
+            }
+        });
+        if !http_client::proxied(&url) {
+            builder = builder.http_client(http_client::QuickAckClient::new(CONNECT_TIMEOUT));
         }
         Ok(Self {
             client: Client::from_conf(builder.build()),
