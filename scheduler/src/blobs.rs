@@ -7,16 +7,19 @@
 //! from clients, layers workers send through `BlobService`, pulled base
 //! layers, configs, manifests, compressed variants) is written to the
 //! local directory, verified, then published to the shared store before
-//! anyone is told about it; a blob the scheduler needs as bytes (an
+//! anyone is told about it (blobs received through the scheduler's RPCs
+//! are published before they are even visible locally, see
+//! [`Blobs::commit_staged`]); a blob the scheduler needs as bytes (an
 //! archive, a push, a config) is fetched into the local directory once.
 //! Answering "is it there" asks the shared store, so a layer built by
 //! another scheduler's worker, or before this scheduler's disk was wiped,
 //! is a cache hit without being downloaded.
 
+use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 pub use strata_store::{
-    BlobError, BlobStore, BlobWriter, FsBlobs, digest_hex, sha256_of, write_atomic,
+    BlobError, BlobStore, BlobWriter, FsBlobs, Staged, digest_hex, sha256_of, write_atomic,
 };
 
 /// The local directory and, in a farm with an object store, the shared
@@ -137,21 +140,128 @@ impl Blobs {
 
     /// Finishes a chunked write and publishes the blob; returns its size.
     pub async fn finish(&self, writer: BlobWriter) -> Result<u64, BlobError> {
-        let local = Arc::clone(&self.local);
         let digest = writer.digest().to_string();
-        let size = tokio::task::spawn_blocking(move || writer.finish(&local))
-            .await
-            .map_err(|e| BlobError::Io {
-                op: "finishing",
-                path: PathBuf::from(&digest),
-                source: std::io::Error::other(e.to_string()),
-            })??;
-        self.publish(&digest).await?;
+        let staged = blocking(&digest, move || writer.stage()).await?;
+        let size = staged.size();
+        self.commit_staged(staged).await?;
         Ok(size)
+    }
+
+    /// Stores a small blob received whole (a context file) as
+    /// [`Blobs::commit_staged`] does, publishing it from memory.
+    pub async fn put_whole(&self, digest: &str, bytes: Bytes) -> Result<(), BlobError> {
+        let local = Arc::clone(&self.local);
+        let (d, b) = (digest.to_string(), bytes.clone());
+        let staged = blocking(digest, move || local.stage(&d, &b)).await?;
+        if let Some(shared) = &self.shared {
+            shared.put_bytes(bytes).await?;
+        }
+        let local = Arc::clone(&self.local);
+        blocking(digest, move || staged.commit(&local))
+            .await
+            .map(|_| ())
+    }
+
+    /// Publishes a staged blob to the shared store, then makes it visible
+    /// in the local directory, so that whatever this scheduler shows is
+    /// in the shared store too (an interrupted call leaves neither a
+    /// local copy nor a temp file).
+    pub async fn commit_staged(&self, staged: Staged) -> Result<PathBuf, BlobError> {
+        if let Some(shared) = &self.shared {
+            shared.put_file(staged.digest(), staged.path()).await?;
+        }
+        let local = Arc::clone(&self.local);
+        let digest = staged.digest().to_string();
+        blocking(&digest, move || staged.commit(&local)).await
     }
 
     /// A fresh temporary path on the local directory's filesystem.
     pub fn temp_path(&self, what: &str) -> PathBuf {
         self.local.temp_path(what)
+    }
+}
+
+/// Runs file work on the blocking pool; `digest` names it in the error of
+/// a task that did not finish.
+pub(crate) async fn blocking<T: Send + 'static>(
+    digest: &str,
+    work: impl FnOnce() -> Result<T, BlobError> + Send + 'static,
+) -> Result<T, BlobError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BlobError::Io {
+            op: "storing",
+            path: PathBuf::from(digest),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheduler's blobs: a local directory in front of a "shared" one.
+    fn farm(dir: &std::path::Path) -> (Blobs, Arc<FsBlobs>) {
+        let shared = Arc::new(FsBlobs::open(dir.join("shared")).unwrap());
+        let local = FsBlobs::open(dir.join("local")).unwrap();
+        let blobs = Blobs::new(local, Some(Arc::clone(&shared) as Arc<dyn BlobStore>));
+        (blobs, shared)
+    }
+
+    fn temp_files(store: &FsBlobs) -> usize {
+        std::fs::read_dir(store.root().join("tmp")).unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn received_blobs_are_shared_before_they_are_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let (blobs, shared) = farm(dir.path());
+
+        let small = sha256_of(b"a context file");
+        blobs
+            .put_whole(&small, Bytes::from_static(b"a context file"))
+            .await
+            .unwrap();
+        let mut writer = blobs.local().writer(&sha256_of(b"a big one")).unwrap();
+        writer.write_at(0, b"a big ").unwrap();
+        writer.write_at(6, b"one").unwrap();
+        assert_eq!(blobs.finish(writer).await.unwrap(), 9);
+        for (digest, bytes) in [
+            (small, &b"a context file"[..]),
+            (sha256_of(b"a big one"), b"a big one"),
+        ] {
+            assert_eq!(blobs.local().read(&digest).unwrap(), bytes);
+            assert_eq!(shared.read(&digest).unwrap(), bytes);
+        }
+
+        let wrong = sha256_of(b"what the client announced");
+        let err = blobs
+            .put_whole(&wrong, Bytes::from_static(b"what it sent"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BlobError::Mismatch { .. }), "{err}");
+        assert!(!blobs.local().has(&wrong) && !shared.has(&wrong));
+        assert_eq!(temp_files(blobs.local()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_blob_the_shared_store_refused_is_not_visible_locally() {
+        let dir = tempfile::tempdir().unwrap();
+        let (blobs, shared) = farm(dir.path());
+        // The shared store can no longer write anything.
+        std::fs::remove_dir_all(shared.root().join("tmp")).unwrap();
+
+        let digest = sha256_of(b"a context file");
+        let err = blobs
+            .put_whole(&digest, Bytes::from_static(b"a context file"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BlobError::Io { .. }), "{err}");
+        let mut writer = blobs.local().writer(&sha256_of(b"big")).unwrap();
+        writer.write_at(0, b"big").unwrap();
+        blobs.finish(writer).await.unwrap_err();
+        assert!(!blobs.local().has(&digest));
+        assert!(!blobs.local().has(&sha256_of(b"big")));
+        assert_eq!(temp_files(blobs.local()), 0, "temp files left behind");
     }
 }

@@ -115,76 +115,9 @@ impl BuildService for Builds {
         &self,
         request: Request<Streaming<build::UploadBlobsRequest>>,
     ) -> Result<Response<build::UploadBlobsResponse>, Status> {
-        let mut stream = request.into_inner();
-        let mut open: BTreeMap<String, crate::blobs::BlobWriter> = BTreeMap::new();
-        let mut results = Vec::new();
-        let mut received = 0u64;
-        // A blob whose write failed: its first error is the one reported;
-        // the rest of its chunks are dropped.
-        let mut failed: std::collections::BTreeSet<String> = Default::default();
-        while let Some(msg) = stream.next().await {
-            for c in msg?.chunks {
-                received += c.data.len() as u64;
-                if failed.contains(&c.digest) {
-                    continue;
-                }
-                let w = match open.get_mut(&c.digest) {
-                    Some(w) => w,
-                    None => {
-                        if c.offset == 0 && c.last && self.inner.blobs.has(&c.digest).await {
-                            results.push(build::BlobUploadResult {
-                                digest: c.digest,
-                                ok: true,
-                                error: String::new(),
-                            });
-                            continue;
-                        }
-                        let w = self
-                            .inner
-                            .blobs
-                            .local()
-                            .writer(&c.digest)
-                            .map_err(blob_status)?;
-                        open.entry(c.digest.clone()).or_insert(w)
-                    }
-                };
-                if let Err(e) = w.write_at(c.offset, &c.data) {
-                    if let Some(w) = open.remove(&c.digest) {
-                        w.abort();
-                    }
-                    failed.insert(c.digest.clone());
-                    results.push(build::BlobUploadResult {
-                        digest: c.digest,
-                        ok: false,
-                        error: e.to_string(),
-                    });
-                    continue;
-                }
-                if c.last
-                    && let Some(w) = open.remove(&c.digest)
-                {
-                    let r = self.inner.blobs.finish(w).await;
-                    results.push(build::BlobUploadResult {
-                        digest: c.digest,
-                        ok: r.is_ok(),
-                        error: r.err().map(|e| e.to_string()).unwrap_or_default(),
-                    });
-                }
-            }
-        }
-        for (digest, w) in open {
-            w.abort();
-            results.push(build::BlobUploadResult {
-                digest,
-                ok: false,
-                error: "the upload ended before the blob's last chunk".into(),
-            });
-        }
-        self.inner.metrics.context_bytes.inc_by(received);
-        Ok(Response::new(build::UploadBlobsResponse {
-            results,
-            bytes_received: received,
-        }))
+        super::upload::upload_blobs(&self.inner, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn start_build(

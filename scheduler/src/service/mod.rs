@@ -6,6 +6,7 @@ mod blob;
 mod build;
 mod export;
 pub(crate) mod request;
+mod upload;
 mod worker;
 
 use crate::Inner;
