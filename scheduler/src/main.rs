@@ -57,7 +57,10 @@ async fn serve(
     tls: Option<tonic::transport::ServerTlsConfig>,
     drain_timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Without TCP_NODELAY a small write (a unary answer, a flow-control
+    // update letting an upload go on) can wait for the client's delayed
+    // ACK, 40 ms, whenever an earlier one is unacknowledged.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .trace_fn(|req| {
