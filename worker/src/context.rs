@@ -214,6 +214,7 @@ impl ContextCache {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, String> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        crate::snapshot::spread_new_dirs(&root);
         let listing = std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let names: Vec<String> = listing
             .filter_map(Result::ok)

@@ -109,9 +109,11 @@ impl Store {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io_err("cleaning", &tmp))?;
         }
-        for d in [root.join("blobs/sha256"), root.join("layers"), tmp] {
+        for d in [root.join("blobs/sha256"), root.join("layers"), tmp.clone()] {
             std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
+        // Layers are unpacked in tmp/.
+        crate::snapshot::spread_new_dirs(&tmp);
         Ok(Self {
             root,
             counter: AtomicU64::new(0),

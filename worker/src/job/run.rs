@@ -10,7 +10,7 @@ use crate::fetch::http_client;
 use crate::pull::{PulledImage, pull_image};
 use crate::snapshot::{
     ChangeSource, CopySnapshotter, OverlaySnapshotter, Snapshot, Snapshotter, overlay_supported,
-    recover,
+    recover, spread_new_dirs,
 };
 use crate::store::{LayerRef, Store};
 use std::path::{Path, PathBuf};
@@ -64,6 +64,7 @@ impl Worker {
         let (store, snapshotter, http, contexts) =
             tokio::task::spawn_blocking(move || -> Result<_, JobError> {
                 recover(&snaps)?;
+                spread_new_dirs(&snaps);
                 let _ = std::fs::remove_dir_all(state_run_files(&config.state_dir));
                 let store = Store::open(config.state_dir.join("store"))?;
                 let contexts = ContextCache::open(config.state_dir.join("contexts"))

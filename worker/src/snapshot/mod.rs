@@ -137,3 +137,25 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
         Err(e) => Err(io_err("removing", path)(e)),
     }
 }
+
+/// Marks `dir` (created if missing) as the top of directory hierarchies
+/// for ext4's Orlov allocator (`chattr +T`), so each directory made in it
+/// — a snapshot, a materialised context, a layer being unpacked — starts
+/// in a block group of its own choosing rather than its parent's. Without
+/// it, on ext4 without a journal, a step creating thousands of files right
+/// after the previous step's snapshot was deleted walks every recently
+/// freed inode of that group for each new file (`recently_deleted`): 20,000
+/// files took 4-8 s instead of 0.6-0.8 s here. Filesystems without the
+/// flag are left alone.
+pub fn spread_new_dirs(dir: &Path) {
+    use rustix::fs::{IFlags, ioctl_getflags, ioctl_setflags};
+    let _ = std::fs::create_dir_all(dir);
+    let Ok(file) = std::fs::File::open(dir) else {
+        return;
+    };
+    if let Ok(flags) = ioctl_getflags(&file)
+        && !flags.contains(IFlags::TOPDIR)
+    {
+        let _ = ioctl_setflags(&file, flags | IFlags::TOPDIR);
+    }
+}
