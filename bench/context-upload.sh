@@ -36,31 +36,11 @@ fi
 bench_find_s3s
 
 bench_log "services: redis-server, s3s-fs"
-redis_port="$(free_port)"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-bench_pids+=($!)
-s3_port="$(free_port)"
-mkdir -p "$work/s3/bench"
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
-"$s3s" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret "$work/s3" >/dev/null 2>&1 &
-bench_pids+=($!)
-wait_port "$redis_port"
-wait_port "$s3_port"
+bench_start_redis_s3
 
 bench_log "making the context in $work/ctx"
 ctx="$work/ctx"
-mkdir -p "$ctx/data/small"
-head -c 256M /dev/urandom >"$ctx/data/random"
-head -c 256M /dev/zero >"$ctx/data/zeros"
-python3 - "$ctx/data/small" <<'PY'
-import os, sys
-d = sys.argv[1]
-for i in range(20000):
-    sub = os.path.join(d, f"d{i // 1000:02d}")
-    os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, f"f{i:05d}.txt"), "w") as f:
-        f.write(f"small file {i}\n" * (1 + i % 7))
-PY
+bench_big_context "$ctx"
 printf 'FROM scratch\nCOPY not-in-the-context /\n' >"$ctx/Dockerfile"
 
 times=()

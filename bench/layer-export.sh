@@ -20,6 +20,8 @@ work="$(mktemp -d /var/tmp/strata-layer-bench.XXXXXX)"
 bkstate="$work/buildkit"
 
 log() { printf 'layer-export: %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 cleanup() {
     bash "$repo/scripts/buildkit.sh" stop "$bkstate" >/dev/null 2>&1 || true
     rm -rf "$work"
@@ -36,18 +38,7 @@ buildctl="$bkdir/buildctl"
 
 log "making the context in $work/ctx"
 ctx="$work/ctx"
-mkdir -p "$ctx/data/small"
-head -c 256M /dev/urandom >"$ctx/data/random"
-head -c 256M /dev/zero >"$ctx/data/zeros"
-python3 - "$ctx/data/small" <<'PY'
-import os, sys
-d = sys.argv[1]
-for i in range(20000):
-    sub = os.path.join(d, f"d{i // 1000:02d}")
-    os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, f"f{i:05d}.txt"), "w") as f:
-        f.write(f"small file {i}\n" * (1 + i % 7))
-PY
+bench_big_context "$ctx"
 printf 'FROM scratch\nCOPY data/ /data/\n' >"$ctx/Dockerfile"
 bytes=$(du -sb "$ctx/data" | cut -f1)
 

@@ -70,6 +70,41 @@ bench_find_s3s() {
     [[ -x "$s3s" ]] || bench_die "s3s-fs missing: cargo install s3s-fs@0.14.1 --features binary"
 }
 
+# redis-server and s3s-fs (bucket "bench", data under $work) on free
+# loopback ports, answering: sets redis_port and s3_port, exports the S3
+# credentials the farms inherit.
+bench_start_redis_s3() {
+    redis_port="$(free_port)"
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
+    bench_pids+=($!)
+    s3_port="$(free_port)"
+    mkdir -p "$work/s3/bench"
+    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
+    "$s3s" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret "$work/s3" >/dev/null 2>&1 &
+    bench_pids+=($!)
+    wait_port "$redis_port"
+    wait_port "$s3_port"
+}
+
+# The big layer's files under $1/data: 256 MiB of random data, 256 MiB of
+# zeros and 20,000 small files (run.sh's case 3, layer-export.sh,
+# context-upload.sh).
+bench_big_context() {
+    local ctx="$1"
+    mkdir -p "$ctx/data/small"
+    head -c 256M /dev/urandom >"$ctx/data/random"
+    head -c 256M /dev/zero >"$ctx/data/zeros"
+    python3 - "$ctx/data/small" <<'PY'
+import os, sys
+d = sys.argv[1]
+for i in range(20000):
+    sub = os.path.join(d, f"d{i // 1000:02d}")
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f"f{i:05d}.txt"), "w") as f:
+        f.write(f"small file {i}\n" * (1 + i % 7))
+PY
+}
+
 # A registry, redis-server and s3s-fs (bucket "bench") on free loopback
 # ports, data under $work: sets registry and shared, exports the S3
 # credentials the farms inherit.
@@ -82,17 +117,8 @@ bench_start_services() {
         "$work/registry/data" "$reg_port" >"$work/registry/config.yml"
     docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
     bench_pids+=($!)
-    redis_port="$(free_port)"
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-    bench_pids+=($!)
-    s3_port="$(free_port)"
-    mkdir -p "$work/s3/bench"
-    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
-    "$s3s" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret "$work/s3" >/dev/null 2>&1 &
-    bench_pids+=($!)
+    bench_start_redis_s3
     wait_port "$reg_port"
-    wait_port "$redis_port"
-    wait_port "$s3_port"
     registry="127.0.0.1:$reg_port"
     shared=(--redis "redis://127.0.0.1:$redis_port/0" --s3 "s3://bench/?endpoint=http://127.0.0.1:$s3_port&path_style=true")
 }

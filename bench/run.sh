@@ -222,19 +222,8 @@ fi
 if selected 3; then
     bench_log "case 3: making the context (256 MiB random, 256 MiB zeros, 20,000 small files)"
     ctx3="$work/case3"
-    mkdir -p "$ctx3/data/small"
+    bench_big_context "$ctx3"
     cp "$repo/bench/cases/3/Dockerfile" "$ctx3/"
-    head -c 256M /dev/urandom >"$ctx3/data/random"
-    head -c 256M /dev/zero >"$ctx3/data/zeros"
-    python3 - "$ctx3/data/small" <<'PY'
-import os, sys
-d = sys.argv[1]
-for i in range(20000):
-    sub = os.path.join(d, f"d{i // 1000:02d}")
-    os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, f"f{i:05d}.txt"), "w") as f:
-        f.write(f"small file {i}\n" * (1 + i % 7))
-PY
     cold_case 3 case3 "$ctx3"
     rm -rf "$ctx3"
 fi
