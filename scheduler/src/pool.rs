@@ -4,9 +4,14 @@
 //! The pool keeps the job queued until a worker has a free slot, prefers
 //! the worker that already holds most of the job's parent layers unpacked
 //! and otherwise the least loaded one, and re-queues a job (up to
-//! `max_attempts`) when its worker disconnects or rejects it. Messages that
-//! carry a lease the pool no longer recognises (a late result from a
-//! worker that lost the job) are ignored.
+//! `max_attempts`) when its worker disconnects, is silent past its lease,
+//! rejects it or fails it in a way worth retrying (`retryable`). A worker
+//! that refuses a job only because it has no free slot or is draining
+//! costs the job no attempt: it waits for a slot, on another worker if one
+//! is free. A cancelled job keeps its slot until the worker confirms it
+//! stopped, so nothing is sent to a worker still tearing a job down.
+//! Messages that carry a lease the pool no longer recognises (a late
+//! result from a worker that lost the job) are ignored.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -39,7 +44,16 @@ pub enum JobEvent {
         /// The worker that ran it.
         worker_id: String,
     },
-    /// The job failed (the command, not the infrastructure).
+    /// The job failed on a worker in a way worth retrying (its
+    /// infrastructure, not the command); a `Requeued` follows.
+    Retrying {
+        /// Why.
+        failure: Box<wire::JobFailed>,
+        /// The worker that failed it.
+        worker_id: String,
+    },
+    /// The job failed (the command, or the infrastructure on its last
+    /// attempt).
     Failed {
         /// Why.
         failure: Box<wire::JobFailed>,
@@ -65,8 +79,14 @@ struct Slot {
     tx: WorkerTx,
     session: u64,
     running: HashSet<String>,
+    /// Jobs cancelled here whose end the worker has not confirmed yet
+    /// (job → lease): their slots stay taken.
+    cancelling: HashMap<String, String>,
     layers: HashSet<String>,
     draining: bool,
+    /// The worker refused a job for want of a slot: it gets nothing more
+    /// until a job of its ends or a heartbeat shows a free slot.
+    full: bool,
     /// When the worker last sent anything (heartbeats renew its leases).
     seen: Instant,
 }
@@ -76,6 +96,8 @@ struct Queued {
     events: mpsc::UnboundedSender<JobEvent>,
     /// DiffIDs of every layer the job reads, for affinity.
     wants: Vec<String>,
+    /// Workers that refused or failed the job: others are preferred.
+    avoid: HashSet<String>,
 }
 
 struct Running {
@@ -95,6 +117,32 @@ struct State {
 pub struct Pool {
     state: Mutex<State>,
     max_attempts: u32,
+}
+
+/// `JobRejected.reason` of a worker whose slots are all taken (see
+/// `worker/src/agent/mod.rs`): not the job's fault, so no attempt is spent.
+const REJECT_FULL: &str = "no free slot";
+/// `JobRejected.reason` of a draining worker.
+const REJECT_DRAINING: &str = "draining";
+
+impl Slot {
+    /// Slots taken: running jobs and cancelled ones not yet confirmed.
+    fn busy(&self) -> u32 {
+        (self.running.len() + self.cancelling.len()) as u32
+    }
+
+    fn takes_jobs(&self) -> bool {
+        !self.draining && !self.full && self.busy() < self.info.capacity
+    }
+
+    /// A job of this worker ended (whatever its lease): a slot is free
+    /// on the worker.
+    fn job_ended(&mut self, job_id: &str, lease_id: &str) {
+        if self.cancelling.get(job_id).is_some_and(|l| l == lease_id) {
+            self.cancelling.remove(job_id);
+        }
+        self.full = false;
+    }
 }
 
 fn now() -> prost_types::Timestamp {
@@ -155,8 +203,10 @@ impl Pool {
                 tx,
                 session,
                 running: HashSet::new(),
+                cancelling: HashMap::new(),
                 layers: reg.layers_held.iter().cloned().collect(),
                 draining: false,
+                full: false,
                 seen: Instant::now(),
             },
         );
@@ -245,6 +295,15 @@ impl Pool {
         st.queue.push_front(job);
     }
 
+    /// Puts a job a worker refused for want of a slot (or because it is
+    /// draining) back at the head of the queue under a new lease, on the
+    /// same attempt.
+    fn bounce(st: &mut State, mut job: Queued, worker_id: &str) {
+        job.avoid.insert(worker_id.to_string());
+        job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
+        st.queue.push_front(job);
+    }
+
     /// Queues a job; its lease and attempt are set here.
     pub fn submit(&self, mut assignment: wire::JobAssignment) -> mpsc::UnboundedReceiver<JobEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -256,19 +315,24 @@ impl Pool {
             assignment,
             events: tx,
             wants,
+            avoid: HashSet::new(),
         });
         self.dispatch(&mut st);
         rx
     }
 
     /// Stops a job: dequeued if waiting, cancelled on its worker if
-    /// running. Its event stream ends.
+    /// running. Its event stream ends. The worker's slot stays taken until
+    /// the worker reports the job ended (or a heartbeat no longer lists
+    /// it, or the worker goes away).
     pub fn cancel(&self, job_id: &str, reason: &str) {
         let mut st = self.lock();
         st.queue.retain(|q| q.assignment.job_id != job_id);
         if let Some(r) = st.running.remove(job_id) {
             if let Some(w) = st.workers.get_mut(&r.worker_id) {
                 w.running.remove(job_id);
+                w.cancelling
+                    .insert(job_id.to_string(), r.job.assignment.lease_id.clone());
                 send(
                     &w.tx,
                     wire::scheduler_message::Message::CancelJob(wire::CancelJob {
@@ -298,6 +362,16 @@ impl Pool {
         match msg {
             M::Heartbeat(h) => {
                 if let Some(w) = st.workers.get_mut(worker_id) {
+                    // Cancelled jobs the worker no longer runs free their
+                    // slots (their end may have been lost with a message).
+                    w.cancelling.retain(|job, lease| {
+                        h.running
+                            .iter()
+                            .any(|a| &a.job_id == job && &a.lease_id == lease)
+                    });
+                    if h.free_slots > 0 {
+                        w.full = false;
+                    }
                     w.info.last_heartbeat = Some(now());
                     w.info.free_disk_bytes = h.free_disk_bytes;
                     w.info.load_average = h.load_average;
@@ -316,17 +390,34 @@ impl Pool {
             }
             M::JobAccepted(_) | M::Pong(_) | M::Register(_) => {}
             M::JobRejected(r) => {
-                if current(&st, &r.job_id, &r.lease_id)
-                    && let Some(run) = st.running.remove(&r.job_id)
+                if let Some(w) = st.workers.get_mut(worker_id)
+                    && w.cancelling.get(&r.job_id) == Some(&r.lease_id)
                 {
+                    w.cancelling.remove(&r.job_id);
+                }
+                if current(&st, &r.job_id, &r.lease_id)
+                    && let Some(mut run) = st.running.remove(&r.job_id)
+                {
+                    let full = r.reason == REJECT_FULL;
+                    let draining = r.reason == REJECT_DRAINING;
                     if let Some(w) = st.workers.get_mut(worker_id) {
                         w.running.remove(&r.job_id);
+                        w.full |= full;
+                        if draining {
+                            w.draining = true;
+                            w.info.state = build::WorkerState::Draining as i32;
+                        }
                     }
-                    self.requeue(
-                        &mut st,
-                        run.job,
-                        &format!("{worker_id} rejected it: {}", r.reason),
-                    );
+                    if full || draining {
+                        Self::bounce(&mut st, run.job, worker_id);
+                    } else {
+                        run.job.avoid.insert(worker_id.to_string());
+                        self.requeue(
+                            &mut st,
+                            run.job,
+                            &format!("{worker_id} rejected it: {}", r.reason),
+                        );
+                    }
                 }
             }
             M::JobLog(l) => {
@@ -344,6 +435,9 @@ impl Pool {
                 }
             }
             M::JobResult(res) => {
+                if let Some(w) = st.workers.get_mut(worker_id) {
+                    w.job_ended(&res.job_id, &res.lease_id);
+                }
                 if current(&st, &res.job_id, &res.lease_id)
                     && let Some(r) = st.running.remove(&res.job_id)
                 {
@@ -360,16 +454,29 @@ impl Pool {
                 }
             }
             M::JobFailed(f) => {
+                if let Some(w) = st.workers.get_mut(worker_id) {
+                    w.job_ended(&f.job_id, &f.lease_id);
+                }
                 if current(&st, &f.job_id, &f.lease_id)
-                    && let Some(r) = st.running.remove(&f.job_id)
+                    && let Some(mut r) = st.running.remove(&f.job_id)
                 {
                     if let Some(w) = st.workers.get_mut(worker_id) {
                         w.running.remove(&f.job_id);
                     }
-                    let _ = r.job.events.send(JobEvent::Failed {
-                        failure: Box::new(f),
-                        worker_id: worker_id.to_string(),
-                    });
+                    if f.retryable && r.job.assignment.attempt < self.max_attempts {
+                        let reason = format!("{worker_id} failed it: {}", f.message);
+                        let _ = r.job.events.send(JobEvent::Retrying {
+                            failure: Box::new(f),
+                            worker_id: worker_id.to_string(),
+                        });
+                        r.job.avoid.insert(worker_id.to_string());
+                        self.requeue(&mut st, r.job, &reason);
+                    } else {
+                        let _ = r.job.events.send(JobEvent::Failed {
+                            failure: Box::new(f),
+                            worker_id: worker_id.to_string(),
+                        });
+                    }
                 }
             }
             M::GoingAway(g) => {
@@ -389,19 +496,19 @@ impl Pool {
     fn dispatch(&self, st: &mut State) {
         let mut i = 0;
         while i < st.queue.len() {
-            let wants = &st.queue[i].wants;
+            let (wants, avoid) = (&st.queue[i].wants, &st.queue[i].avoid);
             let best = st
                 .workers
                 .iter()
-                .filter(|(_, w)| !w.draining && (w.running.len() as u32) < w.info.capacity)
+                .filter(|(_, w)| w.takes_jobs())
                 .max_by(|(ia, a), (ib, b)| {
                     let held = |w: &Slot| wants.iter().filter(|d| w.layers.contains(*d)).count();
                     let free = |w: &Slot| {
-                        f64::from(w.info.capacity - w.running.len() as u32)
-                            / f64::from(w.info.capacity)
+                        f64::from(w.info.capacity - w.busy()) / f64::from(w.info.capacity)
                     };
-                    held(a)
-                        .cmp(&held(b))
+                    (!avoid.contains(*ia))
+                        .cmp(&!avoid.contains(*ib))
+                        .then(held(a).cmp(&held(b)))
                         .then(free(a).total_cmp(&free(b)))
                         .then(ib.cmp(ia))
                 })
@@ -425,7 +532,7 @@ impl Pool {
                 continue;
             }
             w.running.insert(job.assignment.job_id.clone());
-            w.info.running_jobs = w.running.len() as u32;
+            w.info.running_jobs = w.busy();
             let _ = job.events.send(JobEvent::Started {
                 worker_id: worker_id.clone(),
                 attempt: job.assignment.attempt,
@@ -442,8 +549,13 @@ impl Pool {
             .values()
             .map(|w| {
                 let mut info = w.info.clone();
-                info.running_jobs = w.running.len() as u32;
-                info.job_ids = w.running.iter().cloned().collect();
+                info.running_jobs = w.busy();
+                info.job_ids = w
+                    .running
+                    .iter()
+                    .chain(w.cancelling.keys())
+                    .cloned()
+                    .collect();
                 info.job_ids.sort();
                 info
             })
@@ -477,186 +589,4 @@ impl Pool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn register(
-        pool: &Pool,
-        id: &str,
-        capacity: u32,
-        layers: &[&str],
-    ) -> (
-        u64,
-        mpsc::UnboundedReceiver<Result<wire::SchedulerMessage, Status>>,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reg = wire::Register {
-            capacity,
-            layers_held: layers.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        };
-        (pool.register(id, &reg, tx), rx)
-    }
-
-    fn job(id: &str, parent: &[&str]) -> wire::JobAssignment {
-        wire::JobAssignment {
-            job_id: id.into(),
-            parent: Some(common::Snapshot {
-                layers: parent
-                    .iter()
-                    .map(|d| common::Layer {
-                        diff_id: d.to_string(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn assigned(
-        rx: &mut mpsc::UnboundedReceiver<Result<wire::SchedulerMessage, Status>>,
-    ) -> Vec<wire::JobAssignment> {
-        let mut out = Vec::new();
-        while let Ok(Ok(m)) = rx.try_recv() {
-            if let Some(wire::scheduler_message::Message::AssignJob(a)) = m.message {
-                out.push(a);
-            }
-        }
-        out
-    }
-
-    fn started(rx: &mut mpsc::UnboundedReceiver<JobEvent>) -> String {
-        match rx.try_recv() {
-            Ok(JobEvent::Started { worker_id, .. }) => worker_id,
-            other => panic!("expected Started, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn jobs_prefer_the_worker_holding_their_parents_within_capacity() {
-        let pool = Pool::new(3);
-        let (_, mut a) = register(&pool, "a", 1, &[]);
-        let (_, mut b) = register(&pool, "b", 1, &["sha256:p"]);
-        let mut j1 = pool.submit(job("j1", &["sha256:p"]));
-        assert_eq!(started(&mut j1), "b");
-        // b is full: the next job goes to a even though b holds its parent.
-        let mut j2 = pool.submit(job("j2", &["sha256:p"]));
-        assert_eq!(started(&mut j2), "a");
-        // Both full: the third waits until a slot frees.
-        let mut j3 = pool.submit(job("j3", &[]));
-        assert!(j3.try_recv().is_err());
-        assert_eq!(pool.queued(), 1);
-        let lease = assigned(&mut a).remove(0).lease_id;
-        pool.on_message(
-            "a",
-            wire::worker_message::Message::JobFailed(wire::JobFailed {
-                job_id: "j2".into(),
-                lease_id: lease,
-                ..Default::default()
-            }),
-        );
-        assert!(matches!(j2.try_recv(), Ok(JobEvent::Failed { .. })));
-        assert_eq!(started(&mut j3), "a");
-        assert_eq!(assigned(&mut b).len(), 1);
-    }
-
-    #[test]
-    fn a_lost_worker_s_jobs_are_requeued_and_its_late_results_ignored() {
-        let pool = Pool::new(2);
-        let (session, mut a) = register(&pool, "a", 1, &[]);
-        let mut j = pool.submit(job("j", &[]));
-        assert_eq!(started(&mut j), "a");
-        let old_lease = assigned(&mut a).remove(0).lease_id;
-        pool.disconnect("a", session);
-        match j.try_recv() {
-            Ok(JobEvent::Requeued { attempt: 2, .. }) => {}
-            other => panic!("expected Requeued, got {other:?}"),
-        }
-        let (_, mut b) = register(&pool, "b", 1, &[]);
-        assert_eq!(started(&mut j), "b");
-        let new_lease = assigned(&mut b).remove(0).lease_id;
-        assert_ne!(old_lease, new_lease);
-        // A result under the old lease is dropped; the current one counts.
-        pool.on_message(
-            "b",
-            wire::worker_message::Message::JobResult(wire::JobResult {
-                job_id: "j".into(),
-                lease_id: old_lease,
-                ..Default::default()
-            }),
-        );
-        assert!(j.try_recv().is_err());
-        pool.on_message(
-            "b",
-            wire::worker_message::Message::JobResult(wire::JobResult {
-                job_id: "j".into(),
-                lease_id: new_lease,
-                ..Default::default()
-            }),
-        );
-        assert!(matches!(j.try_recv(), Ok(JobEvent::Done { .. })));
-    }
-
-    #[test]
-    fn a_silent_worker_loses_its_leases_to_another() {
-        let pool = Pool::new(3);
-        let (_, mut a) = register(&pool, "a", 1, &[]);
-        let mut j = pool.submit(job("j", &[]));
-        assert_eq!(started(&mut j), "a");
-        let old_lease = assigned(&mut a).remove(0).lease_id;
-        let lease = Duration::from_secs(30);
-        assert!(pool.expire(lease, Instant::now()).is_empty());
-        let (_, mut b) = register(&pool, "b", 1, &[]);
-        // a said nothing for 29 s (still leased), then for 31 s; b just
-        // sent a heartbeat.
-        let age = |pool: &Pool, secs: u64| {
-            pool.lock().workers.get_mut("a").expect("a").seen =
-                Instant::now() - Duration::from_secs(secs);
-        };
-        pool.on_message(
-            "b",
-            wire::worker_message::Message::Heartbeat(wire::Heartbeat::default()),
-        );
-        age(&pool, 29);
-        assert!(pool.expire(lease, Instant::now()).is_empty());
-        age(&pool, 31);
-        assert_eq!(pool.expire(lease, Instant::now()), vec!["a".to_string()]);
-        match j.try_recv() {
-            Ok(JobEvent::Requeued { reason, attempt: 2 }) => {
-                assert!(reason.contains("no heartbeat"), "{reason}")
-            }
-            other => panic!("expected Requeued, got {other:?}"),
-        }
-        assert_eq!(started(&mut j), "b");
-        // a's stream was closed with the reason.
-        let closed = std::iter::from_fn(|| a.try_recv().ok()).any(|m| m.is_err());
-        assert!(closed);
-        // a comes back late with a result under its lost lease: ignored.
-        let _ = register(&pool, "a", 1, &[]);
-        pool.on_message(
-            "a",
-            wire::worker_message::Message::JobResult(wire::JobResult {
-                job_id: "j".into(),
-                lease_id: old_lease,
-                ..Default::default()
-            }),
-        );
-        assert!(j.try_recv().is_err());
-        assert_eq!(assigned(&mut b).len(), 1);
-    }
-
-    #[test]
-    fn a_job_lost_too_often_fails_the_build() {
-        let pool = Pool::new(1);
-        let (session, _a) = register(&pool, "a", 1, &[]);
-        let mut j = pool.submit(job("j", &[]));
-        assert_eq!(started(&mut j), "a");
-        pool.disconnect("a", session);
-        match j.try_recv() {
-            Ok(JobEvent::Lost(why)) => assert!(why.contains("gave up after 1"), "{why}"),
-            other => panic!("expected Lost, got {other:?}"),
-        }
-    }
-}
+mod tests;

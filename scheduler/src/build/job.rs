@@ -141,6 +141,26 @@ pub(super) async fn drive_job(
                     cache_mounts: result.cache_mounts,
                 });
             }
+            JobEvent::Retrying { failure, worker_id } => {
+                // The worker's side failed (its store, runtime, disk); the
+                // pool queues the job again, on another worker if it can.
+                handle.emit(Event::StepFailed(build::StepFailed {
+                    step_id: step.id.clone(),
+                    worker_id,
+                    job_id: job_id.clone(),
+                    attempt,
+                    exit_code: failure.exit_code,
+                    signal: failure.signal,
+                    message: failure.message,
+                    log_tail: if tail.is_empty() {
+                        failure.log_tail
+                    } else {
+                        std::mem::take(&mut tail)
+                    },
+                    will_retry: true,
+                    duration: Some(duration(started.elapsed())),
+                }));
+            }
             JobEvent::Failed { failure, worker_id } => {
                 if !failure.log_tail.is_empty() && tail.is_empty() {
                     tail = failure.log_tail.clone();

@@ -1,0 +1,420 @@
+//! The pool's placement, re-queue and lease rules.
+
+use super::*;
+
+fn register(
+    pool: &Pool,
+    id: &str,
+    capacity: u32,
+    layers: &[&str],
+) -> (
+    u64,
+    mpsc::UnboundedReceiver<Result<wire::SchedulerMessage, Status>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let reg = wire::Register {
+        capacity,
+        layers_held: layers.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    (pool.register(id, &reg, tx), rx)
+}
+
+fn job(id: &str, parent: &[&str]) -> wire::JobAssignment {
+    wire::JobAssignment {
+        job_id: id.into(),
+        parent: Some(common::Snapshot {
+            layers: parent
+                .iter()
+                .map(|d| common::Layer {
+                    diff_id: d.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn assigned(
+    rx: &mut mpsc::UnboundedReceiver<Result<wire::SchedulerMessage, Status>>,
+) -> Vec<wire::JobAssignment> {
+    let mut out = Vec::new();
+    while let Ok(Ok(m)) = rx.try_recv() {
+        if let Some(wire::scheduler_message::Message::AssignJob(a)) = m.message {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn started(rx: &mut mpsc::UnboundedReceiver<JobEvent>) -> String {
+    match rx.try_recv() {
+        Ok(JobEvent::Started { worker_id, .. }) => worker_id,
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
+#[test]
+fn jobs_prefer_the_worker_holding_their_parents_within_capacity() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let (_, mut b) = register(&pool, "b", 1, &["sha256:p"]);
+    let mut j1 = pool.submit(job("j1", &["sha256:p"]));
+    assert_eq!(started(&mut j1), "b");
+    // b is full: the next job goes to a even though b holds its parent.
+    let mut j2 = pool.submit(job("j2", &["sha256:p"]));
+    assert_eq!(started(&mut j2), "a");
+    // Both full: the third waits until a slot frees.
+    let mut j3 = pool.submit(job("j3", &[]));
+    assert!(j3.try_recv().is_err());
+    assert_eq!(pool.queued(), 1);
+    let lease = assigned(&mut a).remove(0).lease_id;
+    pool.on_message(
+        "a",
+        wire::worker_message::Message::JobFailed(wire::JobFailed {
+            job_id: "j2".into(),
+            lease_id: lease,
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(j2.try_recv(), Ok(JobEvent::Failed { .. })));
+    assert_eq!(started(&mut j3), "a");
+    assert_eq!(assigned(&mut b).len(), 1);
+}
+
+#[test]
+fn a_lost_worker_s_jobs_are_requeued_and_its_late_results_ignored() {
+    let pool = Pool::new(2);
+    let (session, mut a) = register(&pool, "a", 1, &[]);
+    let mut j = pool.submit(job("j", &[]));
+    assert_eq!(started(&mut j), "a");
+    let old_lease = assigned(&mut a).remove(0).lease_id;
+    pool.disconnect("a", session);
+    match j.try_recv() {
+        Ok(JobEvent::Requeued { attempt: 2, .. }) => {}
+        other => panic!("expected Requeued, got {other:?}"),
+    }
+    let (_, mut b) = register(&pool, "b", 1, &[]);
+    assert_eq!(started(&mut j), "b");
+    let new_lease = assigned(&mut b).remove(0).lease_id;
+    assert_ne!(old_lease, new_lease);
+    // A result under the old lease is dropped; the current one counts.
+    pool.on_message(
+        "b",
+        wire::worker_message::Message::JobResult(wire::JobResult {
+            job_id: "j".into(),
+            lease_id: old_lease,
+            ..Default::default()
+        }),
+    );
+    assert!(j.try_recv().is_err());
+    pool.on_message(
+        "b",
+        wire::worker_message::Message::JobResult(wire::JobResult {
+            job_id: "j".into(),
+            lease_id: new_lease,
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(j.try_recv(), Ok(JobEvent::Done { .. })));
+}
+
+#[test]
+fn a_silent_worker_loses_its_leases_to_another() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let mut j = pool.submit(job("j", &[]));
+    assert_eq!(started(&mut j), "a");
+    let old_lease = assigned(&mut a).remove(0).lease_id;
+    let lease = Duration::from_secs(30);
+    assert!(pool.expire(lease, Instant::now()).is_empty());
+    let (_, mut b) = register(&pool, "b", 1, &[]);
+    // a said nothing for 29 s (still leased), then for 31 s; b just
+    // sent a heartbeat.
+    let age = |pool: &Pool, secs: u64| {
+        pool.lock().workers.get_mut("a").expect("a").seen =
+            Instant::now() - Duration::from_secs(secs);
+    };
+    pool.on_message(
+        "b",
+        wire::worker_message::Message::Heartbeat(wire::Heartbeat::default()),
+    );
+    age(&pool, 29);
+    assert!(pool.expire(lease, Instant::now()).is_empty());
+    age(&pool, 31);
+    assert_eq!(pool.expire(lease, Instant::now()), vec!["a".to_string()]);
+    match j.try_recv() {
+        Ok(JobEvent::Requeued { reason, attempt: 2 }) => {
+            assert!(reason.contains("no heartbeat"), "{reason}")
+        }
+        other => panic!("expected Requeued, got {other:?}"),
+    }
+    assert_eq!(started(&mut j), "b");
+    // a's stream was closed with the reason.
+    let closed = std::iter::from_fn(|| a.try_recv().ok()).any(|m| m.is_err());
+    assert!(closed);
+    // a comes back late with a result under its lost lease: ignored.
+    let _ = register(&pool, "a", 1, &[]);
+    pool.on_message(
+        "a",
+        wire::worker_message::Message::JobResult(wire::JobResult {
+            job_id: "j".into(),
+            lease_id: old_lease,
+            ..Default::default()
+        }),
+    );
+    assert!(j.try_recv().is_err());
+    assert_eq!(assigned(&mut b).len(), 1);
+}
+
+#[test]
+fn a_job_lost_too_often_fails_the_build() {
+    let pool = Pool::new(1);
+    let (session, _a) = register(&pool, "a", 1, &[]);
+    let mut j = pool.submit(job("j", &[]));
+    assert_eq!(started(&mut j), "a");
+    pool.disconnect("a", session);
+    match j.try_recv() {
+        Ok(JobEvent::Lost(why)) => assert!(why.contains("gave up after 1"), "{why}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}
+
+fn msg(pool: &Pool, worker: &str, m: wire::worker_message::Message) {
+    pool.on_message(worker, m);
+}
+
+fn rejected(job: &str, lease: &str, reason: &str) -> wire::worker_message::Message {
+    wire::worker_message::Message::JobRejected(wire::JobRejected {
+        job_id: job.into(),
+        lease_id: lease.into(),
+        reason: reason.into(),
+    })
+}
+
+fn failed(job: &str, lease: &str, retryable: bool) -> wire::worker_message::Message {
+    wire::worker_message::Message::JobFailed(wire::JobFailed {
+        job_id: job.into(),
+        lease_id: lease.into(),
+        kind: wire::FailureKind::Infrastructure as i32,
+        message: "unpacking layer: the worker's disk is full".into(),
+        retryable,
+        ..Default::default()
+    })
+}
+
+fn cancels(
+    rx: &mut mpsc::UnboundedReceiver<Result<wire::SchedulerMessage, Status>>,
+) -> Vec<wire::CancelJob> {
+    let mut out = Vec::new();
+    while let Ok(Ok(m)) = rx.try_recv() {
+        if let Some(wire::scheduler_message::Message::CancelJob(c)) = m.message {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cancelled_job_keeps_its_slot_until_the_worker_confirms() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let mut j1 = pool.submit(job("j1", &[]));
+    assert_eq!(started(&mut j1), "a");
+    let lease = assigned(&mut a).remove(0).lease_id;
+    // The build is cancelled; another build's job is queued meanwhile.
+    pool.cancel("j1", "build cancelled");
+    let mut j2 = pool.submit(job("j2", &[]));
+    assert!(j2.try_recv().is_err(), "j2 was sent while j1 was stopping");
+    assert_eq!(cancels(&mut a).len(), 1);
+    assert_eq!(pool.workers()[0].running_jobs, 1);
+    // A heartbeat still listing j1: still stopping.
+    msg(
+        &pool,
+        "a",
+        wire::worker_message::Message::Heartbeat(wire::Heartbeat {
+            running: vec![wire::ActiveJob {
+                job_id: "j1".into(),
+                lease_id: lease.clone(),
+            }],
+            ..Default::default()
+        }),
+    );
+    assert!(j2.try_recv().is_err());
+    // The worker reports j1 ended (cancelled): the slot is free, j2 runs.
+    msg(&pool, "a", failed("j1", &lease, false));
+    assert_eq!(started(&mut j2), "a");
+    assert_eq!(assigned(&mut a)[0].attempt, 1);
+    assert!(j1.try_recv().is_err(), "events of a cancelled job");
+}
+
+#[test]
+fn a_cancelled_job_s_slot_frees_when_a_heartbeat_no_longer_lists_it() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let _j1 = pool.submit(job("j1", &[]));
+    assigned(&mut a);
+    pool.cancel("j1", "build cancelled");
+    let mut j2 = pool.submit(job("j2", &[]));
+    assert!(j2.try_recv().is_err());
+    msg(
+        &pool,
+        "a",
+        wire::worker_message::Message::Heartbeat(wire::Heartbeat {
+            free_slots: 1,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(started(&mut j2), "a");
+}
+
+#[test]
+fn a_refusal_for_want_of_a_slot_costs_no_attempt() {
+    // The worker still finishing a job its scheduler thought over refuses
+    // a new one three times in a row: the build must not fail.
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let mut j = pool.submit(job("j", &[]));
+    for _ in 0..5 {
+        assert_eq!(started(&mut j), "a");
+        let sent = assigned(&mut a).remove(0);
+        assert_eq!(sent.attempt, 1);
+        msg(&pool, "a", rejected("j", &sent.lease_id, "no free slot"));
+        // Refused: nothing more goes to a until it shows a free slot.
+        assert!(j.try_recv().is_err(), "the refusal was reported");
+        assert!(assigned(&mut a).is_empty(), "sent straight back to a");
+        assert_eq!(pool.queued(), 1);
+        msg(
+            &pool,
+            "a",
+            wire::worker_message::Message::Heartbeat(wire::Heartbeat {
+                free_slots: 1,
+                ..Default::default()
+            }),
+        );
+    }
+    assert_eq!(started(&mut j), "a");
+}
+
+#[test]
+fn a_refused_job_goes_to_another_worker_with_a_free_slot() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &["sha256:p"]);
+    let (_, mut b) = register(&pool, "b", 1, &[]);
+    let mut j = pool.submit(job("j", &["sha256:p"]));
+    assert_eq!(started(&mut j), "a");
+    let lease = assigned(&mut a).remove(0).lease_id;
+    msg(&pool, "a", rejected("j", &lease, "no free slot"));
+    assert_eq!(started(&mut j), "b");
+    let sent = assigned(&mut b).remove(0);
+    assert_eq!(sent.attempt, 1);
+    assert_ne!(sent.lease_id, lease);
+    // A draining worker's refusal costs nothing either, and it gets no
+    // more jobs.
+    let mut k = pool.submit(job("k", &[]));
+    assert!(k.try_recv().is_err());
+    msg(
+        &pool,
+        "a",
+        wire::worker_message::Message::Pong(wire::Pong::default()),
+    );
+    let (_, mut c) = register(&pool, "c", 1, &[]);
+    assert_eq!(started(&mut k), "c");
+    let lease = assigned(&mut c).remove(0).lease_id;
+    msg(&pool, "c", rejected("k", &lease, "draining"));
+    assert!(k.try_recv().is_err());
+    assert_eq!(pool.queued(), 1);
+    assert!(
+        pool.workers()
+            .iter()
+            .any(|w| w.worker_id == "c" && w.state == build::WorkerState::Draining as i32)
+    );
+}
+
+#[test]
+fn other_refusals_cost_an_attempt() {
+    let pool = Pool::new(2);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let mut j = pool.submit(job("j", &[]));
+    assert_eq!(started(&mut j), "a");
+    let lease = assigned(&mut a).remove(0).lease_id;
+    msg(&pool, "a", rejected("j", &lease, "platform unsupported"));
+    assert!(matches!(
+        j.try_recv(),
+        Ok(JobEvent::Requeued { attempt: 2, .. })
+    ));
+    assert_eq!(started(&mut j), "a");
+    let lease = assigned(&mut a).remove(0).lease_id;
+    msg(&pool, "a", rejected("j", &lease, "platform unsupported"));
+    match j.try_recv() {
+        Ok(JobEvent::Lost(why)) => assert!(why.contains("gave up after 2"), "{why}"),
+        other => panic!("expected Lost, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_retryable_failure_runs_again_elsewhere_up_to_max_attempts() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &["sha256:p"]);
+    let (_, mut b) = register(&pool, "b", 1, &[]);
+    let mut j = pool.submit(job("j", &["sha256:p"]));
+    assert_eq!(started(&mut j), "a");
+    let lease = assigned(&mut a).remove(0).lease_id;
+    msg(&pool, "a", failed("j", &lease, true));
+    match j.try_recv() {
+        Ok(JobEvent::Retrying { worker_id, failure }) => {
+            assert_eq!(worker_id, "a");
+            assert!(failure.message.contains("disk is full"));
+        }
+        other => panic!("expected Retrying, got {other:?}"),
+    }
+    match j.try_recv() {
+        Ok(JobEvent::Requeued { attempt: 2, reason }) => {
+            assert!(
+                reason.contains("a failed it") && reason.contains("disk is full"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected Requeued, got {other:?}"),
+    }
+    // a holds the parent layer but failed it: b runs attempt 2.
+    assert_eq!(started(&mut j), "b");
+    let sent = assigned(&mut b).remove(0);
+    assert_eq!(sent.attempt, 2);
+    msg(&pool, "b", failed("j", &sent.lease_id, true));
+    assert!(matches!(j.try_recv(), Ok(JobEvent::Retrying { .. })));
+    assert!(matches!(
+        j.try_recv(),
+        Ok(JobEvent::Requeued { attempt: 3, .. })
+    ));
+    let worker = started(&mut j);
+    let lease = if worker == "a" {
+        assigned(&mut a)
+    } else {
+        assigned(&mut b)
+    }
+    .remove(0)
+    .lease_id;
+    // The last attempt fails: the worker's own message reaches the build.
+    msg(&pool, &worker, failed("j", &lease, true));
+    match j.try_recv() {
+        Ok(JobEvent::Failed { failure, .. }) => {
+            assert!(failure.message.contains("disk is full"))
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failure_not_worth_retrying_fails_at_once() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let mut j = pool.submit(job("j", &[]));
+    started(&mut j);
+    let lease = assigned(&mut a).remove(0).lease_id;
+    msg(&pool, "a", failed("j", &lease, false));
+    assert!(matches!(j.try_recv(), Ok(JobEvent::Failed { .. })));
+    assert!(assigned(&mut a).is_empty());
+}
