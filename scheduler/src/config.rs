@@ -7,6 +7,7 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use strata_oci::registry::RegistryConfig;
 use strata_state::RedisConfig;
 use strata_store::S3Config;
@@ -41,6 +42,12 @@ pub struct Args {
     /// Workers a job is tried on before its build fails.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
+    /// Seconds a worker may stay silent (no heartbeat, no message) before
+    /// its jobs go to other workers; a result it sends later is ignored.
+    /// Workers are told to send heartbeats three times per lease (at most
+    /// every 5 s).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_timeout: u64,
     /// Shared layer store:
     /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true]`.
     /// Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; workers
@@ -121,6 +128,8 @@ impl Args {
             docker_config: self.registry_config.clone(),
         };
         config.max_attempts = self.max_attempts;
+        config.lease_duration = Duration::from_secs(self.lease_timeout);
+        config.heartbeat_interval = (config.lease_duration / 3).min(Duration::from_secs(5));
         if let Some(url) = &self.s3 {
             config.s3 =
                 Some(S3Config::from_url(url).map_err(|e| anyhow::anyhow!("--s3 {url}: {e}"))?);
