@@ -6,7 +6,6 @@ use crate::auth::{Auth, Tokens};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use strata_oci::registry::RegistryConfig;
 use strata_state::RedisConfig;
@@ -69,9 +68,15 @@ pub struct Args {
     /// every few seconds. Without it clients need no token.
     #[arg(long, value_name = "PATH", env = "STRATA_CLIENT_TOKENS")]
     pub client_tokens: Option<PathBuf>,
-    /// Worker tokens, in the same forms. Without it workers need none.
+    /// Worker tokens, in the same forms. Needed with --client-tokens
+    /// (unless --tls-client-ca or --open-worker-api); a token may not be
+    /// in both sets.
     #[arg(long, value_name = "PATH", env = "STRATA_WORKER_TOKENS")]
     pub worker_tokens: Option<PathBuf>,
+    /// With --client-tokens, let workers register without a token or
+    /// certificate: only where no one but trusted hosts reaches the port.
+    #[arg(long, env = "STRATA_OPEN_WORKER_API")]
+    pub open_worker_api: bool,
     /// TLS certificate chain (PEM) for the gRPC port.
     #[arg(
         long,
@@ -152,16 +157,18 @@ impl Args {
         }
         let tokens = |p: &Option<PathBuf>, what: &str| -> anyhow::Result<_> {
             p.as_ref()
-                .map(|p| Tokens::open(p).map(Arc::new))
+                .map(|p| Tokens::open(p))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("{what}: {e}"))
         };
         config.allowed_entitlements = self.allow_insecure_entitlements.iter().cloned().collect();
-        config.auth = Auth {
-            clients: tokens(&self.client_tokens, "--client-tokens")?,
-            workers: tokens(&self.worker_tokens, "--worker-tokens")?,
-            worker_certs: self.tls_client_ca.is_some(),
-        };
+        config.auth = Auth::new(
+            tokens(&self.client_tokens, "--client-tokens")?,
+            tokens(&self.worker_tokens, "--worker-tokens")?,
+            self.tls_client_ca.is_some(),
+            self.open_worker_api,
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 

@@ -3,11 +3,17 @@
 //! what `strata images`, `strata history`, `strata save` and `FROM` of a
 //! locally built or imported image read. `images.json` is rewritten
 //! atomically on every change.
+//!
+//! With client tokens every tenant has its own names and sees only the
+//! images it built, imported or was given a name for: another tenant's
+//! image is "No such image", by name or by id, so names and ids cannot be
+//! probed. Without tokens (embedded mode, a trusted network) there is one
+//! set of names and every image is visible.
 
 use crate::blobs::Blobs;
 use crate::image::Image;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use strata_frontend::plan::ImageRef;
@@ -47,14 +53,55 @@ pub struct ImageRecord {
     /// The build that produced it, if any.
     #[serde(default)]
     pub build_id: String,
+    /// The tenants that built, imported or named it (`""`: a scheduler
+    /// without client tokens).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub owners: BTreeSet<String>,
 }
+
+/// Who is asking: `Some(tenant)` with client tokens, `None` without (sees
+/// every image; its names are the untenanted ones).
+pub type Viewer<'a> = Option<&'a str>;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Index {
-    /// Normalised `name:tag` to manifest digest.
+    /// Normalised `name:tag` to manifest digest, without a tenant.
     tags: BTreeMap<String, String>,
+    /// Per tenant, its own normalised `name:tag` to manifest digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tenant_tags: BTreeMap<String, BTreeMap<String, String>>,
     /// Manifest digest to record.
     images: BTreeMap<String, ImageRecord>,
+}
+
+impl Index {
+    /// The names `viewer` sees.
+    fn names(&self, viewer: Viewer<'_>) -> Option<&BTreeMap<String, String>> {
+        match viewer {
+            None => Some(&self.tags),
+            Some(t) => self.tenant_tags.get(t),
+        }
+    }
+
+    fn names_mut(&mut self, viewer: Viewer<'_>) -> &mut BTreeMap<String, String> {
+        match viewer {
+            None => &mut self.tags,
+            Some(t) => self.tenant_tags.entry(t.to_string()).or_default(),
+        }
+    }
+
+    /// Whether any name of any tenant points at `manifest`.
+    fn named_anywhere(&self, manifest: &str) -> bool {
+        self.tags
+            .values()
+            .chain(self.tenant_tags.values().flat_map(|t| t.values()))
+            .any(|m| m == manifest)
+    }
+}
+
+/// Whether `viewer` may see `rec`.
+fn visible(viewer: Viewer<'_>, rec: &ImageRecord) -> bool {
+    viewer.is_none_or(|t| rec.owners.contains(t))
 }
 
 /// The image store.
@@ -147,13 +194,14 @@ impl ImageStore {
     }
 
     /// Stores an image's config and manifest (published with its layers
-    /// to the shared store, if any) and points `tags` at it.
+    /// to the shared store, if any) and points `tags` of `owner` at it.
     pub async fn record(
         &self,
         blobs: &Blobs,
         image: &Image,
         tags: &[String],
         build_id: &str,
+        owner: Viewer<'_>,
     ) -> Result<ImageRecord, ImageStoreError> {
         let normalised: Vec<String> = tags
             .iter()
@@ -166,19 +214,28 @@ impl ImageStore {
         blobs.put_bytes(&image.config).await.map_err(io)?;
         blobs.put_bytes(&image.manifest).await.map_err(io)?;
         let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap_or_default();
+        let mut index = self.lock();
+        // The same image made by another tenant stays theirs too.
+        let mut owners = index
+            .images
+            .get(&image.manifest_digest)
+            .map(|r| r.owners.clone())
+            .unwrap_or_default();
+        owners.insert(owner.unwrap_or_default().to_string());
         let rec = ImageRecord {
             manifest_digest: image.manifest_digest.clone(),
             config_digest: image.config_digest.clone(),
             created: config["created"].as_str().unwrap_or_default().to_string(),
             size: image.layers.iter().map(|l| l.size).sum(),
             build_id: build_id.to_string(),
+            owners,
         };
-        let mut index = self.lock();
         index
             .images
             .insert(rec.manifest_digest.clone(), rec.clone());
+        let names = index.names_mut(owner);
         for t in normalised {
-            index.tags.insert(t, rec.manifest_digest.clone());
+            names.insert(t, rec.manifest_digest.clone());
         }
         self.save(&index)?;
         Ok(rec)
@@ -189,12 +246,12 @@ impl ImageStore {
         self.lock().images.values().cloned().collect()
     }
 
-    /// Finds an image by `name[:tag]`, full or short (≥ 4 hex digits)
-    /// image ID, or manifest digest.
-    pub fn find(&self, what: &str) -> Option<ImageRecord> {
+    /// Finds an image `viewer` may see by `name[:tag]` (one of its
+    /// names), full or short (≥ 4 hex digits) image ID, or manifest digest.
+    pub fn find(&self, viewer: Viewer<'_>, what: &str) -> Option<ImageRecord> {
         let index = self.lock();
         if let Ok(name) = normalise(what)
-            && let Some(m) = index.tags.get(&name)
+            && let Some(m) = index.names(viewer).and_then(|n| n.get(&name))
         {
             return index.images.get(m).cloned();
         }
@@ -205,6 +262,7 @@ impl ImageStore {
         index
             .images
             .values()
+            .filter(|r| visible(viewer, r))
             .find(|r| {
                 r.config_digest
                     .trim_start_matches("sha256:")
@@ -216,68 +274,116 @@ impl ImageStore {
             .cloned()
     }
 
-    /// Like [`ImageStore::find`], as an error when absent.
-    pub fn get(&self, what: &str) -> Result<ImageRecord, ImageStoreError> {
-        self.find(what)
+    /// Like [`ImageStore::find`], as an error when absent (or not
+    /// `viewer`'s: the same error, so ids cannot be probed).
+    pub fn get(&self, viewer: Viewer<'_>, what: &str) -> Result<ImageRecord, ImageStoreError> {
+        self.find(viewer, what)
             .ok_or_else(|| ImageStoreError::NotFound(what.to_string()))
     }
 
-    /// The image a tag names, by normalised `name:tag` only (what `FROM`
-    /// consults before a registry).
-    pub fn by_tag(&self, normalised: &str) -> Option<ImageRecord> {
+    /// The image one of `viewer`'s tags names, by normalised `name:tag`
+    /// only (what `FROM` consults before a registry).
+    pub fn by_tag(&self, viewer: Viewer<'_>, normalised: &str) -> Option<ImageRecord> {
         let index = self.lock();
         index
-            .tags
+            .names(viewer)?
             .get(normalised)
             .and_then(|m| index.images.get(m))
             .cloned()
     }
 
-    /// Points `target` at the image `source` names.
-    pub fn tag(&self, source: &str, target: &str) -> Result<ImageRecord, ImageStoreError> {
-        let rec = self.get(source)?;
+    /// Points `viewer`'s name `target` at the image `source` names.
+    pub fn tag(
+        &self,
+        viewer: Viewer<'_>,
+        source: &str,
+        target: &str,
+    ) -> Result<ImageRecord, ImageStoreError> {
+        let rec = self.get(viewer, source)?;
         let target = normalise(target)?;
         let mut index = self.lock();
-        index.tags.insert(target, rec.manifest_digest.clone());
+        index
+            .names_mut(viewer)
+            .insert(target, rec.manifest_digest.clone());
+        if let Some(r) = index.images.get_mut(&rec.manifest_digest) {
+            r.owners.insert(viewer.unwrap_or_default().to_string());
+        }
         self.save(&index)?;
         Ok(rec)
     }
 
-    /// Removes a tag (or, given an id, every tag of that image); returns
-    /// the names untagged and the image forgotten once nothing names it.
-    /// Blobs stay until a prune.
-    pub fn remove(&self, what: &str) -> Result<(Vec<String>, Vec<String>), ImageStoreError> {
-        let rec = self.get(what)?;
+    /// Removes one of `viewer`'s tags (or, given an id, every tag of that
+    /// image it sees); returns the names untagged and the image forgotten
+    /// once `viewer` has no name for it. Other tenants keep theirs. Blobs
+    /// stay until a prune.
+    pub fn remove(
+        &self,
+        viewer: Viewer<'_>,
+        what: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ImageStoreError> {
+        let rec = self.get(viewer, what)?;
+        let manifest = rec.manifest_digest.as_str();
         let mut index = self.lock();
-        let by_name = normalise(what).ok().filter(|n| index.tags.contains_key(n));
-        let untagged: Vec<String> = match by_name {
-            Some(n) => vec![n],
-            None => index
-                .tags
-                .iter()
-                .filter(|(_, m)| **m == rec.manifest_digest)
-                .map(|(t, _)| t.clone())
-                .collect(),
-        };
-        for t in &untagged {
-            index.tags.remove(t);
+        let by_name = normalise(what)
+            .ok()
+            .filter(|n| index.names(viewer).is_some_and(|t| t.contains_key(n)));
+        let mut untagged: Vec<String> = Vec::new();
+        if let Some(n) = by_name {
+            index.names_mut(viewer).remove(&n);
+            untagged.push(n);
+        } else {
+            // By id: every name the viewer has for it (without tokens,
+            // every name there is).
+            let mut strip = |names: &mut BTreeMap<String, String>| {
+                names.retain(|t, m| {
+                    let hit = m == manifest;
+                    if hit {
+                        untagged.push(t.clone());
+                    }
+                    !hit
+                });
+            };
+            let index = &mut *index;
+            match viewer {
+                None => {
+                    strip(&mut index.tags);
+                    index.tenant_tags.values_mut().for_each(&mut strip);
+                }
+                Some(_) => strip(index.names_mut(viewer)),
+            }
         }
+        index.tenant_tags.retain(|_, names| !names.is_empty());
         let mut deleted = Vec::new();
-        if !index.tags.values().any(|m| *m == rec.manifest_digest) {
-            index.images.remove(&rec.manifest_digest);
+        if !index
+            .names(viewer)
+            .is_some_and(|n| n.values().any(|m| m == manifest))
+        {
+            let named = index.named_anywhere(manifest);
+            if let Some(r) = index.images.get_mut(manifest) {
+                r.owners.remove(viewer.unwrap_or_default());
+                if !named && (viewer.is_none() || r.owners.is_empty()) {
+                    index.images.remove(manifest);
+                }
+            }
             deleted.push(rec.config_digest.clone());
         }
         self.save(&index)?;
         Ok((untagged, deleted))
     }
 
-    /// `docker images`: one row per tag, newest first; with `all`, untagged
-    /// images too.
-    pub fn list(&self, filter: Option<&str>, all: bool) -> Vec<build::ImageSummary> {
+    /// `docker images`: one row per tag of `viewer`, newest first; with
+    /// `all`, the images it sees under none of its names too.
+    pub fn list(
+        &self,
+        viewer: Viewer<'_>,
+        filter: Option<&str>,
+        all: bool,
+    ) -> Vec<build::ImageSummary> {
         let index = self.lock();
         let mut rows = Vec::new();
-        let mut tagged = std::collections::BTreeSet::new();
-        for (tag, manifest) in &index.tags {
+        let mut tagged = BTreeSet::new();
+        let no_names = BTreeMap::new();
+        for (tag, manifest) in index.names(viewer).unwrap_or(&no_names) {
             let Some(rec) = index.images.get(manifest) else {
                 continue;
             };
@@ -298,7 +404,7 @@ impl ImageStore {
         }
         if all && filter.is_none() {
             for (m, rec) in &index.images {
-                if !tagged.contains(m) {
+                if !tagged.contains(m) && visible(viewer, rec) {
                     rows.push(summary("<none>", "<none>", rec));
                 }
             }
@@ -317,10 +423,11 @@ impl ImageStore {
     /// paired with its layer's blob size, metadata-only ones with 0.
     pub async fn history(
         &self,
+        viewer: Viewer<'_>,
         blobs: &Blobs,
         what: &str,
     ) -> Result<Vec<build::HistoryEntry>, ImageStoreError> {
-        let rec = self.get(what)?;
+        let rec = self.get(viewer, what)?;
         let read = async |d: &str| -> Result<serde_json::Value, ImageStoreError> {
             let bytes = blobs
                 .read(d)
@@ -346,8 +453,9 @@ impl ImageStore {
         let tags: Vec<String> = {
             let index = self.lock();
             index
-                .tags
-                .iter()
+                .names(viewer)
+                .into_iter()
+                .flatten()
                 .filter(|(_, m)| **m == rec.manifest_digest)
                 .map(|(t, _)| {
                     ImageRef::parse(t)

@@ -36,14 +36,16 @@ fn plan_config(raw: &Value) -> ImageConfig {
 
 const PULL_CONCURRENCY: usize = 4;
 
-/// Resolves `reference` (normalised) for `platform`.
+/// Resolves `reference` (normalised) for `platform`; a local image only
+/// by one of `owner`'s names (see [`crate::images::Viewer`]).
 pub async fn resolve(
     inner: &Inner,
     reference: &str,
     platform: &Platform,
     pull: bool,
+    owner: crate::images::Viewer<'_>,
 ) -> Result<Resolved, String> {
-    if !pull && let Some(rec) = inner.images.by_tag(reference) {
+    if !pull && let Some(rec) = inner.images.by_tag(owner, reference) {
         let read = async |d: &str| -> Result<Value, String> {
             let b = inner.blobs.read(d).await.map_err(|e| e.to_string())?;
             serde_json::from_slice(&b).map_err(|e| format!("{d}: {e}"))

@@ -292,9 +292,10 @@ async fn execute(
     // ONBUILD), so resolve them first, then plan against their configs.
     let offline = plan_with(&Offline)?;
     let mut bases: BTreeMap<String, Resolved> = BTreeMap::new();
+    let owner = inner.config.auth.owner(&input.namespace);
     for reference in images_of(&offline) {
         let r = tokio::select! {
-            r = resolve(inner, &reference, &input.options.platform, input.pull) => r,
+            r = resolve(inner, &reference, &input.options.platform, input.pull, owner) => r,
             () = handle.cancel.cancelled() => return Err(Failure::new(build::ErrorCode::Cancelled, "cancelled")),
         };
         let r = r.map_err(|e| {
@@ -538,7 +539,13 @@ async fn execute(
         .map_err(|e| Failure::new(build::ErrorCode::Internal, e))?;
     let rec = inner
         .images
-        .record(&inner.blobs, &image, &input.tags, &handle.id)
+        .record(
+            &inner.blobs,
+            &image,
+            &input.tags,
+            &handle.id,
+            inner.config.auth.owner(&input.namespace),
+        )
         .await
         .map_err(|e| Failure::new(build::ErrorCode::OutputFailed, e.to_string()))?;
     let layers = target_chain

@@ -32,33 +32,53 @@ impl Builds {
         Self { inner }
     }
 
-    /// A build of this process, or a finished one from the durable store.
-    async fn handle(&self, id: &str) -> Result<Arc<BuildHandle>, Status> {
-        if let Some(h) = self
+    /// A build of this process, or a finished one from the durable store;
+    /// another tenant's is NOT_FOUND like a build that never was, so ids
+    /// cannot be probed.
+    async fn handle(&self, tenant: Option<&Tenant>, id: &str) -> Result<Arc<BuildHandle>, Status> {
+        let not_found = || Status::not_found(format!("no build {id:?}"));
+        let live = self
             .inner
             .builds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
-        {
-            return Ok(Arc::clone(h));
-        }
-        let not_found = || Status::not_found(format!("no build {id:?}"));
-        if !BuildHandle::valid_id(id) {
+            .cloned();
+        let handle = match live {
+            Some(h) => h,
+            None if !BuildHandle::valid_id(id) => return Err(not_found()),
+            None => {
+                let bytes = self
+                    .inner
+                    .blobs
+                    .durable()
+                    .get_object(&format!("builds/{id}.pb"))
+                    .await
+                    .map_err(blob_status)?
+                    .ok_or_else(not_found)?;
+                BuildHandle::decode(id, &bytes)
+                    .map(Arc::new)
+                    .ok_or_else(|| {
+                        Status::data_loss(format!("the log of build {id} is unreadable"))
+                    })?
+            }
+        };
+        if !sees_build(tenant, &handle.info()) {
             return Err(not_found());
         }
-        let bytes = self
-            .inner
-            .blobs
-            .durable()
-            .get_object(&format!("builds/{id}.pb"))
-            .await
-            .map_err(blob_status)?
-            .ok_or_else(not_found)?;
-        BuildHandle::decode(id, &bytes)
-            .map(Arc::new)
-            .ok_or_else(|| Status::data_loss(format!("the log of build {id} is unreadable")))
+        Ok(handle)
     }
+}
+
+/// Whether a caller of `tenant` may see a build: its own tenant's, or
+/// any without client tokens.
+fn sees_build(tenant: Option<&Tenant>, info: &build::BuildInfo) -> bool {
+    tenant.is_none_or(|Tenant(t)| info.namespace == *t)
+}
+
+/// The image store's viewer for a caller of `tenant`.
+fn viewer(tenant: &Option<Tenant>) -> crate::images::Viewer<'_> {
+    tenant.as_ref().map(|Tenant(t)| t.as_str())
 }
 
 /// The namespace a request works in: its token's tenant (a request may
@@ -133,7 +153,7 @@ impl BuildService for Builds {
                 "the scheduler is shutting down; retry on another one",
             ));
         }
-        let tenant = request.extensions().get::<Tenant>().cloned();
+        let tenant = Tenant::of(&request);
         let mut req = request.into_inner();
         req.namespace = tenant_namespace(tenant.as_ref(), &req.namespace)?;
         let input = build_input(&self.inner, &req).await?;
@@ -141,6 +161,8 @@ impl BuildService for Builds {
         let info = build::BuildInfo {
             build_id: id.clone(),
             status: build::BuildStatus::Queued as i32,
+            // With client tokens, the tenant: who may watch and cancel it.
+            namespace: req.namespace.clone(),
             target: req.target.clone(),
             tags: req.tags.clone(),
             platforms: req.platforms.clone(),
@@ -178,8 +200,9 @@ impl BuildService for Builds {
         &self,
         request: Request<build::WatchRequest>,
     ) -> Result<Response<Self::WatchBuildStream>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
-        let handle = self.handle(&req.build_id).await?;
+        let handle = self.handle(tenant.as_ref(), &req.build_id).await?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             let mut seen = req.after_sequence;
@@ -208,8 +231,9 @@ impl BuildService for Builds {
         &self,
         request: Request<build::CancelBuildRequest>,
     ) -> Result<Response<build::CancelBuildResponse>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
-        let handle = self.handle(&req.build_id).await?;
+        let handle = self.handle(tenant.as_ref(), &req.build_id).await?;
         let already = handle.finished();
         if !already {
             tracing::info!(
@@ -238,7 +262,10 @@ impl BuildService for Builds {
         &self,
         request: Request<build::GetBuildRequest>,
     ) -> Result<Response<build::GetBuildResponse>, Status> {
-        let handle = self.handle(&request.into_inner().build_id).await?;
+        let tenant = Tenant::of(&request);
+        let handle = self
+            .handle(tenant.as_ref(), &request.into_inner().build_id)
+            .await?;
         Ok(Response::new(build::GetBuildResponse {
             build: Some(handle.info()),
         }))
@@ -248,7 +275,11 @@ impl BuildService for Builds {
         &self,
         request: Request<build::ListBuildsRequest>,
     ) -> Result<Response<build::ListBuildsResponse>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
+        // A tenant lists its own builds; without tokens, a namespace
+        // asked for, else every build.
+        let namespace = tenant_namespace(tenant.as_ref(), &req.namespace)?;
         let mut builds: BTreeMap<String, build::BuildInfo> = BTreeMap::new();
         for (id, info) in crate::build::finished_builds(&self.inner)
             .await
@@ -267,6 +298,7 @@ impl BuildService for Builds {
         }
         let mut out: Vec<build::BuildInfo> = builds
             .into_values()
+            .filter(|b| namespace.is_empty() || b.namespace == namespace)
             .filter(|b| req.statuses.is_empty() || req.statuses.contains(&b.status))
             .filter(|b| req.tag.is_empty() || b.tags.contains(&req.tag))
             .map(|mut b| {
@@ -302,10 +334,11 @@ impl BuildService for Builds {
         &self,
         request: Request<build::ListImagesRequest>,
     ) -> Result<Response<build::ListImagesResponse>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
         let filter = (!req.reference.is_empty()).then_some(req.reference.as_str());
         Ok(Response::new(build::ListImagesResponse {
-            images: self.inner.images.list(filter, req.all),
+            images: self.inner.images.list(viewer(&tenant), filter, req.all),
         }))
     }
 
@@ -313,11 +346,12 @@ impl BuildService for Builds {
         &self,
         request: Request<build::ImageHistoryRequest>,
     ) -> Result<Response<build::ImageHistoryResponse>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
         let entries = self
             .inner
             .images
-            .history(&self.inner.blobs, &req.image)
+            .history(viewer(&tenant), &self.inner.blobs, &req.image)
             .await
             .map_err(image_status)?;
         Ok(Response::new(build::ImageHistoryResponse { entries }))
@@ -327,8 +361,13 @@ impl BuildService for Builds {
         &self,
         request: Request<build::RemoveImageRequest>,
     ) -> Result<Response<build::RemoveImageResponse>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
-        let (untagged, deleted) = self.inner.images.remove(&req.image).map_err(image_status)?;
+        let (untagged, deleted) = self
+            .inner
+            .images
+            .remove(viewer(&tenant), &req.image)
+            .map_err(image_status)?;
         Ok(Response::new(build::RemoveImageResponse {
             untagged,
             deleted,
@@ -339,11 +378,12 @@ impl BuildService for Builds {
         &self,
         request: Request<build::TagImageRequest>,
     ) -> Result<Response<build::TagImageResponse>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
         let rec = self
             .inner
             .images
-            .tag(&req.source, &req.target)
+            .tag(viewer(&tenant), &req.source, &req.target)
             .map_err(image_status)?;
         Ok(Response::new(build::TagImageResponse {
             manifest_digest: rec.manifest_digest,
@@ -356,8 +396,13 @@ impl BuildService for Builds {
         &self,
         request: Request<build::PushImageRequest>,
     ) -> Result<Response<Self::PushImageStream>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
-        let rec = self.inner.images.get(&req.image).map_err(image_status)?;
+        let rec = self
+            .inner
+            .images
+            .get(viewer(&tenant), &req.image)
+            .map_err(image_status)?;
         let destination = if req.destination.is_empty() {
             req.image.clone()
         } else {
@@ -389,8 +434,13 @@ impl BuildService for Builds {
         &self,
         request: Request<build::ExportImageRequest>,
     ) -> Result<Response<Self::ExportImageStream>, Status> {
+        let tenant = Tenant::of(&request);
         let req = request.into_inner();
-        let rec = self.inner.images.get(&req.image).map_err(image_status)?;
+        let rec = self
+            .inner
+            .images
+            .get(viewer(&tenant), &req.image)
+            .map_err(image_status)?;
         let format = build::ArchiveFormat::try_from(req.format).unwrap_or_default();
         let mut names = req.names.clone();
         if names.is_empty() && normalise(&req.image).is_ok() && !looks_like_id(&req.image) {
@@ -402,9 +452,7 @@ impl BuildService for Builds {
         let inner = Arc::clone(&self.inner);
         let out = inner.blobs.temp_path("export");
         let path = out.clone();
-        let compression = (req.compression
-            != strata_proto::common::v1::Compression::Unspecified as i32)
-            .then(|| crate::push::push_compression(req.compression));
+        let compression = crate::push::push_compression(req.compression);
         let written = tokio::task::spawn_blocking(move || {
             let convert = |l: &crate::image::LayerInfo| {
                 crate::push::layer_variant(&inner, l, compression.unwrap_or_default())
@@ -439,6 +487,7 @@ impl BuildService for Builds {
         request: Request<Streaming<build::ImportImageRequest>>,
     ) -> Result<Response<build::ImportImageResponse>, Status> {
         use build::import_image_request::Payload;
+        let tenant = Tenant::of(&request);
         let mut stream = request.into_inner();
         let header = match stream.next().await {
             Some(Ok(build::ImportImageRequest {
@@ -506,7 +555,7 @@ impl BuildService for Builds {
         let rec = self
             .inner
             .images
-            .record(&self.inner.blobs, &image, &tags, "")
+            .record(&self.inner.blobs, &image, &tags, "", viewer(&tenant))
             .await
             .map_err(image_status)?;
         Ok(Response::new(build::ImportImageResponse {
@@ -530,7 +579,7 @@ impl BuildService for Builds {
         &self,
         request: Request<build::PruneRequest>,
     ) -> Result<Response<build::PruneResponse>, Status> {
-        let tenant = request.extensions().get::<Tenant>().cloned();
+        let tenant = Tenant::of(&request);
         let mut req = request.into_inner();
         req.namespace = tenant_namespace(tenant.as_ref(), &req.namespace)?;
         let report = crate::prune::prune(&self.inner, &req)
