@@ -463,7 +463,15 @@ impl Pool {
                     if let Some(w) = st.workers.get_mut(worker_id) {
                         w.running.remove(&f.job_id);
                     }
-                    if f.retryable && r.job.assignment.attempt < self.max_attempts {
+                    // A job the scheduler did not cancel that the worker
+                    // reports cancelled was stopped by the worker itself
+                    // (draining past its deadline, its session breaking):
+                    // the run is lost, not the command's fault.
+                    let stopped = f.kind == wire::FailureKind::Cancelled as i32;
+                    if stopped {
+                        let reason = format!("{worker_id} stopped it: {}", f.message);
+                        self.requeue(&mut st, r.job, &reason);
+                    } else if f.retryable && r.job.assignment.attempt < self.max_attempts {
                         let reason = format!("{worker_id} failed it: {}", f.message);
                         let _ = r.job.events.send(JobEvent::Retrying {
                             failure: Box::new(f),

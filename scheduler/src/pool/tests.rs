@@ -418,3 +418,47 @@ fn a_failure_not_worth_retrying_fails_at_once() {
     assert!(matches!(j.try_recv(), Ok(JobEvent::Failed { .. })));
     assert!(assigned(&mut a).is_empty());
 }
+
+#[test]
+fn a_job_its_worker_stopped_on_its_own_is_run_again() {
+    // A draining worker past its deadline cancels its jobs before it says
+    // it hands them back: the cancellation must not fail the build.
+    let pool = Pool::new(3);
+    let (_, a) = register(&pool, "a", 1, &[]);
+    let (_, b) = register(&pool, "b", 1, &[]);
+    let mut j = pool.submit(job("j", &[]));
+    let first = started(&mut j);
+    let (mut on, mut other, second) = if first == "a" {
+        (a, b, "b")
+    } else {
+        (b, a, "a")
+    };
+    let lease = assigned(&mut on).remove(0).lease_id;
+    msg(
+        &pool,
+        &first,
+        wire::worker_message::Message::GoingAway(wire::GoingAway {
+            drain: true,
+            ..Default::default()
+        }),
+    );
+    msg(
+        &pool,
+        &first,
+        wire::worker_message::Message::JobFailed(wire::JobFailed {
+            job_id: "j".into(),
+            lease_id: lease,
+            kind: wire::FailureKind::Cancelled as i32,
+            message: "cancelled".into(),
+            ..Default::default()
+        }),
+    );
+    match j.try_recv() {
+        Ok(JobEvent::Requeued { attempt: 2, reason }) => {
+            assert!(reason.contains("stopped it"), "{reason}")
+        }
+        other => panic!("expected Requeued, got {other:?}"),
+    }
+    assert_eq!(started(&mut j), second);
+    assert_eq!(assigned(&mut other)[0].attempt, 2);
+}
