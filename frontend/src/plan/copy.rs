@@ -115,17 +115,21 @@ impl Planner<'_> {
                 ));
             }
         }
-        let (from, reads) = if c.from.is_empty() {
-            (CopyFrom::Context, Vec::new())
+        let (from, reads, images) = if c.from.is_empty() {
+            (CopyFrom::Context, Vec::new(), Vec::new())
         } else {
             match self.resolve_from(&c.from, "--from", st.index, line)? {
-                Source::Stage(j) => (CopyFrom::Stage { index: j }, vec![j]),
-                Source::Image(r) => (
-                    CopyFrom::Image {
-                        reference: r.to_string(),
-                    },
-                    Vec::new(),
-                ),
+                Source::Stage(j) => (CopyFrom::Stage { index: j }, vec![j], Vec::new()),
+                Source::Image(r) => {
+                    let digest = self.image_digest(&r, &st.platform, "--from", line)?;
+                    (
+                        CopyFrom::Image {
+                            reference: r.to_string(),
+                        },
+                        Vec::new(),
+                        vec![digest],
+                    )
+                }
             }
         };
         let mut sources = Vec::with_capacity(srcs.len());
@@ -201,7 +205,7 @@ impl Planner<'_> {
             unpack: c.unpack,
         };
         let kind = if add { StepKind::Add } else { StepKind::Copy };
-        self.push_step(st, kind, ins, action, used, reads, text)?;
+        self.push_step(st, kind, ins, action, used, reads, images, text)?;
         Ok(())
     }
 }

@@ -71,7 +71,7 @@ pub(crate) struct Planner<'a> {
     pub(crate) lexer: Lexer,
     pub(crate) context: Option<&'a ContextManifest>,
     pub(crate) opts: &'a PlanOptions,
-    resolver: &'a dyn ImageResolver,
+    pub(crate) resolver: &'a dyn ImageResolver,
     pub(crate) global_args: EnvList,
     pub(crate) consumed: BTreeSet<String>,
     pub(crate) warnings: Vec<PlanWarning>,

@@ -5,7 +5,7 @@ use super::config::{go_list, go_quoted_list, parse_ports};
 use super::dispatch::{Planner, Source, is_proxy_arg};
 use super::env::EnvList;
 use super::{
-    Action, ConfigChange, CopyFrom, ExecContext, HealthConfig, HistoryItem, ImageConfig,
+    Action, ConfigChange, CopyFrom, ExecContext, HealthConfig, HistoryItem, ImageConfig, ImageRef,
     InlineMount, PlanError, PlannedMount, Platform, Step, StepKind,
 };
 use crate::instructions::{Command, CommandLine, Instruction, Run, parse_mount};
@@ -383,6 +383,7 @@ impl Planner<'_> {
             action,
             used,
             Vec::new(),
+            Vec::new(),
             format!("WORKDIR {wd}"),
         )?;
         if let Some(h) = st.history.last_mut() {
@@ -456,6 +457,7 @@ impl Planner<'_> {
         let (argv, inline_files) = self.run_argv(st, &r.command, line)?;
         let mut mounts = Vec::new();
         let mut reads = Vec::new();
+        let mut images = Vec::new();
         for m in &r.mounts {
             let env = st.env.clone();
             let spec = parse_mount(m, &mut |v| {
@@ -471,9 +473,17 @@ impl Planner<'_> {
                             reads.push(j);
                             CopyFrom::Stage { index: j }
                         }
-                        Source::Image(r) => CopyFrom::Image {
-                            reference: r.to_string(),
-                        },
+                        Source::Image(r) => {
+                            images.push(self.image_digest(
+                                &r,
+                                &st.platform,
+                                "--mount from",
+                                line,
+                            )?);
+                            CopyFrom::Image {
+                                reference: r.to_string(),
+                            }
+                        }
                     },
                 )
             };
@@ -496,8 +506,33 @@ impl Planner<'_> {
             proxy_env,
         };
         let used = st.arg_values();
-        self.push_step(st, StepKind::Run, ins, action, used, reads, created_by)?;
+        self.push_step(
+            st,
+            StepKind::Run,
+            ins,
+            action,
+            used,
+            reads,
+            images,
+            created_by,
+        )?;
         Ok(())
+    }
+
+    /// The manifest digest `reference` resolves to, for a cache key
+    /// (`unresolved` when planning without a resolver).
+    pub(super) fn image_digest(
+        &self,
+        reference: &ImageRef,
+        platform: &Platform,
+        flag: &str,
+        line: usize,
+    ) -> Result<String, PlanError> {
+        let resolved = self
+            .resolver
+            .resolve(reference, platform)
+            .map_err(|e| PlanError::at(line, format!("{flag}={reference}: {e}")))?;
+        Ok(resolved.map_or_else(|| "unresolved".to_string(), |b| b.digest))
     }
 
     /// Adds a layer step on top of the stage's current filesystem.
@@ -510,6 +545,7 @@ impl Planner<'_> {
         action: Action,
         args_used: BTreeMap<String, String>,
         mut reads: Vec<usize>,
+        images: Vec<String>,
         created_by: String,
     ) -> Result<String, PlanError> {
         reads.sort_unstable();
@@ -562,9 +598,20 @@ impl Planner<'_> {
             shell: (kind == StepKind::Run).then_some(exec.shell.as_slice()),
             args: &args_used,
             reads: &read_keys,
+            images: &images,
             platform: &st.platform,
         };
         let cache_key = hash_json(&key_input);
+        // A step rebuilt for --no-cache(-filter) may make a different
+        // layer: whatever builds on it or reads it is rebuilt too.
+        let no_cache = st.no_cache
+            || depends_on.iter().any(|d| {
+                self.steps
+                    .iter()
+                    .rev()
+                    .find(|s| &s.id == d)
+                    .is_some_and(|s| s.no_cache)
+            });
         let step = Step {
             id: id.clone(),
             stage: st.index,
@@ -579,7 +626,7 @@ impl Planner<'_> {
             action,
             args_used,
             cache_key: cache_key.clone(),
-            no_cache: st.no_cache,
+            no_cache,
         };
         self.steps.push(step);
         st.history.push(HistoryItem {
@@ -608,6 +655,11 @@ struct KeyInput<'a> {
     shell: Option<&'a [String]>,
     args: &'a BTreeMap<String, String>,
     reads: &'a [String],
+    /// Manifest digests of the images the step reads (`COPY --from=image`,
+    /// `RUN --mount from=image`): a moved tag is a new key. Left out when
+    /// empty, so keys of steps that read no image are what they were.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    images: &'a [String],
     platform: &'a Platform,
 }
 

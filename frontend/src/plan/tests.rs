@@ -307,5 +307,154 @@ fn no_cache_filter_marks_one_stage() {
     };
     let p = plan_with(df, &opts, None).unwrap();
     assert!(p.steps.iter().filter(|s| s.stage == 0).all(|s| s.no_cache));
-    assert!(p.steps.iter().filter(|s| s.stage == 1).all(|s| !s.no_cache));
+    // The final stage's COPY reads the rebuilt stage, and its RUN builds
+    // on that COPY: both rebuild.
+    assert!(p.steps.iter().filter(|s| s.stage == 1).all(|s| s.no_cache));
+}
+
+#[test]
+fn no_cache_filter_leaves_stages_that_do_not_read_it_cached() {
+    let df = "FROM busybox AS a\nRUN echo a\n\
+        FROM busybox AS b\nRUN echo b\n\
+        FROM b AS c\nRUN echo c\n\
+        FROM busybox\nRUN echo final\nCOPY --from=c /c /c\nRUN echo after\n";
+    let opts = PlanOptions {
+        no_cache_filter: vec!["B".into()],
+        ..Default::default()
+    };
+    let p = plan_with(df, &opts, None).unwrap();
+    let no_cache = |needle: &str| {
+        p.steps
+            .iter()
+            .find(|s| s.instruction.contains(needle))
+            .unwrap_or_else(|| panic!("no step {needle}"))
+            .no_cache
+    };
+    assert!(no_cache("echo b"));
+    // Built on b (FROM b), or reading what was built on it.
+    assert!(no_cache("echo c"));
+    assert!(no_cache("COPY --from=c"));
+    assert!(no_cache("echo after"));
+    // Unrelated to b.
+    assert!(!no_cache("echo final"));
+    let p = plan_with(df, &PlanOptions::default(), None).unwrap();
+    assert!(p.steps.iter().all(|s| !s.no_cache));
+    let all = PlanOptions {
+        no_cache: true,
+        ..Default::default()
+    };
+    let p = plan_with(df, &all, None).unwrap();
+    assert!(p.steps.iter().all(|s| s.no_cache));
+}
+
+/// A resolver that knows a fixed set of images.
+struct Images(BTreeMap<String, BaseImage>);
+
+impl Images {
+    fn new(images: &[(&str, &str)]) -> Self {
+        Self(
+            images
+                .iter()
+                .map(|(r, d)| {
+                    (
+                        ImageRef::parse(r).unwrap().to_string(),
+                        BaseImage {
+                            digest: d.to_string(),
+                            config: ImageConfig::default(),
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl ImageResolver for Images {
+    fn resolve(&self, r: &ImageRef, _: &Platform) -> Result<Option<BaseImage>, String> {
+        Ok(self.0.get(&r.to_string()).cloned())
+    }
+}
+
+fn keys(df: &str, ctx: Option<&ContextManifest>, images: &Images) -> Vec<String> {
+    plan_dockerfile(df.as_bytes(), ctx, &PlanOptions::default(), images)
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| s.cache_key.clone())
+        .collect()
+}
+
+const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+#[test]
+fn a_new_base_image_digest_changes_every_key() {
+    let df = "FROM busybox:latest\nRUN echo a\nRUN echo b\n";
+    let before = keys(df, None, &Images::new(&[("busybox:latest", D1)]));
+    let same = keys(df, None, &Images::new(&[("busybox:latest", D1)]));
+    let moved = keys(df, None, &Images::new(&[("busybox:latest", D2)]));
+    assert_eq!(before, same);
+    assert_ne!(before[0], moved[0]);
+    assert_ne!(before[1], moved[1]);
+}
+
+#[test]
+fn a_new_digest_of_an_image_copied_from_changes_that_step_and_later_ones() {
+    let df = "FROM busybox:latest\nRUN echo a\n\
+        COPY --from=example.com/tools:1 /bin/tool /bin/tool\nRUN echo b\n";
+    let before = keys(
+        df,
+        None,
+        &Images::new(&[("busybox:latest", D1), ("example.com/tools:1", D1)]),
+    );
+    let moved = keys(
+        df,
+        None,
+        &Images::new(&[("busybox:latest", D1), ("example.com/tools:1", D2)]),
+    );
+    assert_eq!(before[0], moved[0], "the RUN before the COPY");
+    assert_ne!(before[1], moved[1], "the COPY --from the moved tag");
+    assert_ne!(before[2], moved[2], "the RUN after it");
+}
+
+#[test]
+fn a_new_digest_of_an_image_mounted_from_changes_the_run() {
+    let df = "FROM busybox:latest\nRUN echo a\n\
+        RUN --mount=type=bind,from=example.com/tools:1,target=/t /t/tool\n";
+    let before = keys(
+        df,
+        None,
+        &Images::new(&[("busybox:latest", D1), ("example.com/tools:1", D1)]),
+    );
+    let moved = keys(
+        df,
+        None,
+        &Images::new(&[("busybox:latest", D1), ("example.com/tools:1", D2)]),
+    );
+    assert_eq!(before[0], moved[0]);
+    assert_ne!(before[1], moved[1]);
+}
+
+#[test]
+fn copy_keys_cover_mode_and_owner_but_not_mtime() {
+    let df = "FROM busybox\nCOPY app.sh /app.sh\nRUN /app.sh\n";
+    let base = Images::new(&[("busybox", D1)]);
+    let with = |f: &dyn Fn(&mut ContextEntry)| {
+        let mut e = file("app.sh", "echo hi");
+        f(&mut e);
+        keys(df, Some(&ContextManifest::from_entries(vec![e])), &base)
+    };
+    let plain = with(&|_| {});
+    let touched = with(&|e| e.mtime = Some((1_700_000_000, 5)));
+    let touched_again = with(&|e| e.mtime = Some((1_800_000_000, 0)));
+    assert_eq!(plain, touched, "an mtime-only change stays cached");
+    assert_eq!(plain, touched_again);
+    let chmod = with(&|e| e.mode = 0o755);
+    assert_ne!(plain[0], chmod[0], "a mode change rebuilds the COPY");
+    assert_ne!(plain[1], chmod[1], "and the RUN after it");
+    let chown = with(&|e| e.uid = 1000);
+    assert_ne!(plain[0], chown[0], "an owner change rebuilds the COPY");
+    let chgrp = with(&|e| e.gid = 1000);
+    assert_ne!(plain[0], chgrp[0], "a group change rebuilds the COPY");
+    assert_ne!(chown[0], chgrp[0]);
 }
