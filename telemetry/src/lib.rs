@@ -213,8 +213,10 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: &http_types::Heade
 /// Re-exported `http` types (the gRPC servers' request headers).
 pub use axum::http as http_types;
 
+/// How often a token file is read again.
+const TOKEN_RELOAD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where an outgoing call's bearer token comes from.
-#[derive(Debug)]
 enum TokenSource {
     Fixed(String),
     /// Read again every few seconds, so a rotated Secret is picked up.
@@ -224,9 +226,23 @@ enum TokenSource {
     },
 }
 
+/// Never the token: where it comes from only.
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(_) => f.write_str("Fixed(<redacted>)"),
+            Self::File { path, .. } => f
+                .debug_struct("File")
+                .field("path", path)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// What every outgoing gRPC call of a strata process carries: the current
-/// span's W3C trace context and, when configured, `authorization: Bearer`.
-/// A tonic interceptor.
+/// span's W3C trace context and, when configured, `authorization: Bearer`
+/// (marked sensitive: never printed, never put in HPACK's tables).
+/// A tonic interceptor. Its `Debug` never shows the token.
 #[derive(Debug, Clone, Default)]
 pub struct Outgoing {
     token: Option<std::sync::Arc<TokenSource>>,
@@ -240,7 +256,8 @@ impl Outgoing {
         }
     }
 
-    /// Calls with the token in `path` (trimmed), re-read every 5 s.
+    /// Calls with the token in `path` (trimmed), re-read every 5 s (a file
+    /// that is then unreadable or empty keeps the previous token).
     pub fn with_token_file(path: impl Into<std::path::PathBuf>) -> std::io::Result<Self> {
         let path = path.into();
         let token = std::fs::read_to_string(&path)?.trim().to_string();
@@ -257,8 +274,11 @@ impl Outgoing {
             TokenSource::Fixed(t) => Some(t.clone()),
             TokenSource::File { path, cached } => {
                 let mut c = cached.lock().unwrap_or_else(|e| e.into_inner());
-                if c.0.elapsed() >= std::time::Duration::from_secs(5) {
-                    if let Ok(t) = std::fs::read_to_string(path) {
+                if c.0.elapsed() >= TOKEN_RELOAD {
+                    // A file being rewritten may be briefly absent or empty.
+                    if let Ok(t) = std::fs::read_to_string(path)
+                        && !t.trim().is_empty()
+                    {
                         c.1 = t.trim().to_string();
                     }
                     c.0 = std::time::Instant::now();
@@ -273,11 +293,71 @@ impl tonic::service::Interceptor for Outgoing {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         inject_metadata(req.metadata_mut());
         if let Some(t) = self.token() {
-            let value = format!("Bearer {t}").parse().map_err(|_| {
-                tonic::Status::unauthenticated("the token has characters a header cannot carry")
-            })?;
+            let mut value: tonic::metadata::AsciiMetadataValue =
+                format!("Bearer {t}").parse().map_err(|_| {
+                    tonic::Status::unauthenticated("the token has characters a header cannot carry")
+                })?;
+            value.set_sensitive(true);
             req.metadata_mut().insert("authorization", value);
         }
         Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+    use tonic::service::Interceptor as _;
+
+    fn sent(outgoing: &mut Outgoing) -> tonic::metadata::AsciiMetadataValue {
+        let req = outgoing.call(tonic::Request::new(())).expect("intercepted");
+        req.metadata()
+            .get("authorization")
+            .expect("an authorization header")
+            .clone()
+    }
+
+    #[test]
+    fn the_token_is_sensitive_and_never_in_debug_output() {
+        let mut fixed = Outgoing::with_token("s3cr3t-fixed");
+        let value = sent(&mut fixed);
+        assert_eq!(value.to_str().unwrap(), "Bearer s3cr3t-fixed");
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("s3cr3t"), "{value:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cr3t-file\n").unwrap();
+        let file = Outgoing::with_token_file(&path).unwrap();
+        for shown in [format!("{fixed:?}"), format!("{file:#?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
+        assert!(format!("{file:?}").contains("token"));
+    }
+
+    /// A worker's token file rewritten (a rotated Secret) is sent from
+    /// the next read on, without a restart.
+    #[test]
+    fn a_rotated_token_file_is_picked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "old-token\n").unwrap();
+        let mut outgoing = Outgoing::with_token_file(&path).unwrap();
+        assert_eq!(sent(&mut outgoing).to_str().unwrap(), "Bearer old-token");
+        std::fs::write(&path, "new-token\n").unwrap();
+        let age = |o: &Outgoing| {
+            if let Some(TokenSource::File { cached, .. }) = o.token.as_deref() {
+                cached.lock().unwrap().0 -= TOKEN_RELOAD;
+            }
+        };
+        age(&outgoing);
+        assert_eq!(sent(&mut outgoing).to_str().unwrap(), "Bearer new-token");
+        // Mid-rotation the file is briefly empty or gone: the last token
+        // stays.
+        std::fs::write(&path, "").unwrap();
+        age(&outgoing);
+        assert_eq!(sent(&mut outgoing).to_str().unwrap(), "Bearer new-token");
+        std::fs::remove_file(&path).unwrap();
+        age(&outgoing);
+        assert_eq!(sent(&mut outgoing).to_str().unwrap(), "Bearer new-token");
     }
 }
