@@ -7,17 +7,29 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use strata_proto::build::v1 as pb;
+use strata_proto::common::v1::Compression;
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
-/// Pushes `image` (to `destination`, or its own name when empty) with its
-/// layers in `compression` (unspecified: gzip), calling `progress` with one
-/// line per blob phase change.
+/// What a push does to layer compression (BuildKit's `compression=` and
+/// `force-compression=`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushCompression {
+    /// Convert the layers strata built to this; unspecified pushes every
+    /// layer as stored.
+    pub compression: Compression,
+    /// Convert every layer, base-image layers too.
+    pub force: bool,
+}
+
+/// Pushes `image` (to `destination`, or its own name when empty), its
+/// layers as stored unless `how` asks for a conversion, calling `progress`
+/// with one line per blob phase change.
 pub async fn push_image(
     client: &mut crate::connect::Client,
     image: &str,
     destination: &str,
-    compression: strata_proto::common::v1::Compression,
+    how: PushCompression,
     progress: &mut dyn FnMut(&str),
 ) -> Result<pb::PushComplete> {
     let shown = if destination.is_empty() {
@@ -29,12 +41,20 @@ pub async fn push_image(
         .push_image(pb::PushImageRequest {
             image: image.to_string(),
             destination: destination.to_string(),
-            compression: compression.into(),
+            compression: how.compression.into(),
+            force_compression: how.force,
             ..Default::default()
         })
         .await
         .map_err(|s| anyhow!("pushing {shown}: {}", s.message()))?
         .into_inner();
+    let to = match how.compression {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::Uncompressed => "uncompressed",
+        Compression::Unspecified => "another compression",
+    };
+    let converting = format!("Converting to {to} (compression={to})");
     let mut phases: HashMap<String, pb::PushPhase> = HashMap::new();
     loop {
         let msg = stream
@@ -51,7 +71,7 @@ pub async fn push_image(
                     let what = match phase {
                         pb::PushPhase::Unspecified => continue,
                         pb::PushPhase::Preparing => "Preparing",
-                        pb::PushPhase::Compressing => "Compressing",
+                        pb::PushPhase::Compressing => converting.as_str(),
                         pb::PushPhase::Pushing => "Pushing",
                         pb::PushPhase::Pushed => "Pushed",
                         pb::PushPhase::Exists => "Layer already exists",
@@ -152,7 +172,7 @@ pub async fn export_local(
         .export_image(pb::ExportImageRequest {
             image: image.to_string(),
             format: pb::ArchiveFormat::Rootfs.into(),
-            compression: strata_proto::common::v1::Compression::Uncompressed.into(),
+            compression: Compression::Uncompressed.into(),
             ..Default::default()
         })
         .await

@@ -20,15 +20,28 @@ fn outputs_parse_like_buildx() {
     assert_eq!(
         OutputSpec::parse("type=registry").unwrap(),
         OutputSpec::Registry {
-            compression: Compression::Unspecified
+            compression: Compression::Unspecified,
+            force_compression: false,
         }
     );
     assert_eq!(
         OutputSpec::parse("type=registry,compression=zstd").unwrap(),
         OutputSpec::Registry {
-            compression: Compression::Zstd
+            compression: Compression::Zstd,
+            force_compression: false,
         }
     );
+    assert_eq!(
+        OutputSpec::parse("type=registry,compression=gzip,force-compression=true").unwrap(),
+        OutputSpec::Registry {
+            compression: Compression::Gzip,
+            force_compression: true,
+        }
+    );
+    let err = OutputSpec::parse("type=registry,force-compression=yes")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("force-compression=\"yes\""), "{err}");
     let err = OutputSpec::parse("type=registry,compression=lz4")
         .unwrap_err()
         .to_string();
@@ -72,7 +85,8 @@ fn outputs_parse_like_buildx() {
     assert_eq!(
         OutputSpec::parse("type=image,push=true").unwrap(),
         OutputSpec::Registry {
-            compression: Compression::Unspecified
+            compression: Compression::Unspecified,
+            force_compression: false,
         }
     );
     let wire = OutputSpec::parse("type=docker,dest=a.tar")

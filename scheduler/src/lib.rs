@@ -22,6 +22,7 @@ pub mod config;
 pub mod image;
 pub mod images;
 pub mod metrics;
+pub mod origins;
 pub mod pool;
 pub mod prune;
 pub mod push;

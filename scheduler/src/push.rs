@@ -1,22 +1,35 @@
 //! `strata push`: an image's blobs streamed from the store to a registry,
-//! skipped where the registry has them, then its manifest.
+//! then its manifest.
 //!
-//! Layers are pushed in the compression the push asks for — gzip unless
-//! told otherwise, since older clients cannot read zstd. A zstd layer (or,
-//! with `force_compression`, any layer) stored in another compression is
-//! re-encoded once (gzip in parallel on all cores,
-//! its diffID checked on the way) and the variant is kept in the store and
-//! indexed (`<state>/variants.json`), so the next push reuses it. When
-//! every layer already has the asked compression, the manifest's exact
-//! bytes are pushed and the pushed digest is the local one; otherwise the
-//! manifest names the variants (same config, same image ID).
+//! By default every layer goes up exactly as it is stored — the zstd
+//! layers strata builds stay zstd, base layers pulled as gzip stay gzip —
+//! and the manifest's exact bytes are pushed, so the pushed digest is the
+//! local one. Each blob is pushed only if the target repository lacks it:
+//! the registry is asked first (HEAD), then asked to mount it from another
+//! repository of the same registry known to hold it ([`crate::origins`]:
+//! where base images were pulled from and images pushed to), and only then
+//! are its bytes read — from the local directory, else streamed from the
+//! shared store — and uploaded. A layer the registry has is never fetched.
+//!
+//! A push that names a compression (`compression=gzip`, as BuildKit's
+//! exporter option) converts, as BuildKit does: the layers strata built
+//! (zstd) are re-encoded, base layers stored in another compression stay
+//! as they came unless `force_compression` asks for every layer. A
+//! re-encoded layer (gzip in parallel on all cores, its diffID checked on
+//! the way) is kept in the store and indexed (`variants/<diffID>/<kind>`
+//! beside the cache records, so every scheduler of a farm reuses it), and
+//! the manifest then names the variants (same config, same image ID,
+//! another manifest digest).
 
 use crate::Inner;
+use crate::blobs::BlobError;
 use crate::image::{LayerInfo, layers_of};
 use crate::images::ImageRecord;
 use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
 use oci_spec::image::Descriptor;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use strata_oci::layer::{Compression, CompressionKind, recompress};
 use strata_oci::registry::{BlobPushOutcome, BlobSource, BlobUpload, ImageRef};
 use strata_proto::build::v1 as build;
@@ -114,37 +127,170 @@ pub fn layer_variant(
     Ok(variant)
 }
 
-/// The compression a push asks for (gzip when unspecified).
-pub fn push_compression(c: i32) -> Compression {
+/// The compression a push or export asks for; `None` (unspecified) keeps
+/// every layer as stored.
+pub fn push_compression(c: i32) -> Option<Compression> {
     match common::Compression::try_from(c) {
-        Ok(common::Compression::Zstd) => Compression::ZSTD,
-        Ok(common::Compression::Uncompressed) => Compression::Uncompressed,
-        _ => Compression::GZIP,
+        Ok(common::Compression::Gzip) => Some(Compression::GZIP),
+        Ok(common::Compression::Zstd) => Some(Compression::ZSTD),
+        Ok(common::Compression::Uncompressed) => Some(Compression::Uncompressed),
+        _ => None,
     }
 }
 
-/// Pushes `rec` to `destination` with layers in `compression`, reporting
-/// each blob and the result.
+fn kind_name(kind: CompressionKind) -> &'static str {
+    match kind {
+        CompressionKind::Zstd => "zstd",
+        CompressionKind::Gzip => "gzip",
+        CompressionKind::Uncompressed => "tar",
+    }
+}
+
+/// The layer `stored` compressed as `to`, for a push: the farm's variant
+/// (`variants/<diffID>/<kind>` in the durable store) when its blob is
+/// there, else re-encoded here ([`layer_variant`], which needs the stored
+/// layer's bytes locally), published and recorded.
+async fn shared_variant(
+    inner: &Arc<Inner>,
+    stored: &LayerInfo,
+    to: Compression,
+) -> Result<LayerInfo, String> {
+    let durable = inner.blobs.durable();
+    let key = format!("variants/{}/{}", stored.diff_id, kind_name(to.kind()));
+    if let Ok(Some(raw)) = durable.get_object(&key).await
+        && let Ok(v) = serde_json::from_slice::<LayerInfo>(&raw)
+        && inner.blobs.has(&v.digest).await
+    {
+        return Ok(v);
+    }
+    inner
+        .blobs
+        .ensure_local(&stored.digest)
+        .await
+        .map_err(|e| format!("layer {}: {e}", stored.digest))?;
+    let (inner2, stored2) = (Arc::clone(inner), stored.clone());
+    let v = tokio::task::spawn_blocking(move || layer_variant(&inner2, &stored2, to))
+        .await
+        .map_err(|e| e.to_string())??;
+    inner.blobs.publish(&v.digest).await.map_err(|e| {
+        format!(
+            "storing the {} copy of {}: {e}",
+            kind_name(to.kind()),
+            stored.digest
+        )
+    })?;
+    let record = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+    if let Err(e) = durable.put_object(&key, Bytes::from(record)).await {
+        tracing::warn!("recording {key}: {e}");
+    }
+    Ok(v)
+}
+
+/// Opens blob `digest` for an upload, telling the client it is being
+/// pushed: the local file, else a verified stream from the shared store.
+fn open_blob(
+    inner: &Arc<Inner>,
+    digest: &str,
+    size: u64,
+    tx: &mpsc::Sender<Result<build::PushProgress, Status>>,
+) -> BlobSource {
+    let (inner, digest, tx) = (Arc::clone(inner), digest.to_string(), tx.clone());
+    BlobSource::Lazy(Arc::new(move || {
+        let (inner, digest, tx) = (Arc::clone(&inner), digest.clone(), tx.clone());
+        Box::pin(async move {
+            let _ = tx
+                .send(Ok(progress(&digest, build::PushPhase::Pushing, size)))
+                .await;
+            let missing = || {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("blob {digest} is not in the store"),
+                )
+            };
+            if inner.blobs.local().has(&digest) {
+                let path = inner
+                    .blobs
+                    .local()
+                    .path(&digest)
+                    .map_err(std::io::Error::other)?;
+                let file = tokio::fs::File::open(&path).await?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+                return Ok(stream.boxed());
+            }
+            let Some(shared) = inner.blobs.shared() else {
+                return Err(missing());
+            };
+            let stream = shared.get(&digest, 0).await.map_err(|e| match e {
+                BlobError::Missing(_) => missing(),
+                e => std::io::Error::other(e.to_string()),
+            })?;
+            Ok(stream
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .boxed())
+        })
+    }))
+}
+
+/// Pushes one blob to `target` unless the registry has it or can mount
+/// it; reports its phases.
+async fn push_one(
+    inner: &Arc<Inner>,
+    target: &ImageRef,
+    descriptor: Descriptor,
+    tx: &mpsc::Sender<Result<build::PushProgress, Status>>,
+) -> Result<(), Status> {
+    let digest = descriptor.digest().to_string();
+    let size = descriptor.size();
+    let _ = tx
+        .send(Ok(progress(&digest, build::PushPhase::Preparing, size)))
+        .await;
+    let mount_from = crate::origins::sources(&*inner.blobs.durable(), target, &digest)
+        .await
+        .into_iter()
+        .next();
+    let upload = BlobUpload {
+        source: open_blob(inner, &digest, size, tx),
+        descriptor,
+        mount_from,
+    };
+    let outcome = inner
+        .registry
+        .push_blob(target, &upload)
+        .await
+        .map_err(|e| Status::unavailable(format!("pushing {digest} to {target}: {e}")))?;
+    let phase = match outcome {
+        BlobPushOutcome::AlreadyPresent => build::PushPhase::Exists,
+        BlobPushOutcome::Mounted { .. } => build::PushPhase::Mounted,
+        BlobPushOutcome::Uploaded { .. } => build::PushPhase::Pushed,
+    };
+    let _ = tx.send(Ok(progress(&digest, phase, size))).await;
+    Ok(())
+}
+
+/// At most this many blobs of one image go up at once.
+const PUSH_CONCURRENCY: usize = 3;
+
+/// Pushes `rec` to `destination`: layers as stored, or converted to
+/// `compression` (see the module doc); reports each blob and the result.
 pub async fn push(
-    inner: &std::sync::Arc<Inner>,
+    inner: &Arc<Inner>,
     rec: &ImageRecord,
     destination: &str,
-    compression: Compression,
+    compression: Option<Compression>,
     force: bool,
     tx: &mpsc::Sender<Result<build::PushProgress, Status>>,
 ) -> Result<(), Status> {
     let target = ImageRef::parse(destination)
         .map_err(|e| Status::invalid_argument(format!("push destination {destination:?}: {e}")))?;
-    // A farm's layers may be in the shared store only: bring the image's
-    // blobs here once, then stream them.
-    crate::archive::localise(&inner.blobs, rec)
-        .await
-        .map_err(|e| Status::unavailable(format!("pushing {}: {e}", rec.manifest_digest)))?;
+    let unavailable =
+        |e: BlobError| Status::unavailable(format!("pushing {}: {e}", rec.manifest_digest));
+    // The manifest and config are small: read them (fetched once into the
+    // local directory); layers are read only if they must be uploaded.
     let manifest_raw = inner
         .blobs
         .read(&rec.manifest_digest)
         .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(unavailable)?;
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&manifest_raw).map_err(|e| Status::internal(e.to_string()))?;
     let config_doc: serde_json::Value = serde_json::from_slice(
@@ -152,17 +298,19 @@ pub async fn push(
             .blobs
             .read(&rec.config_digest)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?,
+            .map_err(unavailable)?,
     )
     .map_err(|e| Status::internal(e.to_string()))?;
     let stored_layers = layers_of(&manifest, &config_doc).map_err(Status::internal)?;
     let mut changed = false;
-    if let Some(layers) = manifest["layers"].as_array_mut() {
+    if let Some(to) = compression
+        && let Some(layers) = manifest["layers"].as_array_mut()
+    {
         for (l, stored) in layers.iter_mut().zip(stored_layers) {
-            // As BuildKit without force-compression: only layers a client
-            // might not read (zstd) are converted; others stay as they are.
+            // As BuildKit without force-compression: the layers strata
+            // built (zstd) are converted; base layers stay as they came.
             let kind = kind_of(&stored.media_type);
-            if kind == compression.kind() || (!force && kind != CompressionKind::Zstd) {
+            if kind == to.kind() || (!force && kind != CompressionKind::Zstd) {
                 continue;
             }
             let _ = tx
@@ -172,12 +320,9 @@ pub async fn push(
                     stored.size,
                 )))
                 .await;
-            let (inner2, stored2) = (std::sync::Arc::clone(inner), stored.clone());
-            let v =
-                tokio::task::spawn_blocking(move || layer_variant(&inner2, &stored2, compression))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(Status::internal)?;
+            let v = shared_variant(inner, &stored, to).await.map_err(|e| {
+                Status::internal(format!("converting layer {}: {e}", stored.digest))
+            })?;
             l["mediaType"] = serde_json::json!(v.media_type);
             l["digest"] = serde_json::json!(v.digest);
             l["size"] = serde_json::json!(v.size);
@@ -198,54 +343,21 @@ pub async fn push(
     let config: Descriptor = serde_json::from_value(manifest["config"].clone())
         .map_err(|e| Status::internal(format!("manifest config: {e}")))?;
     descs.push(config);
-    for d in descs {
-        let digest = d.digest().to_string();
-        let size = d.size();
-        let path = inner
-            .blobs
-            .local()
-            .path(&digest)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if !path.is_file() {
-            return Err(Status::failed_precondition(format!(
-                "blob {digest} of {} is not in the store",
-                rec.manifest_digest
-            )));
-        }
-        let source = if size < (1 << 20) {
-            BlobSource::Bytes(Bytes::from(
-                std::fs::read(&path).map_err(|e| Status::internal(e.to_string()))?,
-            ))
-        } else {
-            BlobSource::File(path)
-        };
-        let _ = tx
-            .send(Ok(progress(&digest, build::PushPhase::Pushing, size)))
-            .await;
-        let outcome = inner
-            .registry
-            .push_blob(
-                &target,
-                &BlobUpload {
-                    descriptor: d,
-                    source,
-                    mount_from: None,
-                },
-            )
-            .await
-            .map_err(|e| Status::unavailable(format!("pushing {digest} to {destination}: {e}")))?;
-        let phase = match outcome {
-            BlobPushOutcome::AlreadyPresent => build::PushPhase::Exists,
-            BlobPushOutcome::Mounted { .. } => build::PushPhase::Mounted,
-            BlobPushOutcome::Uploaded { .. } => build::PushPhase::Pushed,
-        };
-        let _ = tx.send(Ok(progress(&digest, phase, size))).await;
-    }
+    let mut seen = std::collections::HashSet::new();
+    descs.retain(|d| seen.insert(d.digest().to_string()));
+    let digests: Vec<String> = descs.iter().map(|d| d.digest().to_string()).collect();
+    futures::stream::iter(descs)
+        .map(|d| push_one(inner, &target, d, tx))
+        .buffered(PUSH_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     let digest = inner
         .registry
         .push_manifest(&target, &manifest_raw, &media_type)
         .await
         .map_err(|e| Status::unavailable(format!("pushing the manifest to {destination}: {e}")))?;
+    // Later pushes to this registry mount these blobs from here.
+    crate::origins::record(&*inner.blobs.durable(), &target, &digests).await;
     let _ = tx
         .send(Ok(build::PushProgress {
             progress: Some(build::push_progress::Progress::Complete(

@@ -130,8 +130,8 @@ fn multi_stage_build_on_two_workers_push_run_save() {
     assert!(inspect.status.success(), "{}", text(&inspect));
     let seen: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("skopeo JSON");
     assert_eq!(seen["Digest"].as_str(), Some(digest), "{seen:#}");
-    // Registries get gzip layers (older clients cannot read zstd); the
-    // image ID is the built one.
+    // Every layer went up as stored: the built ones zstd, the base one
+    // as it was pulled (gzip); the image ID is the built one.
     let raw = skopeo(&[
         "inspect",
         "--raw",
@@ -139,12 +139,30 @@ fn multi_stage_build_on_two_workers_push_run_save() {
         &format!("docker://{name}"),
     ]);
     let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("manifest JSON");
-    for l in raw["layers"].as_array().expect("layers") {
-        assert!(
-            l["mediaType"].as_str().is_some_and(|m| m.ends_with("gzip")),
-            "{raw:#}"
-        );
-    }
+    let pushed_layers: Vec<(&str, &str)> = raw["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            let field = |k: &str| l[k].as_str().unwrap_or_default();
+            (field("digest"), field("mediaType"))
+        })
+        .collect();
+    let built_layers: Vec<(&str, &str)> = m["strata.layers"]
+        .as_array()
+        .expect("strata.layers")
+        .iter()
+        .map(|l| {
+            let field = |k: &str| l[k].as_str().unwrap_or_default();
+            (field("digest"), field("media_type"))
+        })
+        .collect();
+    assert_eq!(pushed_layers, built_layers, "{raw:#}");
+    assert!(pushed_layers[0].1.ends_with("gzip"), "{raw:#}");
+    assert!(
+        pushed_layers[1..].iter().all(|(_, t)| t.ends_with("+zstd")),
+        "{raw:#}"
+    );
     assert_eq!(
         raw["config"]["digest"], m["containerimage.config.digest"],
         "{raw:#}"

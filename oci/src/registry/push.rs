@@ -4,8 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use futures::{StreamExt as _, TryStreamExt as _};
 use oci_spec::image::{Descriptor, Digest, MediaType};
 
@@ -18,13 +21,35 @@ use super::verify::{sha256_digest, verify_bytes};
 /// At most this many blobs of one image go up at once.
 const PUSH_CONCURRENCY: usize = 3;
 
+/// Opens a blob's bytes as a stream; see [`BlobSource::Lazy`].
+pub type OpenBlob = Arc<
+    dyn Fn() -> BoxFuture<'static, std::io::Result<BoxStream<'static, std::io::Result<Bytes>>>>
+        + Send
+        + Sync,
+>;
+
 /// Where a blob's bytes come from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum BlobSource {
     /// In memory (configs, small layers); `Vec<u8>` converts with `.into()`.
     Bytes(Bytes),
     /// A file, streamed (layers).
     File(PathBuf),
+    /// Opened only when the registry neither has the blob nor can mount
+    /// it, then streamed (from an object store, say, so a blob the
+    /// registry has is never fetched). The stream must yield exactly the
+    /// descriptor's bytes; a short or long stream fails the upload.
+    Lazy(OpenBlob),
+}
+
+impl std::fmt::Debug for BlobSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(b) => f.debug_tuple("Bytes").field(&b.len()).finish(),
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Lazy(_) => f.write_str("Lazy"),
+        }
+    }
 }
 
 /// One blob to push.
@@ -321,7 +346,25 @@ async fn upload(
             // The registry checks the digest when the upload is
             // committed, and refuses it (DIGEST_INVALID) on mismatch.
             // Every stream item becomes one PATCH request: send big ones.
+            let file = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
             let stream = large_chunks(file)
+                .map_err(oci_client::errors::OciDistributionError::from)
+                .boxed();
+            session
+                .client
+                .push_blob_stream(&session.oci_ref, stream, digest.as_ref(), Some(len))
+                .await
+                .map_err(|e| session.err(e))?;
+            len
+        }
+        BlobSource::Lazy(open) => {
+            let len = blob.descriptor.size();
+            let opened = open().await.map_err(|source| RegistryError::Io {
+                path: PathBuf::from(digest.to_string()),
+                action: "opening the blob to push".to_string(),
+                source,
+            })?;
+            let stream = large_chunks(exact_length(opened, len, digest.to_string()))
                 .map_err(oci_client::errors::OciDistributionError::from)
                 .boxed();
             session
@@ -335,26 +378,63 @@ async fn upload(
     Ok(bytes)
 }
 
+/// `stream`, failing with an error item instead of yielding more or fewer
+/// than `len` bytes (the registry would otherwise commit a wrong blob's
+/// upload only to refuse it by digest, or a truncated one never).
+fn exact_length(
+    stream: BoxStream<'static, std::io::Result<Bytes>>,
+    len: u64,
+    digest: String,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+    let wrong = move |got: u64| {
+        std::io::Error::other(format!(
+            "blob {digest} to push: its source has {}{got} bytes, its descriptor says {len}",
+            if got > len { "more than " } else { "" }
+        ))
+    };
+    futures::stream::try_unfold((stream, 0u64, false), move |(mut s, seen, done)| {
+        let wrong = wrong.clone();
+        async move {
+            if done {
+                return Ok(None);
+            }
+            match s.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    let seen = seen + chunk.len() as u64;
+                    if seen > len {
+                        return Err(wrong(seen));
+                    }
+                    Ok(Some((chunk, (s, seen, false))))
+                }
+                None if seen == len => Ok(None),
+                None => Err(wrong(seen)),
+            }
+        }
+    })
+}
+
 /// Bytes of a pushed file per upload request (one PATCH each).
 const PUSH_CHUNK: usize = 16 << 20;
 
-/// `file` as a stream of chunks of [`PUSH_CHUNK`] bytes (the last one
+/// `source` regrouped into chunks of [`PUSH_CHUNK`] bytes (the last one
 /// shorter): a registry upload makes one request per chunk, so 4 KiB reads
 /// would mean thousands of round trips per layer.
-fn large_chunks(
-    file: tokio::fs::File,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
-    futures::stream::try_unfold(Some(file), |file| async move {
-        use tokio::io::AsyncReadExt as _;
-        let Some(mut file) = file else {
+fn large_chunks<S>(source: S) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    futures::stream::try_unfold(Some(Box::pin(source)), |source| async move {
+        let Some(mut source) = source else {
             return Ok(None);
         };
         let mut buf = bytes::BytesMut::with_capacity(PUSH_CHUNK);
         while buf.len() < PUSH_CHUNK {
-            if file.read_buf(&mut buf).await? == 0 {
-                return Ok((!buf.is_empty()).then(|| (buf.freeze(), None)));
+            match source.next().await {
+                Some(chunk) => buf.extend_from_slice(&chunk?),
+                None => return Ok((!buf.is_empty()).then(|| (buf.freeze(), None))),
             }
         }
-        Ok(Some((buf.freeze(), Some(file))))
+        Ok(Some((buf.freeze(), Some(source))))
     })
 }

@@ -126,6 +126,9 @@ pub async fn resolve(
         .buffer_unordered(PULL_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
+    // Pushes to this registry mount these layers from here.
+    let pulled: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
+    crate::origins::record(&*inner.blobs.durable(), &image, &pulled).await;
     inner
         .blobs
         .put_bytes(&resolved.config_raw)

@@ -135,6 +135,7 @@ pub fn prepare(args: &BuildArgs) -> Result<Prepared> {
     {
         outputs.push(OutputSpec::Registry {
             compression: Default::default(),
+            force_compression: false,
         });
     }
     if outputs

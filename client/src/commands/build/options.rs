@@ -16,9 +16,12 @@ pub enum OutputSpec {
     Image,
     /// `type=registry`: push every tag (same as `--push`).
     Registry {
-        /// `compression=gzip|zstd|uncompressed` for the pushed layers;
-        /// unspecified means gzip (what every client can pull).
+        /// `compression=gzip|zstd|uncompressed`: convert the layers strata
+        /// built to it; unspecified pushes every layer as stored (strata's
+        /// zstd, base layers as pulled).
         compression: common::Compression,
+        /// `force-compression=true`: convert every layer, base layers too.
+        force_compression: bool,
     },
     /// `type=docker,dest=F`: a docker-archive tarball written to `F`.
     Docker {
@@ -51,6 +54,15 @@ pub fn compression(value: Option<&String>) -> std::result::Result<common::Compre
         Some(other) => Err(format!(
             "unknown compression \"{other}\" (expected gzip, zstd or uncompressed)"
         )),
+    }
+}
+
+/// A boolean output attribute (`true`/`false`, absent is false).
+fn flag(attrs: &BTreeMap<String, String>, key: &str) -> std::result::Result<bool, String> {
+    match attrs.get(key).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") | Some("") => Ok(true),
+        Some(other) => Err(format!("{key}=\"{other}\" (expected true or false)")),
     }
 }
 
@@ -89,6 +101,7 @@ impl OutputSpec {
             "image" => Self::Image,
             "registry" => Self::Registry {
                 compression: compression(attrs.get("compression")).map_err(bad)?,
+                force_compression: flag(&attrs, "force-compression").map_err(bad)?,
             },
             "docker" => Self::Docker {
                 dest: need_dest(dest)?,
@@ -112,6 +125,7 @@ impl OutputSpec {
         {
             return Ok(Self::Registry {
                 compression: compression(attrs.get("compression")).map_err(bad)?,
+                force_compression: flag(&attrs, "force-compression").map_err(bad)?,
             });
         }
         Ok(spec)

@@ -43,15 +43,22 @@ pub(super) async fn finish(
         .first()
         .cloned()
         .unwrap_or_else(|| image_id.clone());
-    // A push may re-encode layers (gzip for registries), giving the pushed
+    // A push asked to convert layers (compression=gzip) gives the pushed
     // manifest its own digest: that is the one buildx reports.
     let mut pushed: Option<String> = None;
     for output in outputs {
         match output {
             OutputSpec::Image => {}
-            OutputSpec::Registry { compression } => {
+            OutputSpec::Registry {
+                compression,
+                force_compression,
+            } => {
                 for tag in &args.tags {
-                    let done = transfer::push_image(client, tag, "", *compression, &mut |l| {
+                    let how = transfer::PushCompression {
+                        compression: *compression,
+                        force: *force_compression,
+                    };
+                    let done = transfer::push_image(client, tag, "", how, &mut |l| {
                         // Progress is best effort; a closed stderr must not fail the push.
                         let _ = renderer.message(l);
                     })
