@@ -113,6 +113,39 @@ impl Blobs {
             .map_err(strata_store::io_err("reading", &path))
     }
 
+    /// A whole blob's bytes if it holds at most `max` (a Dockerfile or a
+    /// context manifest a client names by digest): its size is asked
+    /// first, so a bigger one is neither downloaded nor read.
+    pub async fn read_at_most(&self, digest: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+        let size = self
+            .stat(digest)
+            .await?
+            .ok_or_else(|| BlobError::Missing(digest.to_string()))?;
+        let too_large = |size| ReadError::TooLarge {
+            digest: digest.to_string(),
+            size,
+            max,
+        };
+        if size > max {
+            return Err(too_large(size));
+        }
+        let path = self.ensure_local(digest).await?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(strata_store::io_err("reading", &path))?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        tokio::io::AsyncReadExt::read_to_end(
+            &mut tokio::io::AsyncReadExt::take(file, max + 1),
+            &mut bytes,
+        )
+        .await
+        .map_err(strata_store::io_err("reading", &path))?;
+        if bytes.len() as u64 > max {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+
     /// Publishes a blob of the local directory to the shared store (once:
     /// the shared store is asked first). A no-op without one.
     pub async fn publish(&self, digest: &str) -> Result<(), BlobError> {
@@ -181,6 +214,24 @@ impl Blobs {
     }
 }
 
+/// Why [`Blobs::read_at_most`] gave no bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The blob holds more than the caller accepts.
+    #[error("blob {digest} holds {size} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// The blob.
+        digest: String,
+        /// Its size.
+        size: u64,
+        /// The caller's limit.
+        max: u64,
+    },
+    /// It could not be found or read.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
 /// Runs file work on the blocking pool; `digest` names it in the error of
 /// a task that did not finish.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -242,6 +293,36 @@ mod tests {
         assert!(matches!(err, BlobError::Mismatch { .. }), "{err}");
         assert!(!blobs.local().has(&wrong) && !shared.has(&wrong));
         assert_eq!(temp_files(blobs.local()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_read_refuses_a_bigger_blob_without_fetching_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (blobs, shared) = farm(dir.path());
+        let digest = shared.put_bytes_sync(b"twelve bytes").unwrap();
+
+        let err = blobs.read_at_most(&digest, 11).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReadError::TooLarge {
+                    size: 12,
+                    max: 11,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!blobs.local().has(&digest), "fetched a blob it refused");
+        assert_eq!(
+            blobs.read_at_most(&digest, 12).await.unwrap(),
+            b"twelve bytes"
+        );
+        let missing = sha256_of(b"never stored");
+        assert!(matches!(
+            blobs.read_at_most(&missing, 12).await.unwrap_err(),
+            ReadError::Blob(BlobError::Missing(_))
+        ));
     }
 
     #[tokio::test]

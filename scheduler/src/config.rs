@@ -107,6 +107,10 @@ pub struct Args {
     /// worker). Repeatable.
     #[arg(long = "allow-insecure-entitlement", value_name = "ENTITLEMENT", value_parser = ["security.insecure"])]
     pub allow_insecure_entitlements: Vec<String>,
+    /// Largest build context, in bytes: the sum of its file sizes, and
+    /// what one upload (`UploadBlobs` call) or one context file may store.
+    #[arg(long, default_value_t = 32 << 30, value_name = "BYTES", env = "STRATA_MAX_CONTEXT_BYTES")]
+    pub max_context_bytes: u64,
     /// OTLP/gRPC endpoint for traces, e.g. http://127.0.0.1:4317.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
@@ -135,6 +139,7 @@ impl Args {
         config.max_attempts = self.max_attempts;
         config.lease_duration = Duration::from_secs(self.lease_timeout);
         config.heartbeat_interval = (config.lease_duration / 3).min(Duration::from_secs(5));
+        config.max_context_bytes = self.max_context_bytes;
         if let Some(url) = &self.s3 {
             config.s3 =
                 Some(S3Config::from_url(url).map_err(|e| anyhow::anyhow!("--s3 {url}: {e}"))?);

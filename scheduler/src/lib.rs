@@ -64,6 +64,9 @@ pub struct SchedulerConfig {
     pub auth: auth::Auth,
     /// Entitlements builds may be granted (`security.insecure`).
     pub allowed_entitlements: std::collections::BTreeSet<String>,
+    /// Largest build context, in bytes: the sum of its files at
+    /// StartBuild, and what one `UploadBlobs` call or one blob may store.
+    pub max_context_bytes: u64,
 }
 
 impl SchedulerConfig {
@@ -81,6 +84,7 @@ impl SchedulerConfig {
             cache_shares: BTreeMap::new(),
             auth: auth::Auth::default(),
             allowed_entitlements: Default::default(),
+            max_context_bytes: strata_frontend::limits::Limits::default().max_context_bytes,
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::blob::status as blob_status;
 use super::build::image_status;
 use crate::Inner;
+use crate::blobs::ReadError;
 use crate::build::BuildInput;
 use crate::images::normalise;
 use futures::StreamExt;
@@ -13,6 +14,44 @@ use strata_frontend::plan::{Offline, PlanOptions, Platform, plan_dockerfile};
 use strata_proto::build::v1 as build;
 use strata_proto::common::v1 as common;
 use tonic::Status;
+
+/// Largest context manifest read from a blob (`ContextRef.manifest_digest`):
+/// far above a million entries' worth (the entry limit), and a bound on
+/// what one request can make the scheduler hold in memory.
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+
+/// `bytes` for people: whole KiB, MiB or GiB when it is one, else with a
+/// decimal, and the exact count when rounded.
+pub(super) fn size_text(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (unit, name) in UNITS {
+        if bytes >= unit {
+            return if bytes.is_multiple_of(unit) {
+                format!("{} {name}", bytes / unit)
+            } else {
+                format!("{:.1} {name} ({bytes} bytes)", bytes as f64 / unit as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// The bytes of blob `digest`, `what` the request names by digest, if it
+/// holds at most `max`.
+async fn read_named(inner: &Inner, digest: &str, max: u64, what: &str) -> Result<Vec<u8>, Status> {
+    inner
+        .blobs
+        .read_at_most(digest, max)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge { size, max, .. } => Status::invalid_argument(format!(
+                "{what} ({digest}) holds {}, more than the limit of {}",
+                size_text(size),
+                size_text(max)
+            )),
+            ReadError::Blob(e) => blob_status(e),
+        })
+}
 
 pub(super) fn manifest_from(wire: &common::ContextManifest) -> Result<ContextManifest, Status> {
     let mut entries = Vec::with_capacity(wire.entries.len());
@@ -74,10 +113,17 @@ pub(crate) async fn build_input(
     inner: &Inner,
     req: &build::BuildRequest,
 ) -> Result<BuildInput, Status> {
+    let limits = strata_frontend::limits::Limits::default();
     let dockerfile = match &req.dockerfile {
         Some(build::build_request::Dockerfile::DockerfileContent(b)) => b.clone(),
         Some(build::build_request::Dockerfile::DockerfileDigest(d)) => {
-            inner.blobs.read(d).await.map_err(blob_status)?
+            read_named(
+                inner,
+                d,
+                limits.max_dockerfile_bytes as u64,
+                "the Dockerfile",
+            )
+            .await?
         }
         None => return Err(Status::invalid_argument("the request has no Dockerfile")),
     };
@@ -89,14 +135,13 @@ pub(crate) async fn build_input(
     let manifest = match req.context.as_ref().and_then(|c| c.manifest.as_ref()) {
         Some(common::context_ref::Manifest::Inline(m)) => manifest_from(m)?,
         Some(common::context_ref::Manifest::ManifestDigest(d)) => {
-            let bytes = inner.blobs.read(d).await.map_err(blob_status)?;
+            let bytes = read_named(inner, d, MAX_MANIFEST_BYTES, "the context manifest").await?;
             let m = <common::ContextManifest as prost::Message>::decode(bytes.as_slice())
                 .map_err(|e| Status::invalid_argument(format!("context manifest {d}: {e}")))?;
             manifest_from(&m)?
         }
         None => ContextManifest::default(),
     };
-    let limits = strata_frontend::limits::Limits::default();
     if manifest.entries.len() > limits.max_context_entries {
         return Err(Status::invalid_argument(format!(
             "the build context has {} entries, more than the limit of {}; add what the build does not need to .dockerignore",
@@ -104,12 +149,16 @@ pub(crate) async fn build_input(
             limits.max_context_entries
         )));
     }
-    let context_bytes: u64 = manifest.entries.iter().map(|e| e.size).sum();
-    if context_bytes > limits.max_context_bytes {
+    let max_context = inner.config.max_context_bytes;
+    let context_bytes = manifest
+        .entries
+        .iter()
+        .fold(0u64, |sum, e| sum.saturating_add(e.size));
+    if context_bytes > max_context {
         return Err(Status::invalid_argument(format!(
-            "the build context holds {} GiB, more than the limit of {} GiB; add what the build does not need to .dockerignore",
-            context_bytes >> 30,
-            limits.max_context_bytes >> 30
+            "the build context holds {}, more than this scheduler's limit of {} (--max-context-bytes); add what the build does not need to .dockerignore",
+            size_text(context_bytes),
+            size_text(max_context)
         )));
     }
     // Every context file must be in the store (a shared store answers
@@ -136,15 +185,35 @@ pub(crate) async fn build_input(
         .collect()
         .await;
     let mut missing = None;
+    let mut sizes = BTreeMap::new();
     for (digest, path, stat) in stats {
-        if stat.map_err(blob_status)?.is_none() {
-            missing = Some((digest, path));
+        match stat.map_err(blob_status)? {
+            Some(size) => {
+                sizes.insert(digest, size);
+            }
+            None => missing = Some((digest, path)),
         }
     }
     if let Some((digest, path)) = missing {
         return Err(Status::failed_precondition(format!(
             "context file {path:?} ({digest}) was not uploaded; call FindMissingBlobs and UploadBlobs first"
         )));
+    }
+    // The limit above summed the sizes the client declared: each must be
+    // its blob's real one.
+    for e in &manifest.entries {
+        let real = e.digest.as_ref().and_then(|d| sizes.get(d));
+        if e.kind == EntryKind::File
+            && let Some(&real) = real
+            && real != e.size
+        {
+            return Err(Status::invalid_argument(format!(
+                "context file {:?} is declared as {} bytes but its uploaded blob {} holds {real}; the file changed while the context was read, or the client is broken",
+                e.path,
+                e.size,
+                e.digest.as_deref().unwrap_or_default()
+            )));
+        }
     }
     let namespace = if req.namespace.is_empty() {
         crate::cache::DEFAULT_NAMESPACE.to_string()
@@ -221,4 +290,17 @@ fn check_entitlements(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_text;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size_text(512), "512 bytes");
+        assert_eq!(size_text(1 << 20), "1 MiB");
+        assert_eq!(size_text(32 << 30), "32 GiB");
+        assert_eq!(size_text(3 << 19), "1.5 MiB (1572864 bytes)");
+    }
 }

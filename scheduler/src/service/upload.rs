@@ -16,6 +16,7 @@
 //! [`Blobs::commit_staged`]: crate::blobs::Blobs::commit_staged
 
 use super::blob::status as blob_status;
+use super::request::size_text;
 use crate::Inner;
 use crate::blobs::{BlobError, BlobWriter, blocking, digest_hex};
 use futures::StreamExt as _;
@@ -39,6 +40,8 @@ pub(super) async fn upload_blobs(
     mut stream: Streaming<build::UploadBlobsRequest>,
 ) -> Result<build::UploadBlobsResponse, Status> {
     let mut upload = Upload {
+        limit: inner.config.max_context_bytes,
+        stored: 0,
         inner: Arc::clone(inner),
         permits: Arc::new(Semaphore::new(IN_FLIGHT)),
         tasks: JoinSet::new(),
@@ -68,6 +71,10 @@ pub(super) async fn upload_blobs(
 
 /// One `UploadBlobs` call in progress.
 struct Upload {
+    /// The most one call, or one blob, may store.
+    limit: u64,
+    /// Bytes of this call taken to be stored so far.
+    stored: u64,
     inner: Arc<Inner>,
     permits: Arc<Semaphore>,
     tasks: JoinSet<build::BlobUploadResult>,
@@ -83,6 +90,33 @@ impl Upload {
         digest_hex(&c.digest).map_err(blob_status)?;
         if self.failed.contains(&c.digest) {
             return Ok(());
+        }
+        let len = c.data.len() as u64;
+        // The size the client announces stops a blob at its first chunk;
+        // the bytes it sends, one that announced less.
+        let end = c.offset.saturating_add(len);
+        if c.total_size.max(end) > self.limit {
+            if let Some(w) = self.open.remove(&c.digest) {
+                w.abort();
+            }
+            let size = if c.total_size >= end {
+                format!("it holds {}", size_text(c.total_size))
+            } else {
+                "it is bigger".to_string()
+            };
+            let error = format!(
+                "{size}, more than this scheduler's limit of {} for one blob (--max-context-bytes); add it to .dockerignore if the build does not need it",
+                size_text(self.limit)
+            );
+            return self.fail_with(c.digest, error);
+        }
+        self.stored += len;
+        if self.stored > self.limit {
+            return Err(Status::resource_exhausted(format!(
+                "the upload passed this scheduler's limit of {} for a build context (--max-context-bytes) at blob {}; add what the build does not need to .dockerignore",
+                size_text(self.limit),
+                c.digest
+            )));
         }
         if c.offset == 0 && c.last && !self.open.contains_key(&c.digest) {
             let (digest, data) = (c.digest, c.data);
@@ -162,11 +196,16 @@ impl Upload {
     }
 
     fn fail(&mut self, digest: String, e: BlobError) -> Result<(), Status> {
+        self.fail_with(digest, e.to_string())
+    }
+
+    /// Reports `digest` as failed with `error`; its later chunks are dropped.
+    fn fail_with(&mut self, digest: String, error: String) -> Result<(), Status> {
         self.failed.insert(digest.clone());
         self.results.push(build::BlobUploadResult {
             digest,
             ok: false,
-            error: e.to_string(),
+            error,
         });
         Ok(())
     }

@@ -1,0 +1,253 @@
+//! Limits with the real binaries on loopback:
+//!
+//! - the scheduler's `--max-context-bytes` bounds what a client can make
+//!   it store: one context file over it, or an upload whose files add up
+//!   to more, fails with a message naming the limit and the file or blob;
+//!   a context under it builds;
+//! - StartBuild compares the sizes a manifest declares with the uploaded
+//!   blobs', and reads a Dockerfile sent by digest only up to the
+//!   Dockerfile limit.
+
+use sha2::{Digest as _, Sha256};
+use std::path::Path;
+use std::process::{Command, Output};
+use strata_proto::build::v1 as pb;
+use strata_proto::build::v1::build_service_client::BuildServiceClient;
+use strata_proto::common::v1 as common;
+use strata_tests::procs::{SchedulerProc, WorkerProc, wait_ready};
+use tonic::Code;
+
+/// The scheduler's context limit in these tests.
+const LIMIT: u64 = 8 << 20;
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn strata(url: &str, args: &[&str]) -> Output {
+    Command::new(strata_tests::bin("strata"))
+        .env_remove("STRATA_TOKEN")
+        .arg("--scheduler")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A context of `Dockerfile` and `files` (name, size in bytes; each file
+/// distinct content).
+fn context(dir: &Path, dockerfile: &str, files: &[(&str, usize)]) -> String {
+    std::fs::create_dir_all(dir).expect("context");
+    std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    for (name, size) in files {
+        let mut bytes = name.as_bytes().repeat(size / name.len() + 1);
+        bytes.truncate(*size);
+        std::fs::write(dir.join(name), bytes).expect("context file");
+    }
+    dir.to_str().expect("utf-8").to_string()
+}
+
+async fn client(url: String) -> BuildServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    BuildServiceClient::new(channel)
+        .max_decoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(strata_proto::MAX_MESSAGE_SIZE)
+}
+
+/// Uploads `bytes` as one blob, in 1 MiB chunks; its digest.
+async fn upload(
+    client: &mut BuildServiceClient<tonic::transport::Channel>,
+    bytes: &[u8],
+) -> String {
+    let d = digest(bytes);
+    let n = bytes.len().div_ceil(1 << 20).max(1);
+    let messages: Vec<pb::UploadBlobsRequest> = (0..n)
+        .map(|i| {
+            let start = i << 20;
+            let end = bytes.len().min(start + (1 << 20));
+            pb::UploadBlobsRequest {
+                chunks: vec![pb::UploadChunk {
+                    digest: d.clone(),
+                    offset: start as u64,
+                    data: bytes[start..end].to_vec(),
+                    total_size: bytes.len() as u64,
+                    last: i + 1 == n,
+                }],
+            }
+        })
+        .collect();
+    let resp = client
+        .upload_blobs(tonic::codegen::tokio_stream::iter(messages))
+        .await
+        .expect("upload")
+        .into_inner();
+    assert!(
+        resp.results.iter().all(|r| r.ok),
+        "upload failed: {:?}",
+        resp.results
+    );
+    d
+}
+
+/// StartBuild of `dockerfile` with a manifest of one file `name` declared
+/// as `size` bytes of blob `blob`; the refusal's code and message.
+async fn start(
+    client: &mut BuildServiceClient<tonic::transport::Channel>,
+    dockerfile: pb::build_request::Dockerfile,
+    file: Option<(&str, &str, u64)>,
+) -> (Code, String) {
+    let entries = file
+        .map(|(name, blob, size)| common::ContextEntry {
+            path: name.to_string(),
+            kind: common::EntryKind::File as i32,
+            mode: 0o644,
+            size,
+            digest: blob.to_string(),
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
+    let req = pb::BuildRequest {
+        dockerfile: Some(dockerfile),
+        context: Some(common::ContextRef {
+            manifest: Some(common::context_ref::Manifest::Inline(
+                common::ContextManifest {
+                    entries,
+                    ..Default::default()
+                },
+            )),
+        }),
+        ..Default::default()
+    };
+    match client.start_build(req).await {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(s) => (s.code(), s.message().to_string()),
+    }
+}
+
+#[test]
+fn the_context_limit_bounds_what_a_client_can_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sched = SchedulerProc::start(
+        dir.path(),
+        &["--max-context-bytes".into(), LIMIT.to_string()],
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let worker = WorkerProc::start(dir.path(), "worker-1", &url, &[], &[]);
+    wait_ready(worker.metrics_port, "/readyz", "the worker");
+    let logs = || format!("{}\n{}", sched.proc.log(), worker.proc.log());
+
+    // Under the limit: the build runs.
+    let ok = context(
+        &dir.path().join("ok"),
+        "FROM scratch\nCOPY a.bin b.bin /\n",
+        &[("a.bin", 3 << 20), ("b.bin", 3 << 20)],
+    );
+    let o = strata(&url, &["build", "--progress", "plain", &ok]);
+    assert!(o.status.success(), "{}\n{}", text(&o), logs());
+
+    // One file over it: named, with the limit and the flag.
+    let big = context(
+        &dir.path().join("big"),
+        "FROM scratch\nCOPY big.bin /\n",
+        &[("big.bin", (LIMIT + 1) as usize)],
+    );
+    let o = strata(&url, &["build", "--progress", "plain", &big]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    for needle in [
+        "big.bin",
+        "holds 8.0 MiB (8388609 bytes), more than this scheduler's limit of 8 MiB for one blob",
+        "--max-context-bytes",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in: {out}");
+    }
+
+    // Files each under it, together over it: the upload stops, naming the
+    // limit and the blob that passed it.
+    let many = context(
+        &dir.path().join("many"),
+        "FROM scratch\nCOPY . /\n",
+        &[("c.bin", 3 << 20), ("d.bin", 3 << 20), ("e.bin", 3 << 20)],
+    );
+    let o = strata(&url, &["build", "--progress", "plain", &many]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    for needle in [
+        "limit of 8 MiB for a build context",
+        "--max-context-bytes",
+        "at blob sha256:",
+        ".dockerignore",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in: {out}");
+    }
+}
+
+#[test]
+fn start_build_checks_declared_sizes_and_bounds_a_dockerfile_sent_by_digest() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sched = SchedulerProc::start(
+        dir.path(),
+        &["--max-context-bytes".into(), LIMIT.to_string()],
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut c = client(url).await;
+        let dockerfile = || {
+            pb::build_request::Dockerfile::DockerfileContent(b"FROM scratch\nCOPY f /\n".to_vec())
+        };
+        let blob = upload(&mut c, &[7u8; 3 << 20]).await;
+
+        // A manifest that understates a file to pass the context limit.
+        let (code, msg) = start(&mut c, dockerfile(), Some(("f", &blob, 10))).await;
+        assert_eq!(code, Code::InvalidArgument, "{msg}");
+        for needle in ["\"f\"", "declared as 10 bytes", &blob, "holds 3145728"] {
+            assert!(msg.contains(needle), "no {needle:?} in: {msg}");
+        }
+
+        // One that declares more than the limit.
+        let (code, msg) = start(&mut c, dockerfile(), Some(("f", &blob, LIMIT + 1))).await;
+        assert_eq!(code, Code::InvalidArgument, "{msg}");
+        for needle in [
+            "more than this scheduler's limit of 8 MiB",
+            "--max-context-bytes",
+        ] {
+            assert!(msg.contains(needle), "no {needle:?} in: {msg}");
+        }
+
+        // The true size is accepted.
+        let (code, msg) = start(&mut c, dockerfile(), Some(("f", &blob, 3 << 20))).await;
+        assert_eq!(code, Code::Ok, "{msg}");
+
+        // A Dockerfile by digest over the Dockerfile limit (4 MiB) is
+        // refused from its size, not read.
+        let mut huge = b"FROM scratch\n".to_vec();
+        huge.resize(5 << 20, b'#');
+        let huge = upload(&mut c, &huge).await;
+        let (code, msg) = start(
+            &mut c,
+            pb::build_request::Dockerfile::DockerfileDigest(huge.clone()),
+            None,
+        )
+        .await;
+        assert_eq!(code, Code::InvalidArgument, "{msg}");
+        for needle in ["the Dockerfile", &huge, "holds 5 MiB", "limit of 4 MiB"] {
+            assert!(msg.contains(needle), "no {needle:?} in: {msg}");
+        }
+    });
+}
