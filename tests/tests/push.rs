@@ -277,3 +277,60 @@ fn push_sends_stored_layers_mounts_the_base_and_converts_on_request() {
         "built\npushed as built\n"
     );
 }
+
+/// Embedded mode: every `strata` command is its own process, so what a
+/// build learnt while pulling its base (which repository holds the base
+/// layer) must outlive it for a later `strata push` to mount the layer.
+#[test]
+fn a_later_push_mounts_what_an_earlier_build_pulled() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "base/busybox:latest");
+    let home = tempfile::tempdir().expect("STRATA_HOME");
+    let strata = |args: &[&str]| {
+        Command::new(strata_tests::bin("strata"))
+            .env("STRATA_HOME", home.path())
+            .env_remove("STRATA_SCHEDULER")
+            .args(args)
+            .output()
+            .expect("run strata")
+    };
+    let ctx = tempfile::tempdir().expect("context");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN echo embedded > /built\n"),
+    )
+    .expect("Dockerfile");
+    let meta = ctx.path().join("meta.json");
+    let built = strata(&[
+        "build",
+        "--progress",
+        "plain",
+        "--metadata-file",
+        meta.to_str().expect("utf-8"),
+        "-t",
+        "embedded/app:1",
+        ctx.path().to_str().expect("utf-8"),
+    ]);
+    assert!(built.status.success(), "{}", text(&built));
+    let m: Value = serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("JSON");
+    let base_layer = m["strata.layers"][0]["digest"]
+        .as_str()
+        .expect("base layer");
+    let local_digest = m["containerimage.digest"].as_str().expect("digest");
+
+    let target = format!("{}/team/embedded:1", registry.host());
+    let pushed = strata(&["push", "embedded/app:1", &target]);
+    let out = text(&pushed);
+    assert!(pushed.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}: Mounted from another repository",
+            short(base_layer)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("pushed {target}@{local_digest}")),
+        "{out}"
+    );
+}
