@@ -106,7 +106,10 @@ pub async fn watch(
                     tokio::select! {
                         m = stream.message() => match m {
                             Ok(Some(ev)) => {
-                                // After a reattach the scheduler may repeat events.
+                                // A reattach may replay what was seen. The
+                                // scheduler serves only journalled events and a
+                                // resumed build numbers on after them, so a
+                                // sequence names one event for good.
                                 if ev.sequence != 0 && ev.sequence <= last {
                                     continue;
                                 }

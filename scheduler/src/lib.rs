@@ -284,17 +284,22 @@ impl Scheduler {
         strata_telemetry::http::spawn(addr, self.inner.metrics.registry.clone(), ready).await
     }
 
-    /// Stops taking builds (SIGTERM): not ready, gRPC health NOT_SERVING,
-    /// StartBuild refused; running builds go on.
+    /// Stops taking builds (SIGTERM): not ready, gRPC health NOT_SERVING
+    /// for the whole server (service `""`, what Kubernetes' grpc probes
+    /// and load balancers ask) and for BuildService, StartBuild refused;
+    /// running builds go on.
     pub async fn drain(&self) {
         self.inner
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.inner
-            .health_reporter
+        let health = &self.inner.health_reporter;
+        health
             .set_not_serving::<strata_proto::build::v1::build_service_server::BuildServiceServer<
                 service::BuildApi,
             >>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     }
 

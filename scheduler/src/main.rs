@@ -72,7 +72,9 @@ async fn serve(
         server = server.tls_config(tls)?;
     }
     let draining = scheduler.clone();
-    server
+    let drained = std::sync::Arc::new(tokio::sync::Notify::new());
+    let done = std::sync::Arc::clone(&drained);
+    let serving = server
         .add_routes(scheduler.routes())
         .serve_with_incoming_shutdown(incoming, async move {
             let mut term =
@@ -93,7 +95,19 @@ async fn serve(
                 tracing::warn!(left, "drain timeout: stopping with builds still running");
             }
             draining.inner().pool.drain_all("scheduler shutting down");
-        })
-        .await?;
+            done.notify_one();
+        });
+    // Workers' sessions (and the watch of a build the drain timeout cut
+    // short) are streams that never end by themselves, and a graceful
+    // shutdown waits for every stream: once drained, the last answers get
+    // CLOSE_GRACE to go out, then the process leaves.
+    const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+    tokio::select! {
+        served = serving => served?,
+        () = async {
+            drained.notified().await;
+            tokio::time::sleep(CLOSE_GRACE).await;
+        } => tracing::info!("drained: closing the workers' sessions"),
+    }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! A scheduler killed mid-build (SIGKILL) and started again on the same
-//! Redis and S3: the build resumes under its id, the client reattaches and
-//! sees every event exactly once, steps that had finished are not run
-//! again, and the image is the one an uninterrupted build makes.
+//! Redis and S3, killed while Redis holds back writes so its event journal
+//! lags: the build resumes under its id, the client reattaches and sees
+//! every event exactly once and every line of every step (the interrupted
+//! step's again as it re-runs), steps that had finished are not run again,
+//! and the image is the one an uninterrupted build makes.
 
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +32,45 @@ fn spawn_build(url: &str, ctx: &std::path::Path, out: &std::path::Path, meta: &s
         .expect("strata build")
 }
 
+/// Each step attempt's log lines, in stream order: `(step_id, lines)`, a
+/// new attempt at each `step_started`. An attempt's chunks are joined
+/// before splitting, so a line cut across two chunks still counts once.
+fn attempt_logs(seen: &[Value]) -> Vec<(String, Vec<String>)> {
+    let mut attempts: Vec<(String, String)> = Vec::new();
+    for e in seen {
+        let step = e["step_id"].as_str().unwrap_or_default();
+        match e["type"].as_str() {
+            Some("step_started") => attempts.push((step.to_string(), String::new())),
+            Some("step_log") => {
+                let data = e["data"].as_str().unwrap_or_default();
+                match attempts.iter_mut().rev().find(|(s, _)| s == step) {
+                    Some((_, text)) => text.push_str(data),
+                    None => attempts.push((step.to_string(), data.to_string())),
+                }
+            }
+            _ => {}
+        }
+    }
+    attempts
+        .into_iter()
+        .map(|(step, text)| (step, text.lines().map(str::to_string).collect()))
+        .collect()
+}
+
+/// Every line starting with `prefix` the client printed, in order.
+fn lines_with(attempts: &[(String, Vec<String>)], prefix: &str) -> Vec<String> {
+    attempts
+        .iter()
+        .flat_map(|(_, lines)| lines.iter())
+        .filter(|l| l.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+fn numbered(prefix: &str, n: u32) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}{i}")).collect()
+}
+
 #[test]
 fn a_killed_scheduler_resumes_its_builds_and_the_client_reattaches() {
     let registry = TestRegistry::start();
@@ -52,8 +93,9 @@ fn a_killed_scheduler_resumes_its_builds_and_the_client_reattaches() {
         format!(
             "FROM {base}\n\
              RUN echo first > /first\n\
+             RUN i=1; while [ $i -le 8 ]; do echo early-$i; i=$((i+1)); done; echo early > /early\n\
              RUN i=1; while [ $i -le 30 ]; do echo line-$i; i=$((i+1)); busybox sleep 0.2; done; echo slow > /slow\n\
-             RUN echo last > /last\n"
+             RUN i=1; while [ $i -le 5 ]; do echo late-$i; i=$((i+1)); done; echo last > /last\n"
         ),
     )
     .expect("Dockerfile");
@@ -61,7 +103,7 @@ fn a_killed_scheduler_resumes_its_builds_and_the_client_reattaches() {
     let meta = dir.path().join("meta.json");
     let mut client = spawn_build(&url, &ctx, &out, meta.to_str().expect("utf-8"));
 
-    // Kill the scheduler while the slow step is running.
+    // Kill the scheduler while the slow step is running...
     let deadline = Instant::now() + Duration::from_secs(90);
     while !std::fs::read_to_string(&out)
         .unwrap_or_default()
@@ -75,27 +117,97 @@ fn a_killed_scheduler_resumes_its_builds_and_the_client_reattaches() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // ...at a moment its journal lags behind: Redis holds every write for a
+    // while, the step goes on printing, and the scheduler dies before any
+    // of those lines reach the journal. A scheduler that showed the client
+    // events the journal lacks numbers the resumed build's events again
+    // from where the journal ends, and the client drops them as repeats.
+    let paused = redis.command(&["CLIENT", "PAUSE", "10000", "WRITE"]);
+    assert!(paused.starts_with("+OK"), "CLIENT PAUSE: {paused}");
+    std::thread::sleep(Duration::from_millis(1500));
     drop(sched); // SIGKILL
+    let unpaused = redis.command(&["CLIENT", "UNPAUSE"]);
+    assert!(unpaused.starts_with("+OK"), "CLIENT UNPAUSE: {unpaused}");
     let sched = SchedulerProc::start_on(dir.path(), port, &shared, &env);
 
     let status = client.wait().expect("client");
     let seen = events(&out);
+    let context = || {
+        format!(
+            "{}\n{}\n{}",
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            sched.proc.log(),
+            worker.proc.log()
+        )
+    };
     assert!(
         status.success(),
-        "the build did not survive the restart:\n{}\n{}\n{}",
-        std::fs::read_to_string(&out).unwrap_or_default(),
-        sched.proc.log(),
-        worker.proc.log()
+        "the build did not survive the restart:\n{}",
+        context()
     );
     // Every event once, in order, none missing.
     let seqs: Vec<u64> = seen.iter().filter_map(|e| e["sequence"].as_u64()).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expected, "sequence numbers after the reattach");
+    let restart = seen
+        .iter()
+        .position(|e| e.to_string().contains("the scheduler restarted"))
+        .unwrap_or_else(|| panic!("no word of the restart in the stream:\n{}", context()));
+    // The build went on after the reattach: the slow step started again
+    // and the last one ran, both seen by the client.
+    let after = &seen[restart..];
     assert!(
-        seen.iter()
-            .any(|e| e.to_string().contains("the scheduler restarted")),
-        "no word of the restart in the stream"
+        after.iter().any(|e| e["type"] == "step_started"),
+        "no step started after the restart:\n{}",
+        context()
     );
+    assert!(
+        after.iter().any(|e| e["type"] == "build_finished"),
+        "{}",
+        context()
+    );
+
+    // Every line of every step: a step that finished before the kill
+    // once, the interrupted one complete in its last attempt (an earlier,
+    // cut attempt shows a beginning of it, nothing else), the one after the
+    // restart once.
+    let attempts = attempt_logs(&seen);
+    assert_eq!(
+        lines_with(&attempts, "early-"),
+        numbered("early-", 8),
+        "{}",
+        context()
+    );
+    assert_eq!(
+        lines_with(&attempts, "late-"),
+        numbered("late-", 5),
+        "{}",
+        context()
+    );
+    let slow: Vec<&Vec<String>> = attempts
+        .iter()
+        .map(|(_, lines)| lines)
+        .filter(|lines| lines.iter().any(|l| l.starts_with("line-")))
+        .collect();
+    let (last, cut) = slow.split_last().expect("the slow step's log");
+    assert_eq!(
+        **last,
+        numbered("line-", 30),
+        "the last attempt's log:\n{}",
+        context()
+    );
+    assert!(
+        cut.first().is_some_and(|first| first.len() >= 5),
+        "the lines shown before the kill are gone: {slow:?}\n{}",
+        context()
+    );
+    for lines in cut {
+        assert!(
+            **lines == numbered("line-", lines.len() as u32),
+            "an interrupted attempt's log is not a beginning of the step's: {lines:?}\n{}",
+            context()
+        );
+    }
     // The first step finished before the kill: it was not run again.
     let m: Value = serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
     let status_of = |needle: &str| {
