@@ -254,18 +254,20 @@ impl CacheIndex {
         Ok(held.map(|h| String::from_utf8_lossy(&h).into_owned()))
     }
 
-    /// Extends a claim this owner holds.
+    /// Extends a claim this owner holds; never another's. `false`: the
+    /// claim is no longer this owner's (it expired, and perhaps another
+    /// build claimed the step since).
     pub async fn renew(
         &self,
         ns: &str,
         key: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<(), CacheError> {
-        self.state
-            .put(&format!("inflight/{ns}/{key}"), owner.as_bytes(), Some(ttl))
-            .await?;
-        Ok(())
+    ) -> Result<bool, CacheError> {
+        Ok(self
+            .state
+            .expire_if_equals(&format!("inflight/{ns}/{key}"), owner.as_bytes(), ttl)
+            .await?)
     }
 
     /// Releases a claim this owner holds (never another's).
@@ -367,5 +369,25 @@ mod tests {
         assert!(index.claim("d", "k", "job2", ttl).await.unwrap().is_some());
         index.release("d", "k", "job1").await.unwrap();
         assert_eq!(index.claim("d", "k", "job2", ttl).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn renewing_never_takes_over_another_owners_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let durable: Arc<dyn BlobStore> = Arc::new(FsBlobs::open(dir.path()).unwrap());
+        let state = Arc::new(MemoryState::new());
+        let index = CacheIndex::new(state.clone(), durable, BTreeMap::new());
+        let ttl = Duration::from_secs(60);
+        assert_eq!(index.claim("d", "k", "job1", ttl).await.unwrap(), None);
+        assert!(index.renew("d", "k", "job1", ttl).await.unwrap());
+        // job1's claim expired and job2 claimed the step.
+        index.release("d", "k", "job1").await.unwrap();
+        assert_eq!(index.claim("d", "k", "job2", ttl).await.unwrap(), None);
+        assert!(!index.renew("d", "k", "job1", ttl).await.unwrap());
+        assert_eq!(
+            state.get("inflight/d/k").await.unwrap().as_deref(),
+            Some(&b"job2"[..]),
+            "job2 still holds it"
+        );
     }
 }

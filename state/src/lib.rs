@@ -1,5 +1,6 @@
 //! strata's live state: the hot copy of the cache index, in-flight step
-//! claims (two builds that need the same step run it once), the worker
+//! claims (two builds that need the same step run it once; only the
+//! holder renews or releases one), the worker
 //! registry, build records and their event logs. One small trait,
 //! [`StateStore`], with two backends:
 //!
@@ -73,6 +74,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes `key` only if its value is `value` (releasing a claim one
     /// holds, never another's). Returns whether it was removed.
     async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StateError>;
+
+    /// Makes `key` expire `ttl` from now only if its value is `value`
+    /// (renewing a claim one holds, never another's). Returns whether it
+    /// was renewed: `false` when the key is gone or holds another value.
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StateError>;
 
     /// Every key starting with `prefix`, with its value, sorted by key.
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError>;

@@ -168,6 +168,30 @@ impl StateStore for MemoryState {
         }
     }
 
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        match inner.live(key, now) {
+            None => Ok(false),
+            Some(Entry {
+                data: Data::Value(v),
+                expires,
+            }) => {
+                let equal = v.as_slice() == value;
+                if equal {
+                    *expires = now.checked_add(ttl);
+                }
+                Ok(equal)
+            }
+            Some(_) => Err(self.wrong_type("PEXPIREIFEQ", key, "log")),
+        }
+    }
+
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
         let now = Instant::now();
         let mut inner = self.lock();

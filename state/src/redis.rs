@@ -53,6 +53,16 @@ else
 end
 ";
 
+/// Makes `KEYS[1]` expire in `ARGV[2]` ms if its value is `ARGV[1]`;
+/// returns 1 when it did, else 0.
+const EXPIRE_IF_EQUALS: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  return 0
+end
+";
+
 /// Where and how to reach Redis.
 #[derive(Clone)]
 pub struct RedisConfig {
@@ -113,6 +123,7 @@ pub struct RedisState {
     op_timeout: Duration,
     put_if_absent: Script,
     delete_if_equals: Script,
+    expire_if_equals: Script,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -163,6 +174,7 @@ impl RedisState {
             op_timeout: config.op_timeout,
             put_if_absent: Script::new(PUT_IF_ABSENT),
             delete_if_equals: Script::new(DELETE_IF_EQUALS),
+            expire_if_equals: Script::new(EXPIRE_IF_EQUALS),
         };
         state
             .run("PING", "(connection check)", |mut conn| async move {
@@ -332,6 +344,22 @@ impl StateStore for RedisState {
         self.run("DELIFEQ", key, |mut conn| {
             let mut call = self.delete_if_equals.key(&full);
             call.arg(value);
+            async move { call.invoke_async::<u64>(&mut conn).await.map(|n| n > 0) }
+        })
+        .await
+    }
+
+    async fn expire_if_equals(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let full = self.full_key(key);
+        let ttl = ttl_millis(ttl);
+        self.run("PEXPIREIFEQ", key, |mut conn| {
+            let mut call = self.expire_if_equals.key(&full);
+            call.arg(value).arg(ttl);
             async move { call.invoke_async::<u64>(&mut conn).await.map(|n| n > 0) }
         })
         .await

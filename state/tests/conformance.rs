@@ -44,6 +44,7 @@ conformance!(
     values_expire_after_their_ttl,
     first_claim_wins_until_it_expires,
     release_removes_only_ones_own_claim,
+    renew_extends_only_ones_own_claim,
     racing_claims_have_one_winner,
     scan_lists_exactly_the_prefix_sorted,
     scan_takes_glob_characters_literally,
@@ -138,6 +139,46 @@ async fn release_removes_only_ones_own_claim(s: &dyn StateStore) -> Result {
         "already released"
     );
     assert_eq!(s.put_if_absent(key, b"build-b", None).await?, None);
+    Ok(())
+}
+
+async fn renew_extends_only_ones_own_claim(s: &dyn StateStore) -> Result {
+    let key = "inflight/ns/renewed";
+    let short = Some(Duration::from_millis(400));
+    assert_eq!(s.put_if_absent(key, b"build-a", short).await?, None);
+    assert!(
+        !s.expire_if_equals(key, b"build-b", Duration::from_secs(60))
+            .await?,
+        "another owner cannot renew the claim"
+    );
+    assert!(
+        s.expire_if_equals(key, b"build-a", Duration::from_secs(60))
+            .await?
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        s.get(key).await?,
+        some(b"build-a"),
+        "the renewed claim outlives its first ttl"
+    );
+    // Expired, then claimed by another: the old owner's renewal fails and
+    // leaves the new claim as it is.
+    let other = "inflight/ns/taken";
+    assert_eq!(s.put_if_absent(other, b"build-a", short).await?, None);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.put_if_absent(other, b"build-b", short).await?, None);
+    assert!(
+        !s.expire_if_equals(other, b"build-a", Duration::from_secs(60))
+            .await?
+    );
+    assert_eq!(s.get(other).await?, some(b"build-b"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.get(other).await?, None, "build-b's ttl was not extended");
+    assert!(
+        !s.expire_if_equals("inflight/ns/never", b"build-a", Duration::from_secs(1))
+            .await?,
+        "nothing to renew"
+    );
     Ok(())
 }
 
