@@ -2,7 +2,13 @@
 //! image): the scheduler's own image store first, as Docker's classic
 //! builder does with its local images (skipped with `--pull`), then the
 //! registry. Registry layers are downloaded into the blob store, verified,
-//! once; workers read them from there.
+//! once; workers read them from there. Each resolution is noted as a use
+//! of the image's blobs, which `strata prune --filter until=` honours.
+//!
+//! The resolved manifest digest reaches the planner in [`Resolved::plan`]:
+//! every step's cache key covers the digest of each image it reads (the
+//! stage's base and every `COPY --from` / `RUN --mount from=` image), so a
+//! tag that moves rebuilds what was made from the old image.
 
 use crate::Inner;
 use crate::image::{LayerInfo, layers_of};
@@ -129,11 +135,15 @@ pub async fn resolve(
     // Pushes to this registry mount these layers from here.
     let pulled: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
     crate::origins::record(&*inner.blobs.durable(), &image, &pulled).await;
-    inner
+    let config_digest = inner
         .blobs
         .put_bytes(&resolved.config_raw)
         .await
         .map_err(|e| e.to_string())?;
+    // Prune counts this as a use of the image's blobs (`until=`).
+    let mut blobs: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
+    blobs.push(config_digest);
+    crate::prune::note_base_use(inner, resolved.manifest_digest.as_ref(), &blobs).await;
     Ok(Resolved {
         plan: PlanBase {
             digest: resolved.manifest_digest.to_string(),

@@ -21,6 +21,9 @@ use build::build_event::Event;
 const CLAIM_TTL: Duration = Duration::from_secs(60);
 /// How often a waiting build looks for the claimed step's layer.
 const WAIT_POLL: Duration = Duration::from_millis(100);
+/// How many times a step runs when its layer keeps vanishing (prune
+/// removing a blob the worker found and did not upload again).
+const MAX_LAYER_TRIES: u32 = 3;
 
 /// How a step was satisfied.
 pub(super) enum Satisfied {
@@ -166,27 +169,90 @@ pub(super) async fn satisfy(
     let mut assignment = assignment;
     fleet_cache_mounts(inner, &mut assignment).await?;
     assignment.trace_context = strata_telemetry::inject_current().into_iter().collect();
-    record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
-    let events = inner.pool.submit(assignment);
-    let drive = drive_job(handle, step, job_id.clone(), events, inner);
-    tokio::pin!(drive);
     let mut renew = tokio::time::interval(CLAIM_TTL / 3);
     renew.tick().await;
+    let mut tries = 0;
     let run = loop {
-        tokio::select! {
-            r = &mut drive => match r {
-                Ok(run) => break run,
-                Err(f) => {
-                    record_job(inner, &job_id, &handle.id, step, ns, "failed", "").await;
-                    return Err(f);
+        tries += 1;
+        record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
+        let events = inner.pool.submit(assignment.clone());
+        let drive = drive_job(handle, step, job_id.clone(), events, inner);
+        tokio::pin!(drive);
+        let run = loop {
+            tokio::select! {
+                r = &mut drive => match r {
+                    Ok(run) => break Some(run),
+                    // drive_job checks the reported layer is stored: prune
+                    // may have removed it after the worker found it there.
+                    Err(f) if tries < MAX_LAYER_TRIES
+                        && f.error.code == build::ErrorCode::WorkerLost as i32
+                        && f.error.message.ends_with("but it is not in the store") =>
+                    {
+                        break None;
+                    }
+                    Err(f) => {
+                        record_job(inner, &job_id, &handle.id, step, ns, "failed", "").await;
+                        return Err(f);
+                    }
+                },
+                _ = renew.tick() => {
+                    if claim.is_some() {
+                        match inner.cache.renew(ns, key, &job_id, CLAIM_TTL).await {
+                            Ok(true) => {}
+                            // Another build may run the step too; this
+                            // one still finishes it.
+                            Ok(false) => tracing::warn!(
+                                "the claim on {} expired before it was renewed",
+                                step.id
+                            ),
+                            Err(e) => tracing::warn!("renewing the claim on {}: {e}", step.id),
+                        }
+                    }
                 }
-            },
-            _ = renew.tick() => {
-                if claim.is_some()
-                    && let Err(e) = inner.cache.renew(ns, key, &job_id, CLAIM_TTL).await
-                {
-                    tracing::warn!("renewing the claim on {}: {e}", step.id);
-                }
+            }
+        };
+        // A worker skips uploading a layer the store already has; prune
+        // may have removed that blob since. Pin the layer and check it is
+        // there under the pins guard: then prune leaves it alone.
+        let present = match &run {
+            Some(run) => {
+                let _guard = inner.pins.guard().await;
+                inner.pins.pin(&handle.id, [run.layer.digest.as_str()]);
+                inner
+                    .blobs
+                    .stat(&run.layer.digest)
+                    .await
+                    .map_err(store_failure)?
+            }
+            None => None,
+        };
+        match (run, present) {
+            (Some(run), Some(_)) => break run,
+            (run, _) if tries < MAX_LAYER_TRIES => {
+                let digest = run.map(|r| r.layer.digest).unwrap_or_default();
+                tracing::warn!(
+                    "{}: layer {digest} was removed (strata prune) before it was recorded; running the step again",
+                    step.id,
+                );
+                handle.emit(Event::StepQueued(build::StepQueued {
+                    step_id: step.id.clone(),
+                    attempt: tries + 1,
+                    reason: format!(
+                        "layer {digest} was pruned before it was recorded; running the step again"
+                    ),
+                    cache_key: key.clone(),
+                }));
+            }
+            (run, _) => {
+                let digest = run.map(|r| r.layer.digest).unwrap_or_default();
+                record_job(inner, &job_id, &handle.id, step, ns, "failed", "").await;
+                return Err(Failure::new(
+                    build::ErrorCode::StoreUnavailable,
+                    format!(
+                        "{}: layer {digest} was removed from the store {MAX_LAYER_TRIES} times before it could be recorded (strata prune running?); the build can be retried",
+                        step.instruction
+                    ),
+                ));
             }
         }
     };
@@ -200,7 +266,6 @@ pub(super) async fn satisfy(
         &run.worker_id,
     )
     .await;
-    inner.pins.pin(&handle.id, [run.layer.digest.as_str()]);
     for c in &run.cache_mounts {
         let pointer = cache_mount_pointer(&c.id);
         if let Err(e) = inner
