@@ -354,3 +354,139 @@ async fn a_chain_holding_a_layer_twice_still_mounts() {
         "top\n"
     );
 }
+
+#[tokio::test]
+async fn a_copy_onto_scratch_links_unchanged_context_files_and_makes_the_same_layer() {
+    // Onto scratch the overlay snapshotter mounts nothing, so COPY
+    // hardlinks context files whose copy would be identical instead of
+    // copying their bytes; a file --chmod changes is still copied. The
+    // layer must be what the copy snapshotter (always a real copy) makes,
+    // and the context must be left as it was.
+    use std::os::unix::fs::PermissionsExt as _;
+    let ctx = tempfile::tempdir().expect("ctx");
+    let root = ctx.path();
+    fs::create_dir_all(root.join("data/sub")).expect("mkdir");
+    fs::write(root.join("data/big"), vec![7u8; 1 << 20]).expect("write");
+    fs::write(root.join("data/sub/small"), "small\n").expect("write");
+    fs::set_permissions(
+        root.join("data/sub/small"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .expect("chmod");
+    fs::write(root.join("data/tool"), "#!/bin/sh\n").expect("write");
+    fs::set_permissions(root.join("data/tool"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+    fs::hard_link(root.join("data/big"), root.join("data/big-again")).expect("link");
+    // SOURCE_DATE_EPOCH clamps every mtime the copy writes, the directories
+    // it creates included; files already at that time copy unchanged.
+    for f in ["data/big", "data/sub/small", "data/tool"] {
+        fs::File::options()
+            .write(true)
+            .open(root.join(f))
+            .and_then(|f| f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(EPOCH as u64)))
+            .expect("set mtime");
+    }
+    let copy_action = |chmod: &str| JobAction::Copy {
+        from: FileSource::Dir(root.to_path_buf()),
+        sources: vec!["data".into()],
+        dest: "/data/".into(),
+        chown: String::new(),
+        chmod: chmod.into(),
+        exclude: Vec::new(),
+        add: false,
+        unpack: None,
+        checksum: None,
+        parents: false,
+        link: false,
+        inline: Vec::new(),
+    };
+    let ctime = |p: &str| {
+        let m = fs::metadata(root.join(p)).expect("stat");
+        (m.ctime(), m.ctime_nsec())
+    };
+    let mut layers = Vec::new();
+    for copy in [true, false] {
+        let state = tempfile::tempdir_in(root.parent().expect("parent")).expect("state");
+        let worker = open(state.path(), copy).await;
+        for chmod in ["", "600"] {
+            let before = ctime("data/sub/small");
+            std::thread::sleep(Duration::from_millis(20));
+            let mut j = job(
+                &format!("scratch-copy-{copy}-{chmod}"),
+                &[],
+                copy_action(chmod),
+            );
+            j.source_date_epoch = None;
+            let (out, _) = exec(&worker, j).await.expect("copy onto scratch");
+            let linked = ctime("data/sub/small") != before;
+            assert_eq!(
+                linked,
+                !copy && chmod.is_empty(),
+                "hardlinked only by the overlay snapshotter and only without --chmod \
+                 (copy snapshotter: {copy}, --chmod={chmod})"
+            );
+            let tree = flatten(&worker, std::slice::from_ref(&out.layer));
+            let small = fs::metadata(tree.path().join("data/sub/small")).expect("small");
+            let want = if chmod.is_empty() { 0o640 } else { 0o600 };
+            assert_eq!(small.mode() & 0o7777, want);
+            let tool = fs::metadata(tree.path().join("data/tool")).expect("tool");
+            assert_eq!(
+                tool.mode() & 0o7777,
+                if chmod.is_empty() { 0o4755 } else { 0o600 }
+            );
+            let big = fs::metadata(tree.path().join("data/big")).expect("big");
+            let again = fs::metadata(tree.path().join("data/big-again")).expect("again");
+            assert_eq!(big.ino(), again.ino(), "the context's hardlink is kept");
+            assert_eq!(big.nlink(), 2, "and nothing else shares the inode");
+            layers.push((chmod, describe(tree.path())));
+        }
+        drop(worker);
+    }
+    assert_eq!(
+        layers[0], layers[2],
+        "same layer either way without --chmod"
+    );
+    assert_eq!(layers[1], layers[3], "same layer either way with --chmod");
+    assert_eq!(
+        fs::read(root.join("data/big")).expect("big"),
+        vec![7u8; 1 << 20],
+        "the context is untouched"
+    );
+    assert_eq!(
+        fs::metadata(root.join("data/big")).expect("big").nlink(),
+        2,
+        "no link into a snapshot outlives it"
+    );
+}
+
+/// Every entry under `root`: path, type and mode, owner, size, link count,
+/// content, and the mtime of everything but directories.
+fn describe(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("list") {
+            let path = entry.expect("entry").path();
+            let m = fs::symlink_metadata(&path).expect("stat");
+            let rel = path.strip_prefix(root).expect("under root").display();
+            if m.is_dir() {
+                stack.push(path.clone());
+                out.push(format!("{rel} {:o} {}:{}", m.mode(), m.uid(), m.gid()));
+            } else {
+                let data = fs::read(&path).expect("read");
+                out.push(format!(
+                    "{rel} {:o} {}:{} {} links={} mtime={}.{} {:x}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    m.len(),
+                    m.nlink(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    data.iter().map(|&b| u64::from(b)).sum::<u64>()
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -192,6 +192,12 @@ pub struct CopyOptions {
     pub utime: Option<i64>,
     /// Bounds on what an ADD archive may extract.
     pub archive_limits: ArchiveLimits,
+    /// Regular files whose copy would equal the source in every attribute
+    /// (owner, mode, mtime) are hardlinked instead of copied, when the
+    /// filesystem allows it. Only for sources nothing writes to (the
+    /// worker's materialised contexts) copied into a destination nothing
+    /// writes to before its layer is made and it is deleted.
+    pub link_sources: bool,
 }
 
 /// Copies one source (a path or wildcard pattern inside `src_root`) to

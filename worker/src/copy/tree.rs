@@ -225,6 +225,10 @@ impl<'o> Copier<'o> {
     fn copy_file(&self, src: &Path, dst: &Path, meta: &std::fs::Metadata) -> Result<(), CopyError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         use xattr::FileExt as _;
+        // Another filesystem or too many links: copied below instead.
+        if self.link_keeps(meta) && std::fs::hard_link(src, dst).is_ok() {
+            return Ok(());
+        }
         let mut from = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -262,6 +266,28 @@ impl<'o> Copier<'o> {
         };
         let t = TimeSpec::new(secs, nanos);
         nix::sys::stat::futimens(&to, &t, &t).map_err(|e| io("setting times", &disp(dst), e.into()))
+    }
+
+    /// Whether a hardlink to a source with `meta` would be exactly the copy
+    /// this COPY makes: same owner, mode and mtime (xattrs are shared).
+    /// Layers record no link count, inode or ctime, so the layer is the
+    /// same byte for byte.
+    fn link_keeps(&self, meta: &std::fs::Metadata) -> bool {
+        let mode = meta.mode() & 0o7777;
+        self.opts.link_sources
+            && self
+                .opts
+                .chown
+                .is_none_or(|(uid, gid)| (uid, gid) == (meta.uid(), meta.gid()))
+            && self
+                .opts
+                .chmod
+                .as_ref()
+                .is_none_or(|c| c.apply(mode, false) == mode)
+            && self
+                .opts
+                .utime
+                .is_none_or(|t| (t, 0) == (meta.mtime(), meta.mtime_nsec()))
     }
 
     /// Makes `dst` a directory (if it is not one yet) with the metadata of

@@ -2,7 +2,7 @@
 //! then copying or extracting into the step's root (blocking).
 
 use super::mounts::source_root;
-use super::{Job, JobAction, JobError};
+use super::{FileSource, Job, JobAction, JobError};
 use crate::copy::{
     Chmod, CopyOptions, add, add_matches, copy, copy_matches, copy_parents, resolve_in_root,
 };
@@ -85,10 +85,14 @@ pub(super) async fn download_sources(
     Ok(downloads)
 }
 
-/// COPY/ADD and WORKDIR's mkdir, on the blocking pool.
+/// COPY/ADD and WORKDIR's mkdir, on the blocking pool. `plain_root`: the
+/// root is a plain directory only this step writes (see
+/// [`Snapshot::plain`]), so files from the materialised context may be
+/// hardlinked into it.
 pub(super) fn apply_file_action(
     job: &Job,
     root: &Path,
+    plain_root: bool,
     downloads: &Downloads,
     store: &Store,
     snapshotter: &dyn Snapshotter,
@@ -108,7 +112,8 @@ pub(super) fn apply_file_action(
             link: _,
             inline,
         } => {
-            let opts = copy_options(job, root, chown, chmod, exclude)?;
+            let mut opts = copy_options(job, root, chown, chmod, exclude)?;
+            opts.link_sources = plain_root && matches!(from, FileSource::Dir(_));
             let mut keep: Vec<Box<dyn Snapshot>> = Vec::new();
             let mut src_root = None;
             for (n, s) in sources.iter().enumerate() {

@@ -28,7 +28,8 @@ pub struct WorkerConfig {
     pub state_dir: PathBuf,
     /// Use the copy snapshotter even where overlayfs works.
     pub force_copy_snapshotter: bool,
-    /// Run steps with no-new-privileges (off: as docker build).
+    /// Run steps with no-new-privileges (the worker's default; docker build
+    /// leaves it off).
     pub no_new_privileges: bool,
 }
 
@@ -214,9 +215,16 @@ impl Worker {
                     download_sources(&job.action, &self.http, &scratch, &cancel).await?;
                 let (store, snapshotter, job2) =
                     (self.store.clone(), self.snapshotter.clone(), job.clone());
-                let merged = snapshot.merged().to_path_buf();
+                let (merged, plain) = (snapshot.merged().to_path_buf(), snapshot.plain());
                 tokio::task::spawn_blocking(move || {
-                    apply_file_action(&job2, &merged, &downloads, &store, snapshotter.as_ref())
+                    apply_file_action(
+                        &job2,
+                        &merged,
+                        plain,
+                        &downloads,
+                        &store,
+                        snapshotter.as_ref(),
+                    )
                 })
                 .await
                 .map_err(blocking_err)??;

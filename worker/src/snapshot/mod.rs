@@ -73,6 +73,13 @@ pub trait Snapshot: Send {
     fn merged(&self) -> &Path;
     /// Where the step's change can be read from.
     fn change(&self) -> ChangeSource;
+    /// Whether `merged` is a plain directory (no overlay mount over it)
+    /// whose files nothing but the step itself reads before the layer is
+    /// made: COPY may then hardlink unchanged files from the worker's
+    /// read-only context trees instead of copying their bytes.
+    fn plain(&self) -> bool {
+        false
+    }
 }
 
 /// Makes snapshots on top of unpacked parent layers.

@@ -32,6 +32,10 @@ impl Snapshot for OverlaySnapshot {
     fn change(&self) -> ChangeSource {
         ChangeSource::Upper(self.upper.clone())
     }
+
+    fn plain(&self) -> bool {
+        !self.mounted
+    }
 }
 
 impl Drop for OverlaySnapshot {
@@ -57,8 +61,21 @@ impl Snapshotter for OverlaySnapshotter {
         let upper = dir.join("upper");
         let work = dir.join("work");
         let links = dir.join("l");
-        let empty = dir.join("empty");
-        for d in [&merged, &upper, &work, &links, &empty] {
+        if lowers.is_empty() {
+            // Nothing to stack on (FROM scratch, COPY --link): the upper dir
+            // is the root itself, as containerd binds a parentless
+            // snapshot's directory. Writes go straight to the filesystem,
+            // and the change is still read from `upper` (no whiteouts can
+            // appear: there is nothing below to hide).
+            std::fs::create_dir_all(&upper).map_err(io_err("creating", &upper))?;
+            return Ok(Box::new(OverlaySnapshot {
+                dir,
+                merged: upper.clone(),
+                upper,
+                mounted: false,
+            }));
+        }
+        for d in [&merged, &upper, &work, &links] {
             std::fs::create_dir_all(d).map_err(io_err("creating", d))?;
         }
         let mut snap = OverlaySnapshot {
@@ -80,14 +97,11 @@ impl Snapshotter for OverlaySnapshotter {
                 stack.push(lower);
             }
         }
-        let mut names = Vec::with_capacity(stack.len().max(1));
+        let mut names = Vec::with_capacity(stack.len());
         for (i, lower) in stack.into_iter().enumerate() {
             let link = links.join(i.to_string());
             std::os::unix::fs::symlink(lower, &link).map_err(io_err("linking", &link))?;
             names.push(format!("l/{i}"));
-        }
-        if names.is_empty() {
-            names.push("empty".to_string());
         }
         let lowerdir = names.join(":");
         let opts = format!("lowerdir={lowerdir},upperdir=upper,workdir=work,index=off");
