@@ -36,7 +36,9 @@ pub use manifest::{
 };
 pub use platform::Platform;
 pub use pull::{FetchedManifest, ResolvedImage};
-pub use push::{BlobPushOutcome, BlobSource, BlobUpload, ImagePush, PushStats, PushedImage};
+pub use push::{
+    BlobPushOutcome, BlobSource, BlobUpload, ImagePush, OpenBlob, PushStats, PushedImage,
+};
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, ImageRef};
 pub use registry_client::{RegistryClient, RegistryConfig};
 pub use verify::{BlobStream, sha256_digest};

@@ -414,12 +414,13 @@ fn exact_length(
     })
 }
 
-/// Bytes of a pushed file per upload request (one PATCH each).
+/// Bytes handed to oci-client at a time; it sends them in PATCH requests
+/// of at most its own chunk limit.
 const PUSH_CHUNK: usize = 16 << 20;
 
 /// `source` regrouped into chunks of [`PUSH_CHUNK`] bytes (the last one
-/// shorter): a registry upload makes one request per chunk, so 4 KiB reads
-/// would mean thousands of round trips per layer.
+/// shorter): a registry upload makes a request per chunk, so 64 KiB
+/// pieces would mean thousands of round trips per layer.
 fn large_chunks<S>(source: S) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send
 where
     S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
