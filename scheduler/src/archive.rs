@@ -29,8 +29,9 @@ struct Stored {
 }
 
 /// Brings an image's manifest, config and layer blobs into the local
-/// directory (from the shared store, verified) so the archive writers and
-/// pushes can read them as files.
+/// directory (from the shared store, verified) so the archive writers can
+/// read them as files. Pushes do not: they fetch a layer only if the
+/// registry lacks it, and stream it (see [`crate::push`]).
 pub async fn localise(blobs: &Blobs, rec: &ImageRecord) -> Result<(), String> {
     let manifest = blobs
         .read(&rec.manifest_digest)
