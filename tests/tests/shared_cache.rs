@@ -14,7 +14,10 @@
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strata_proto::build::v1 as pb;
+use strata_proto::build::v1::build_service_client::BuildServiceClient;
 use strata_tests::base_image::push_busybox;
 use strata_tests::farm::{LocalFarm, Shared};
 use strata_tests::registry::TestRegistry;
@@ -78,14 +81,53 @@ fn write_ctx(dir: &Path, dockerfile: &str, files: &[(&str, &str)]) {
 }
 
 /// The farm's workers as `strata workers --format json` lists them, once
-/// each has sent a heartbeat after `since` (counters ride on heartbeats).
-fn workers_after(farm: &LocalFarm, since: Instant) -> Vec<Value> {
-    // Heartbeats come every 5 s.
-    let wait = Duration::from_secs(6).saturating_sub(since.elapsed());
-    std::thread::sleep(wait);
+/// each has sent a heartbeat after `ended` (counters ride on heartbeats,
+/// every 5 s).
+fn workers_after(farm: &LocalFarm, ended: SystemTime) -> Vec<Value> {
+    let ended = prost_types_secs(ended);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    loop {
+        let workers = rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(farm.url.clone())
+                .expect("farm URL")
+                .connect()
+                .await
+                .expect("connect to the scheduler");
+            BuildServiceClient::new(channel)
+                .list_workers(pb::ListWorkersRequest::default())
+                .await
+                .expect("ListWorkers")
+                .into_inner()
+                .workers
+        });
+        let fresh = !workers.is_empty()
+            && workers.iter().all(|w| {
+                w.last_heartbeat
+                    .as_ref()
+                    .is_some_and(|t| (t.seconds, t.nanos) > ended)
+            });
+        if fresh {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat from every worker within 30 s after the build: {workers:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let o = farm.strata(&["workers", "--format", "json"]);
     assert!(o.status.success(), "{}", text(&o));
     serde_json::from_slice::<Vec<Value>>(&o.stdout).expect("workers JSON")
+}
+
+/// (seconds, nanos) since the epoch, as a protobuf timestamp has them.
+fn prost_types_secs(t: SystemTime) -> (i64, i32) {
+    let d = t.duration_since(UNIX_EPOCH).expect("after the epoch");
+    (d.as_secs() as i64, d.subsec_nanos() as i32)
 }
 
 #[test]
@@ -132,7 +174,6 @@ fn another_farm_reuses_the_cache_through_redis_and_s3_even_after_flushall() {
     assert!(flushed.starts_with("+OK"), "FLUSHALL: {flushed}");
 
     let farm = LocalFarm::start_shared(1, 2, &shared);
-    let started = Instant::now();
     // Another client: the same files, written anew elsewhere (other mtimes).
     let second_ctx = work.path().join("client-b");
     write_ctx(&second_ctx, &dockerfile, &[("app.txt", "the app\n")]);
@@ -145,7 +186,7 @@ fn another_farm_reuses_the_cache_through_redis_and_s3_even_after_flushall() {
         second["containerimage.config.digest"], first["containerimage.config.digest"],
         "a fully cached build gives the same image ID"
     );
-    let workers = workers_after(&farm, started);
+    let workers = workers_after(&farm, SystemTime::now());
     assert_eq!(workers.len(), 1, "{workers:#?}");
     assert_eq!(workers[0]["jobs_completed"], 0, "{workers:#?}");
     assert_eq!(workers[0]["blobs_downloaded"], 0, "{workers:#?}");
@@ -163,7 +204,6 @@ fn another_farm_reuses_the_cache_through_redis_and_s3_even_after_flushall() {
         &[],
     );
     let out = work.path().join("rootfs");
-    let started = Instant::now();
     let m = build(
         &farm,
         &reader_ctx,
@@ -180,7 +220,7 @@ fn another_farm_reuses_the_cache_through_redis_and_s3_even_after_flushall() {
     );
     // That worker did fetch what the RUN needed as a filesystem: the
     // counters are live, so the zeros above meant something.
-    let workers = workers_after(&farm, started);
+    let workers = workers_after(&farm, SystemTime::now());
     assert_eq!(workers[0]["jobs_completed"], 1, "{workers:#?}");
     assert!(
         workers[0]["blobs_downloaded"].as_u64() > Some(0),
@@ -308,4 +348,467 @@ fn docker_cache_rules_on_a_shared_cache_with_two_workers() {
     );
     let again = build(&farm, &same, &[]);
     assert_eq!(status_of(&again, "echo first"), "executed", "{again:#}");
+}
+
+/// Every cache entry recorded in the bucket under `prefix`, and whether
+/// its layer blob is in the bucket: (record file, layer digest, present).
+fn entries_and_blobs(s3: &S3Server, prefix: &str) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for f in s3.objects(&format!("{prefix}objects/cache")) {
+        let Ok(entry) = serde_json::from_slice::<Value>(&std::fs::read(&f).unwrap_or_default())
+        else {
+            continue;
+        };
+        let Some(digest) = entry["digest"].as_str() else {
+            continue;
+        };
+        let hex = digest.trim_start_matches("sha256:");
+        let present = !s3
+            .objects(&format!("{prefix}blobs/sha256"))
+            .iter()
+            .all(|b| b.file_name().and_then(|n| n.to_str()) != Some(hex));
+        out.push((f.display().to_string(), digest.to_string(), present));
+    }
+    out
+}
+
+#[test]
+fn prune_running_while_builds_run_never_leaves_an_entry_without_its_blob() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let redis = RedisServer::start();
+    let s3 = S3Server::start("strata-race");
+    let farm = LocalFarm::start_shared(
+        2,
+        2,
+        &Shared {
+            redis: Some(&redis.url),
+            s3: Some(s3.url("farm/")),
+            env: s3.env().to_vec(),
+        },
+    );
+    let work = tempfile::tempdir().expect("work dir");
+    // The builder stages' layers are in no image: only their cache
+    // entries hold them, so every prune removes entries and blobs, and
+    // every rebuild makes the very same layers again (SOURCE_DATE_EPOCH),
+    // which a worker finds in the store and does not upload: the race.
+    let ctx = work.path().join("app");
+    write_ctx(
+        &ctx,
+        &format!(
+            "FROM {base} AS one\n\
+             COPY a.txt /a.txt\n\
+             RUN cat /a.txt > /a.copy && echo one >> /a.copy\n\
+             FROM {base} AS two\n\
+             COPY b.txt /b.txt\n\
+             RUN cat /b.txt > /b.copy && echo two >> /b.copy\n\
+             FROM {base}\n\
+             COPY --from=one /a.copy /out/a\n\
+             COPY --from=two /b.copy /out/b\n"
+        ),
+        &[("a.txt", "a\n"), ("b.txt", "b\n")],
+    );
+    let check = |out: &Path| {
+        assert_eq!(
+            std::fs::read_to_string(out.join("out/a")).expect("/out/a"),
+            "a\none\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("out/b")).expect("/out/b"),
+            "b\ntwo\n"
+        );
+    };
+    let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=0"];
+    let building = AtomicBool::new(true);
+    let prunes = AtomicUsize::new(0);
+    let removed = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while building.load(Ordering::SeqCst) {
+                let o = farm.strata(&["prune"]);
+                assert!(
+                    o.status.success(),
+                    "prune failed:\n{}\n{}",
+                    text(&o),
+                    farm.logs()
+                );
+                prunes.fetch_add(1, Ordering::SeqCst);
+                if !text(&o).contains("Removed 0 cache entries") {
+                    removed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        for i in 0..8 {
+            let out = work.path().join(format!("out-{i}"));
+            let dest = format!("type=local,dest={}", out.display());
+            let mut args = epoch.to_vec();
+            args.extend(["-o", &dest]);
+            build(&farm, &ctx, &args);
+            check(&out);
+        }
+        building.store(false, Ordering::SeqCst);
+    });
+    assert!(
+        removed.load(Ordering::SeqCst) >= 2,
+        "prune ran {} times but removed entries only {} times: the builds did not race it",
+        prunes.load(Ordering::SeqCst),
+        removed.load(Ordering::SeqCst)
+    );
+
+    // No entry points at a missing blob.
+    let entries = entries_and_blobs(&s3, "farm/");
+    let missing: Vec<_> = entries.iter().filter(|e| !e.2).collect();
+    assert!(
+        missing.is_empty(),
+        "entries without their blob: {missing:#?}"
+    );
+
+    // Rebuilds are correct, then fully cached.
+    let out = work.path().join("out-again");
+    let dest = format!("type=local,dest={}", out.display());
+    let mut args = epoch.to_vec();
+    args.extend(["-o", &dest]);
+    build(&farm, &ctx, &args);
+    check(&out);
+    let out = work.path().join("out-cached");
+    let dest = format!("type=local,dest={}", out.display());
+    let mut args = epoch.to_vec();
+    args.extend(["-o", &dest]);
+    let m = build(&farm, &ctx, &args);
+    assert!(
+        statuses(&m).iter().all(|(_, s)| s == "cached"),
+        "a rebuild with no prune in between: {m:#}"
+    );
+    check(&out);
+}
+
+#[test]
+fn no_cache_rebuilds_everything_and_no_cache_filter_one_stage_and_what_reads_it() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let redis = RedisServer::start();
+    let s3 = S3Server::start("strata-nocache");
+    let farm = LocalFarm::start_shared(
+        2,
+        2,
+        &Shared {
+            redis: Some(&redis.url),
+            s3: Some(s3.url("")),
+            env: s3.env().to_vec(),
+        },
+    );
+    let work = tempfile::tempdir().expect("work dir");
+    let ctx = work.path().join("app");
+    write_ctx(
+        &ctx,
+        &format!(
+            "FROM {base} AS a\n\
+             RUN echo a > /a\n\
+             FROM {base} AS b\n\
+             RUN echo b > /b\n\
+             FROM b AS c\n\
+             RUN cat /b > /c\n\
+             FROM {base}\n\
+             RUN echo final > /final\n\
+             COPY --from=a /a /a\n\
+             COPY --from=c /c /c\n\
+             RUN cat /a /c > /all\n"
+        ),
+        &[],
+    );
+    let cold = build(&farm, &ctx, &[]);
+    assert!(
+        statuses(&cold).iter().all(|(_, s)| s == "executed"),
+        "{cold:#}"
+    );
+    let warm = build(&farm, &ctx, &[]);
+    assert!(
+        statuses(&warm).iter().all(|(_, s)| s == "cached"),
+        "{warm:#}"
+    );
+
+    let filtered = build(&farm, &ctx, &["--no-cache-filter", "b"]);
+    let expected = [
+        ("echo a", "cached"),
+        ("echo b", "executed"),
+        // Stage c is built on b, the last stage reads c.
+        ("cat /b", "executed"),
+        ("echo final", "cached"),
+        ("COPY --from=a", "cached"),
+        ("COPY --from=c", "executed"),
+        ("cat /a /c", "executed"),
+    ];
+    for (needle, status) in expected {
+        assert_eq!(
+            status_of(&filtered, needle),
+            status,
+            "--no-cache-filter b, {needle}: {filtered:#}"
+        );
+    }
+
+    let all = build(&farm, &ctx, &["--no-cache"]);
+    assert!(
+        statuses(&all).iter().all(|(_, s)| s == "executed"),
+        "--no-cache: {all:#}"
+    );
+    // What --no-cache made is the cache now.
+    let after = build(&farm, &ctx, &[]);
+    assert!(
+        statuses(&after).iter().all(|(_, s)| s == "cached"),
+        "{after:#}"
+    );
+}
+
+/// Builds a one-RUN Dockerfile writing `bytes` random bytes, named
+/// `name` (a distinct step each), in namespace `ns`.
+fn random_layer(farm: &LocalFarm, work: &Path, base: &str, ns: &str, name: &str) -> Value {
+    let ctx = work.join(name);
+    write_ctx(
+        &ctx,
+        &format!(
+            "FROM {base}\n\
+             RUN head -c 300000 /dev/urandom > /{name}\n"
+        ),
+        &[],
+    );
+    build(farm, &ctx, &["--namespace", ns])
+}
+
+#[test]
+fn prune_keep_storage_keeps_the_most_recently_used_and_until_what_is_recent() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let redis = RedisServer::start();
+    let s3 = S3Server::start("strata-prune");
+    let farm = LocalFarm::start_shared(
+        1,
+        2,
+        &Shared {
+            redis: Some(&redis.url),
+            s3: Some(s3.url("")),
+            env: s3.env().to_vec(),
+        },
+    );
+    let work = tempfile::tempdir().expect("work dir");
+    let status = |m: &Value| status_of(m, "RUN head");
+
+    // --keep-storage: three ~300 kB layers used one after the other;
+    // 700 kB keeps the two most recently used.
+    for name in ["p1", "p2", "p3"] {
+        random_layer(&farm, work.path(), &base, "ks", name);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // p1 used again: now p2 is the least recently used.
+    assert_eq!(
+        status(&random_layer(&farm, work.path(), &base, "ks", "p1")),
+        "cached"
+    );
+    let o = farm.strata(&["prune", "--namespace", "ks", "--keep-storage", "700kB"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Removed 1 cache entries"), "{}", text(&o));
+    for (name, expected) in [("p3", "cached"), ("p1", "cached"), ("p2", "executed")] {
+        let m = random_layer(&farm, work.path(), &base, "ks", name);
+        assert_eq!(status(&m), expected, "{name} after --keep-storage 700kB");
+    }
+
+    // --filter until=: q1 and q2 old, q3 used just now.
+    for name in ["q1", "q2"] {
+        random_layer(&farm, work.path(), &base, "until", name);
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    random_layer(&farm, work.path(), &base, "until", "q3");
+    let o = farm.strata(&["prune", "--namespace", "until", "--filter", "until=6s"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Removed 2 cache entries"), "{}", text(&o));
+    for (name, expected) in [("q3", "cached"), ("q1", "executed"), ("q2", "executed")] {
+        let m = random_layer(&farm, work.path(), &base, "until", name);
+        assert_eq!(status(&m), expected, "{name} after until=6s");
+    }
+
+    // Both: what until keeps counts toward --keep-storage. r3 is too new
+    // to go; of r1 and r2 only the more recent fits next to it.
+    for name in ["r1", "r2"] {
+        random_layer(&farm, work.path(), &base, "both", name);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    random_layer(&farm, work.path(), &base, "both", "r3");
+    let o = farm.strata(&[
+        "prune",
+        "--namespace",
+        "both",
+        "--filter",
+        "until=4s",
+        "--keep-storage",
+        "700kB",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Removed 1 cache entries"), "{}", text(&o));
+    for (name, expected) in [("r3", "cached"), ("r2", "cached"), ("r1", "executed")] {
+        let m = random_layer(&farm, work.path(), &base, "both", name);
+        assert_eq!(status(&m), expected, "{name} after until=4s and 700kB");
+    }
+
+    // A namespace's prune leaves the others' cache alone.
+    let m = random_layer(&farm, work.path(), &base, "ks", "p3");
+    assert_eq!(
+        status(&m),
+        "cached",
+        "ks after the other namespaces' prunes"
+    );
+}
+
+#[test]
+fn a_big_build_log_is_kept_whole_for_another_scheduler() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let redis = RedisServer::start();
+    let s3 = S3Server::start("strata-logs");
+    let shared = Shared {
+        redis: Some(&redis.url),
+        s3: Some(s3.url("")),
+        env: s3.env().to_vec(),
+    };
+    let work = tempfile::tempdir().expect("work dir");
+    let ctx = work.path().join("noisy");
+    const LINES: usize = 50_000;
+    // ~3.3 MiB of distinct numbered lines.
+    write_ctx(
+        &ctx,
+        &format!(
+            "FROM {base}\n\
+             RUN awk 'BEGIN {{ for (i = 1; i <= {LINES}; i++) printf \"log line %06d abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnop\\n\", i }}'\n"
+        ),
+        &[],
+    );
+    let build_id = {
+        let farm = LocalFarm::start_shared(1, 2, &shared);
+        let m = build(&farm, &ctx, &[]);
+        m["strata.build_id"]
+            .as_str()
+            .expect("strata.build_id")
+            .to_string()
+    };
+    // A second scheduler on the same Redis and S3 (the first one is gone).
+    let farm = LocalFarm::start_shared(1, 2, &shared);
+    let o = farm.strata(&["logs", &build_id]);
+    assert!(o.status.success(), "strata logs {build_id}: {}", text(&o));
+    let out = text(&o);
+    assert!(out.len() > 3 << 20, "only {} bytes of log", out.len());
+    let seen: std::collections::BTreeSet<usize> = out
+        .lines()
+        .filter_map(|l| {
+            let at = l.find("log line ")?;
+            l[at + 9..].get(..6)?.parse().ok()
+        })
+        .collect();
+    let missing: Vec<usize> = (1..=LINES).filter(|n| !seen.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {LINES} lines missing from `strata logs`, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+#[test]
+fn namespaces_keep_caches_and_cache_mounts_apart_unless_shared() {
+    use strata_tests::procs::{SchedulerProc, WorkerProc, wait_ready};
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let logs = tempfile::tempdir().expect("logs dir");
+    let scheduler = SchedulerProc::start(
+        logs.path(),
+        &["--cache-share".to_string(), "team-c=team-a".to_string()],
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{}", scheduler.port);
+    let worker = WorkerProc::start(logs.path(), "worker-1", &url, &[], &[]);
+    wait_ready(worker.metrics_port, "/readyz", "worker registered");
+    let work = tempfile::tempdir().expect("work dir");
+    let strata = |args: &[&str]| {
+        std::process::Command::new(strata_tests::bin("strata"))
+            .env("STRATA_SCHEDULER", &url)
+            .env_remove("STRATA_NAMESPACE")
+            .args(args)
+            .output()
+            .expect("run strata")
+    };
+    let build_in = |ns: &str, ctx: &Path, extra: &[&str]| -> Value {
+        let meta = work.path().join(format!("meta-{ns}.json"));
+        let meta = meta.to_str().expect("utf-8");
+        let mut args = vec![
+            "build",
+            "--progress",
+            "plain",
+            "--namespace",
+            ns,
+            "--metadata-file",
+            meta,
+        ];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().expect("utf-8"));
+        let o = strata(&args);
+        assert!(
+            o.status.success(),
+            "build in {ns}:\n{}\n{}\n{}",
+            text(&o),
+            scheduler.proc.log(),
+            worker.proc.log()
+        );
+        serde_json::from_slice(&std::fs::read(meta).expect("metadata")).expect("metadata JSON")
+    };
+
+    let app = work.path().join("app");
+    write_ctx(
+        &app,
+        &format!(
+            "FROM {base}\n\
+             COPY f.txt /f.txt\n\
+             RUN cat /f.txt > /g.txt\n"
+        ),
+        &[("f.txt", "f\n")],
+    );
+    let all = |m: &Value, status: &str| statuses(m).iter().all(|(_, s)| s == status);
+    let a = build_in("team-a", &app, &[]);
+    assert!(all(&a, "executed"), "team-a, cold: {a:#}");
+    let b = build_in("team-b", &app, &[]);
+    assert!(all(&b, "executed"), "team-b reused team-a's cache: {b:#}");
+    let c = build_in("team-c", &app, &[]);
+    assert!(all(&c, "cached"), "team-c shares team-a's cache: {c:#}");
+
+    // Cache mounts: team-a's writes are not in team-b's mount.
+    let writer = work.path().join("writer");
+    write_ctx(
+        &writer,
+        &format!(
+            "FROM {base}\n\
+             RUN --mount=type=cache,id=pkgs,target=/c echo from-team-a > /c/note\n"
+        ),
+        &[],
+    );
+    build_in("team-a", &writer, &[]);
+    let reader = work.path().join("reader");
+    write_ctx(
+        &reader,
+        &format!(
+            "FROM {base}\n\
+             RUN --mount=type=cache,id=pkgs,target=/c \
+                 (cat /c/note 2>/dev/null || echo empty) > /seen\n"
+        ),
+        &[],
+    );
+    for (ns, expected) in [("team-b", "empty\n"), ("team-a", "from-team-a\n")] {
+        let out = work.path().join(format!("seen-{ns}"));
+        build_in(
+            ns,
+            &reader,
+            &["-o", &format!("type=local,dest={}", out.display())],
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("seen")).expect("/seen"),
+            expected,
+            "the cache mount as {ns} sees it"
+        );
+    }
 }
