@@ -4,6 +4,7 @@ pub mod base_image;
 pub mod buildkit;
 pub mod equivalence;
 pub mod farm;
+pub mod follow;
 pub mod oci_run;
 pub mod procs;
 pub mod registry;

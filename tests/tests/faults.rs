@@ -19,12 +19,11 @@
 //! worker and the attempt of every step.
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use strata_tests::base_image::push_busybox;
+use strata_tests::follow::{Ended, JsonBuild, dump};
 use strata_tests::procs::{SchedulerProc, WorkerProc, http_get, wait_ready};
 use strata_tests::registry::TestRegistry;
 
@@ -143,80 +142,43 @@ impl Farm {
     /// namespace, so nothing is shared with the build under test).
     fn reference(&self, ctx: &Path) -> String {
         let mut b = Build::start(&self.url(), ctx, "reference", self.dir.path());
-        let (status, _, err) = b.finish(self);
-        assert!(status.success(), "reference build failed:\n{err}");
+        let end = b.finish(self);
+        assert!(
+            end.status.success(),
+            "reference build failed:\n{}",
+            end.stderr
+        );
         b.manifest_digest()
     }
 }
 
-/// A running `strata build --progress json`: its events as they arrive.
-struct Build {
-    child: Child,
-    events: Arc<Mutex<Vec<Value>>>,
-    stderr: Arc<Mutex<String>>,
-    meta: PathBuf,
-}
+/// A build under test: [`JsonBuild`] whose waits fail the test, with the
+/// farm's logs, when they time out.
+struct Build(JsonBuild);
 
 impl Build {
     fn start(url: &str, ctx: &Path, ns: &str, dir: &Path) -> Self {
-        let meta = dir.join(format!("{ns}.json"));
-        let mut child = Command::new(strata_tests::bin("strata"))
-            .args(["--scheduler", url, "build", "--progress", "json"])
-            .args(["--namespace", ns, "--build-arg", "SOURCE_DATE_EPOCH=0"])
-            .arg("--metadata-file")
-            .arg(&meta)
-            .arg(ctx)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("strata build");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (out, err) = (
-            child.stdout.take().expect("stdout"),
-            child.stderr.take().expect("stderr"),
-        );
-        let ev = Arc::clone(&events);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    ev.lock().expect("events").push(v);
-                }
-            }
-        });
-        let e = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = BufReader::new(err).read_to_string(&mut s);
-            e.lock().expect("stderr").push_str(&s);
-        });
-        Build {
-            child,
-            events,
-            stderr,
-            meta,
-        }
+        Build(JsonBuild::start(
+            url,
+            ctx,
+            ns,
+            &dir.join(format!("{ns}.json")),
+        ))
     }
 
     fn events(&self) -> Vec<Value> {
-        self.events.lock().expect("events").clone()
+        self.0.events()
     }
 
     /// Waits for the first event that `pred` accepts.
     fn wait_for(&self, what: &str, farm: &Farm, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + BUILD_TIMEOUT;
-        loop {
-            if let Some(v) = self.events().into_iter().find(&pred) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
+        self.0.wait_for(BUILD_TIMEOUT, pred).unwrap_or_else(|| {
+            panic!(
                 "no {what} within {BUILD_TIMEOUT:?}; events:\n{}\n{}",
                 dump(&self.events()),
                 farm.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            )
+        })
     }
 
     /// The step id of the instruction containing `needle`.
@@ -250,45 +212,23 @@ impl Build {
         started["worker_id"].as_str().expect("worker").to_string()
     }
 
-    /// Waits (bounded) for the client to exit: status, events, stderr.
-    fn finish(&mut self, farm: &Farm) -> (ExitStatus, Vec<Value>, String) {
-        let deadline = Instant::now() + BUILD_TIMEOUT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait for strata") {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "the build did not end within {BUILD_TIMEOUT:?}; events:\n{}\n{}",
-                    dump(&self.events()),
-                    farm.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        // The readers drain what is left of the pipes.
-        std::thread::sleep(Duration::from_millis(300));
-        let err = self.stderr.lock().expect("stderr").clone();
-        (status, self.events(), err)
+    /// Waits (bounded) for the client to exit.
+    fn finish(&mut self, farm: &Farm) -> Ended {
+        self.0.finish(BUILD_TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "the build did not end within {BUILD_TIMEOUT:?}; events:\n{}\n{}",
+                dump(&self.events()),
+                farm.logs()
+            )
+        })
     }
 
     fn manifest_digest(&self) -> String {
-        let m: Value =
-            serde_json::from_slice(&std::fs::read(&self.meta).expect("metadata")).expect("json");
+        let m = self.0.metadata();
         let d = m["containerimage.digest"].as_str().unwrap_or_default();
         assert!(d.starts_with("sha256:"), "no manifest digest in {m:#}");
         d.to_string()
     }
-}
-
-fn dump(events: &[Value]) -> String {
-    events
-        .iter()
-        .filter(|e| e["type"] != "step_progress")
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn of_type<'a>(events: &'a [Value], ty: &str, step: &str) -> Vec<&'a Value> {
@@ -396,7 +336,11 @@ fn assert_recovered(
     survivor: &str,
     reference: &str,
 ) -> Vec<Value> {
-    let (status, events, err) = b.finish(farm);
+    let Ended {
+        status,
+        events,
+        stderr: err,
+    } = b.finish(farm);
     assert!(
         status.success(),
         "the build failed:\n{err}\n{}\n{}",
@@ -536,11 +480,15 @@ fn ctrl_c_cancels_the_build_on_the_farm() {
         .to_string();
     let interrupted = Instant::now();
     let ok = Command::new("kill")
-        .args(["-INT", &b.child.id().to_string()])
+        .args(["-INT", &b.0.pid().to_string()])
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "kill -INT strata");
-    let (status, events, err) = b.finish(&farm);
+    let Ended {
+        status,
+        events,
+        stderr: err,
+    } = b.finish(&farm);
     assert_eq!(status.code(), Some(130), "{err}\n{}", dump(&events));
     assert!(err.contains("cancelled"), "{err}");
     assert!(
