@@ -494,9 +494,9 @@ fn a_step_runs_with_dockers_capabilities_and_seccomp() {
         ("CapAmb", "0000000000000000"),
         // Docker's seccomp profile, in filter mode.
         ("Seccomp", "2"),
-        // As with `docker build`, setuid binaries (sudo) work in RUN; what
-        // they can gain is bounded by CapBnd above.
-        ("NoNewPrivs", "0"),
+        // Unlike `docker build`, no-new-privileges: setuid binaries (sudo)
+        // gain nothing (see below).
+        ("NoNewPrivs", "1"),
     ] {
         assert_eq!(
             root.get(field).map(String::as_str),
@@ -551,16 +551,40 @@ fn a_step_sees_only_the_standard_devices() {
     assert_eq!(p.ok("urandom").trim(), "16");
 }
 
+/// A step as user 1000 that escalates to root the way `sudo` does: a
+/// setuid-root busybox run as `su`, root's password empty. It records `su`'s
+/// output (`0`, root's uid, when the escalation worked) and its status.
+fn escalate(farm: &Farm, name: &str) -> Probe {
+    farm.probe(
+        name,
+        &format!(
+            "RUN mkdir /suid && cp /bin/busybox /suid/busybox && chmod 4755 /suid/busybox \
+                 && ln -s busybox /suid/su && rm -f /etc/shadow \
+                 && printf 'root::0:0:root:/root:/bin/sh\\napp:x:1000:1000::/:/bin/sh\\n' > /etc/passwd \
+                 && printf 'root:x:0:\\napp:x:1000:\\n' > /etc/group\n\
+             USER 1000:1000\n\
+             RUN {TRY}; try su /suid/su -c 'id -u' root; try status cat /proc/self/status\n"
+        ),
+    )
+}
+
 #[test]
-fn an_operator_can_add_no_new_privileges() {
-    let farm = Farm::start_full(&[], &["--no-new-privileges".into()]);
-    let p = farm.probe(
-        "nnp",
-        &format!("RUN {TRY}; try root cat /proc/self/status\n"),
-    );
-    let root = status_fields(&p.ok("root"));
-    assert_eq!(root.get("NoNewPrivs").map(String::as_str), Some("1"));
-    assert_eq!(root.get("CapEff").map(String::as_str), Some(DOCKER_CAPS));
+fn setuid_binaries_gain_nothing_unless_the_operator_allows_new_privileges() {
+    let farm = Farm::start();
+    let p = escalate(&farm, "nnp");
+    p.failed("su", "must be suid");
+    let status = status_fields(&p.ok("status"));
+    assert_eq!(status.get("NoNewPrivs").map(String::as_str), Some("1"));
+    assert_eq!(status["Uid"].split_whitespace().next(), Some("1000"));
+    drop(farm);
+
+    // `--allow-new-privileges`: as docker build, the escalation works,
+    // bounded by Docker's capabilities.
+    let farm = Farm::start_full(&[], &["--allow-new-privileges".into()]);
+    let p = escalate(&farm, "allowed");
+    assert_eq!(p.ok("su").trim(), "0");
+    let status = status_fields(&p.ok("status"));
+    assert_eq!(status.get("NoNewPrivs").map(String::as_str), Some("0"));
 }
 
 #[test]

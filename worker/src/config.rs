@@ -42,9 +42,21 @@ pub struct Args {
     /// File holding the worker token (re-read every few seconds).
     #[arg(long, value_name = "FILE", env = "STRATA_WORKER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// CA certificate (PEM) to verify the scheduler's TLS certificate by.
+    /// CA certificate (PEM) to verify the scheduler's TLS certificate by
+    /// (only it: not the system's roots).
     #[arg(long, value_name = "FILE", env = "STRATA_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// The scheduler's public key, pinned instead of a CA:
+    /// `sha256//BASE64` (curl's --pinnedpubkey) or `sha256:HEX` of its
+    /// certificate's SubjectPublicKeyInfo; several separated by ';'. No CA,
+    /// name or date is checked, only that the scheduler holds that key.
+    #[arg(
+        long,
+        value_name = "PIN",
+        env = "STRATA_TLS_PIN",
+        conflicts_with = "ca_cert"
+    )]
+    pub tls_pin: Option<String>,
     /// Client certificate (PEM) for mTLS with the scheduler.
     #[arg(
         long,
@@ -69,11 +81,12 @@ pub struct Args {
     /// terminationGracePeriodSeconds).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub drain_timeout: u64,
-    /// Run every step with no-new-privileges: setuid binaries (sudo, su)
-    /// gain nothing. Off by default, as docker build and BuildKit: Dockerfiles
-    /// that use sudo in RUN then fail.
-    #[arg(long, env = "STRATA_NO_NEW_PRIVILEGES")]
-    pub no_new_privileges: bool,
+    /// Run steps without no-new-privileges, as docker build and BuildKit
+    /// do, so setuid binaries (sudo, su) in RUN can raise privileges
+    /// (within the step's capabilities). By default every step runs with
+    /// no-new-privileges and such Dockerfiles fail.
+    #[arg(long, env = "STRATA_ALLOW_NEW_PRIVILEGES")]
+    pub allow_new_privileges: bool,
     /// Keep the local layer store under this many bytes: after each job
     /// the least recently used layers and blobs no running job reads are
     /// removed (they come back from the farm's store when needed). Build
@@ -90,16 +103,18 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
 }
 
-/// TLS towards the scheduler: its CA, and a client certificate for mTLS.
+/// TLS towards the scheduler: its CA (else the system's roots), and a
+/// client certificate for mTLS.
 fn tls(args: &Args) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     if args.ca_cert.is_none() && args.tls_cert.is_none() && !args.scheduler.starts_with("https:") {
         return Ok(None);
     }
-    let mut tls = ClientTlsConfig::new().with_native_roots();
-    if let Some(ca) = &args.ca_cert {
-        tls = tls.ca_certificate(Certificate::from_pem(read(ca, "--ca-cert")?));
-    }
+    let mut tls = ClientTlsConfig::new();
+    tls = match &args.ca_cert {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca, "--ca-cert")?)),
+        None => tls.with_native_roots(),
+    };
     if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
         tls = tls.identity(Identity::from_pem(
             read(c, "--tls-cert")?,
@@ -112,23 +127,60 @@ fn tls(args: &Args) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>>
 impl Args {
     /// How to (re)connect to the scheduler.
     pub fn connector(&self) -> anyhow::Result<Connector> {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(self.scheduler.clone())
-            .map_err(|e| anyhow::anyhow!("--scheduler {:?}: {e}", self.scheduler))?
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .http2_keep_alive_interval(std::time::Duration::from_secs(20));
+        let endpoint = |url: String| {
+            tonic::transport::Endpoint::from_shared(url)
+                .map_err(|e| anyhow::anyhow!("--scheduler {:?}: {e}", self.scheduler))
+                .map(|e| {
+                    e.connect_timeout(std::time::Duration::from_secs(10))
+                        .http2_keep_alive_interval(std::time::Duration::from_secs(20))
+                })
+        };
+        let url = self.scheduler.clone();
+        // Every cause, not tonic's bare "transport error" (a pin mismatch
+        // says which key the scheduler has).
+        let failed = |url: &str, e: tonic::transport::Error| {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                // hyper and tonic repeat their cause in their own message.
+                if !msg.contains(&text) {
+                    msg = format!("{msg}: {text}");
+                }
+                source = s.source();
+            }
+            format!("cannot reach the scheduler at {url}: {msg}")
+        };
+        if let Some(pin) = &self.tls_pin {
+            use strata_telemetry::pin::Pins;
+            let pins: Pins = pin.parse()?;
+            let identity = match (&self.tls_cert, &self.tls_key) {
+                (Some(c), Some(k)) => Some((read(c, "--tls-cert")?, read(k, "--tls-key")?)),
+                _ => None,
+            };
+            let connector = pins.connector(
+                &self.scheduler,
+                identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+            )?;
+            let endpoint = endpoint(Pins::endpoint_url(&self.scheduler)?)?;
+            return Ok(Arc::new(move || {
+                let (endpoint, connector, url) = (endpoint.clone(), connector.clone(), url.clone());
+                Box::pin(async move {
+                    endpoint
+                        .connect_with_connector(connector)
+                        .await
+                        .map_err(|e| failed(&url, e))
+                })
+            }));
+        }
+        let mut endpoint = endpoint(self.scheduler.clone())?;
         if let Some(tls) = tls(self)? {
             endpoint = endpoint.tls_config(tls)?;
         }
-        let url = self.scheduler.clone();
         Ok(Arc::new(move || {
             let endpoint = endpoint.clone();
             let url = url.clone();
-            Box::pin(async move {
-                endpoint
-                    .connect()
-                    .await
-                    .map_err(|e| format!("cannot reach the scheduler at {url}: {e}"))
-            })
+            Box::pin(async move { endpoint.connect().await.map_err(|e| failed(&url, e)) })
         }))
     }
 

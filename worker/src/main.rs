@@ -39,7 +39,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let worker = Worker::open(WorkerConfig {
         state_dir: args.state.clone(),
         force_copy_snapshotter: args.copy_snapshotter,
-        no_new_privileges: args.no_new_privileges,
+        no_new_privileges: !args.allow_new_privileges,
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the worker in {}: {e}", args.state.display()))?;

@@ -93,7 +93,10 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
     let worker = Worker::open(WorkerConfig {
         state_dir: home.join("worker"),
         force_copy_snapshotter: false,
-        no_new_privileges: false,
+        // As a farm's workers: steps run with no-new-privileges unless
+        // STRATA_ALLOW_NEW_PRIVILEGES is set (to anything but 0 or false).
+        no_new_privileges: !std::env::var("STRATA_ALLOW_NEW_PRIVILEGES")
+            .is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false")),
     })
     .await
     .map_err(|e| anyhow!("starting the embedded worker: {e}"))?;

@@ -20,8 +20,10 @@
 //!    the mount stubs that stayed empty.
 //!
 //! Where strata follows BuildKit rather than a first guess, the reason is
-//! written next to the code: no `/etc/hostname` mount, `noNewPrivileges`
-//! left off (so `sudo` works in RUN), no `RLIMIT_NOFILE` in the spec.
+//! written next to the code: no `/etc/hostname` mount, no `RLIMIT_NOFILE`
+//! in the spec. Where it departs from BuildKit, too: `noNewPrivileges` is
+//! set unless the operator allows new privileges (`sudo` in RUN then
+//! fails).
 
 mod error;
 mod etc_files;

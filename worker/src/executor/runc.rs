@@ -29,7 +29,8 @@ pub struct RuncConfig {
     /// The runc binary; `None` looks for `runc` on `PATH`.
     pub runc_binary: Option<PathBuf>,
     /// Run steps with no-new-privileges (setuid binaries such as sudo gain
-    /// nothing). Off by default, as in BuildKit and docker build.
+    /// nothing): the worker's default; BuildKit and docker build leave it
+    /// off.
     pub no_new_privileges: bool,
 }
 

@@ -32,7 +32,8 @@ pub(crate) struct SpecInput<'a> {
     pub cgroup_ns: bool,
     /// Apply Docker's default seccomp profile (when the kernel has seccomp).
     pub seccomp: bool,
-    /// Set no-new-privileges (the operator's choice; off by default).
+    /// Set no-new-privileges (on unless the operator allows new
+    /// privileges).
     pub no_new_privileges: bool,
 }
 
@@ -74,10 +75,11 @@ pub(crate) fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         .env(process_env(&exec.env, &input.user.home))
         .cwd(exec.cwd.clone())
         .capabilities(capabilities)
-        // BuildKit applies containerd's WithNewPrivileges: setuid binaries
-        // (sudo, su) work in RUN as they do with docker build, unless the
-        // operator asks for no-new-privileges.
-        .no_new_privileges(input.no_new_privileges)
+        // Unlike BuildKit (containerd's WithNewPrivileges), setuid binaries
+        // gain nothing in RUN unless the operator allows new privileges:
+        // a step cannot raise itself above what it was started with. An
+        // insecure step has every privilege already, as BuildKit's.
+        .no_new_privileges(input.no_new_privileges && !insecure)
         .build()
         .map_err(e)?;
     // BuildKit drops containerd's RLIMIT_NOFILE 1024: steps inherit the
@@ -347,7 +349,12 @@ mod tests {
         }
     }
 
+    /// The spec of `exec` with the worker's defaults.
     fn spec_json(exec: &ExecSpec) -> serde_json::Value {
+        spec_json_with(exec, true)
+    }
+
+    fn spec_json_with(exec: &ExecSpec, no_new_privileges: bool) -> serde_json::Value {
         let user = ResolvedUser {
             uid: 1000,
             gid: 1000,
@@ -362,9 +369,15 @@ mod tests {
             resolv_conf: Path::new("/b/resolv.conf"),
             cgroup_ns: false,
             seccomp: false,
-            no_new_privileges: false,
+            no_new_privileges,
         };
         serde_json::to_value(build(&input).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_operator_can_allow_new_privileges() {
+        let v = spec_json_with(&exec(), false);
+        assert_eq!(v["process"]["noNewPrivileges"], false);
     }
 
     #[test]
@@ -372,7 +385,7 @@ mod tests {
         let v = spec_json(&exec());
         assert_eq!(v["hostname"], "buildkitsandbox");
         assert_eq!(v["root"]["readonly"], false);
-        assert_eq!(v["process"]["noNewPrivileges"], false);
+        assert_eq!(v["process"]["noNewPrivileges"], true);
         assert!(v["process"].get("rlimits").is_none());
         assert_eq!(
             v["process"]["user"]["additionalGids"],
