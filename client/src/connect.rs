@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use strata_proto::build::v1::build_service_client::BuildServiceClient;
 use strata_telemetry::Outgoing;
+use strata_telemetry::pin::Pins;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -60,40 +61,65 @@ pub fn outgoing() -> Result<Outgoing> {
     Ok(Outgoing::default())
 }
 
-/// TLS towards the scheduler: `https://` URLs, verified by the system's
-/// roots or by `STRATA_CA_CERT` (a CA, or the scheduler's own certificate
-/// to pin it).
+fn env(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// TLS towards the scheduler for `https://` URLs: verified by the system's
+/// roots, or by only the CA (or self-signed certificate) in
+/// `STRATA_CA_CERT`. (`STRATA_TLS_PIN` is [`connect_url`]'s.)
 fn tls(url: &str) -> Result<Option<ClientTlsConfig>> {
-    let ca = std::env::var_os("STRATA_CA_CERT").filter(|c| !c.is_empty());
+    let ca = env("STRATA_CA_CERT");
     if !url.starts_with("https:") && ca.is_none() {
         return Ok(None);
     }
-    let mut tls = ClientTlsConfig::new().with_native_roots();
-    if let Some(ca) = ca {
-        let pem = std::fs::read(&ca).with_context(|| {
-            format!(
-                "reading STRATA_CA_CERT {}",
-                std::path::Path::new(&ca).display()
-            )
-        })?;
-        tls = tls.ca_certificate(Certificate::from_pem(pem));
-    }
-    Ok(Some(tls))
+    let Some(ca) = ca else {
+        return Ok(Some(ClientTlsConfig::new().with_native_roots()));
+    };
+    let pem = std::fs::read(&ca).with_context(|| {
+        format!(
+            "reading STRATA_CA_CERT {}",
+            std::path::Path::new(&ca).display()
+        )
+    })?;
+    Ok(Some(
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+    ))
 }
 
-/// Connects to the scheduler at `url` (e.g. `http://127.0.0.1:7390`).
+/// Connects to the scheduler at `url` (e.g. `http://127.0.0.1:7390`);
+/// with `STRATA_TLS_PIN`, an `https://` scheduler whose certificate has
+/// exactly the pinned public key (no CA, no name checked).
 pub async fn connect_url(url: &str) -> Result<Client> {
-    let mut endpoint = Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("invalid scheduler address \"{url}\""))?
-        .connect_timeout(CONNECT_TIMEOUT);
-    if let Some(tls) = tls(url)? {
-        endpoint = endpoint
-            .tls_config(tls)
-            .with_context(|| format!("TLS for {url}"))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| {
+    let invalid = || format!("invalid scheduler address \"{url}\"");
+    let connected = if let Some(pin) = env("STRATA_TLS_PIN") {
+        if env("STRATA_CA_CERT").is_some() {
+            anyhow::bail!(
+                "STRATA_TLS_PIN and STRATA_CA_CERT are both set: a pinned key is the whole check, unset one"
+            );
+        }
+        let pins: Pins = pin.to_string_lossy().parse().context("STRATA_TLS_PIN")?;
+        let connector = pins.connector(url, None)?;
+        Endpoint::from_shared(Pins::endpoint_url(url)?)
+            .with_context(invalid)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_with_connector(connector)
+            .await
+    } else {
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .with_context(invalid)?
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(tls) = tls(url)? {
+            endpoint = endpoint
+                .tls_config(tls)
+                .with_context(|| format!("TLS for {url}"))?;
+        }
+        endpoint.connect().await
+    };
+    let channel = connected.map_err(|e| {
         // tonic's top-level message is just "transport error"; the cause
-        // (connection refused, DNS failure) is what the user needs.
+        // (connection refused, DNS failure, a pin mismatch) is what the
+        // user needs.
         let mut msg = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
