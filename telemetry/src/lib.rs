@@ -9,13 +9,10 @@
 //!   trace on the other side, so one trace shows a whole build, client to
 //!   scheduler to worker;
 //! - [`http::spawn`]: the `/metrics` (Prometheus text), `/healthz` and
-//!   `/readyz` endpoints;
-//! - what outgoing calls carry ([`Outgoing`]: the trace context, a bearer
-//!   token) and how they reach a scheduler by pinned key ([`pin`]).
+//!   `/readyz` endpoints.
 
 pub mod http;
 pub mod metrics;
-pub mod pin;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
@@ -55,10 +52,14 @@ pub enum TelemetryError {
 /// How a process logs and traces.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `service.name` of its spans: `strata-scheduler`, `strata-worker`,
-    /// `strata`.
+    /// Default `service.name` of its spans (`strata-scheduler`,
+    /// `strata-worker`, `strata`); `OTEL_SERVICE_NAME`, when set, wins, as
+    /// the OpenTelemetry specification says.
     pub service: &'static str,
-    /// JSON lines instead of text.
+    /// JSON lines instead of text: one object per event with `timestamp`,
+    /// `level`, `target`, `message` and the event's fields at the top
+    /// level, `span` (the current span's name and fields: `build_id`,
+    /// `step_id`, `worker_id`...) and `spans` (every enclosing span).
     pub json: bool,
     /// OTLP/gRPC endpoint (`http://collector:4317`); no export without.
     pub otlp_endpoint: Option<String>,
@@ -95,19 +96,20 @@ pub fn init(opts: &Options) -> Result<Guard, TelemetryError> {
     // Each layer has its own filter: STRATA_LOG decides what is printed,
     // the trace export takes every span at INFO and above.
     let mut layers: Vec<Boxed> = vec![if opts.json {
-        fmt.json().with_filter(filter).boxed()
+        fmt.json().flatten_event(true).with_filter(filter).boxed()
     } else {
         fmt.with_filter(filter).boxed()
     }];
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let service = service_name(std::env::var("OTEL_SERVICE_NAME").ok(), opts.service);
     let provider = match &opts.otlp_endpoint {
-        Some(endpoint) if !endpoint.is_empty() => Some(provider(opts.service, endpoint)?),
+        Some(endpoint) if !endpoint.is_empty() => Some(provider(service.clone(), endpoint)?),
         _ => None,
     };
     if let Some(p) = &provider {
         layers.push(
             tracing_opentelemetry::layer()
-                .with_tracer(p.tracer(opts.service))
+                .with_tracer(p.tracer(service))
                 .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
                 .boxed(),
         );
@@ -119,7 +121,16 @@ pub fn init(opts: &Options) -> Result<Guard, TelemetryError> {
     Ok(Guard { provider })
 }
 
-fn provider(service: &'static str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
+/// The `service.name` spans carry: `OTEL_SERVICE_NAME` when set and not
+/// empty, else the process's default.
+fn service_name(from_env: Option<String>, default: &'static str) -> String {
+    from_env
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn provider(service: String, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig as _;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -362,5 +373,23 @@ mod token_tests {
         std::fs::remove_file(&path).unwrap();
         age(&outgoing);
         assert_eq!(sent(&mut outgoing).to_str().unwrap(), "Bearer new-token");
+    }
+}
+
+#[cfg(test)]
+mod service_name_tests {
+    use super::*;
+
+    #[test]
+    fn otel_service_name_wins_over_the_default() {
+        assert_eq!(service_name(None, "strata-worker"), "strata-worker");
+        assert_eq!(
+            service_name(Some(" ".into()), "strata-worker"),
+            "strata-worker"
+        );
+        assert_eq!(
+            service_name(Some("ci-workers".into()), "strata-worker"),
+            "ci-workers"
+        );
     }
 }

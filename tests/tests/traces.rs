@@ -3,7 +3,9 @@
 //! OTLP, and Jaeger's query API shows the client's root span, the
 //! scheduler's `grpc`, `build` and `step` spans and the worker's `job` span
 //! in the same trace, the job a descendant of its step, the step of the
-//! build, the build of the client's call.
+//! build, the build of the client's call, and the step and the job
+//! carrying the same build_id, step_id and worker_id. The worker runs with
+//! `OTEL_SERVICE_NAME` set, which names its spans' service.
 //!
 //! Jaeger is built from its Go module by `scripts/jaeger.sh install` (CI
 //! runs it; cached in `/var/cache/strata/jaeger/jaeger`) or taken from
@@ -24,6 +26,13 @@ use strata_tests::registry::{TestRegistry, free_port};
 /// How long the spans may take to reach Jaeger: the processes export in
 /// batches every 5 s, and the client flushes when it exits.
 const TRACE_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The name the test's worker registers under.
+const WORKER: &str = "worker-1";
+
+/// The worker's `service.name`, from `OTEL_SERVICE_NAME` (the scheduler
+/// and the client keep their defaults, `strata-scheduler` and `strata`).
+const WORKER_SERVICE: &str = "strata-worker-pool-a";
 
 /// A Jaeger v2 keeping traces in memory; killed on drop.
 struct Jaeger {
@@ -254,6 +263,7 @@ fn summary(trace_id: &str, spans: &[Span]) -> String {
                     [
                         "build_id",
                         "step_id",
+                        "worker_id",
                         "job_id",
                         "rpc",
                         "command",
@@ -307,7 +317,7 @@ fn what_is_missing(trace_id: &str, spans: &[Span]) -> Option<String> {
         ("strata-scheduler", "grpc"),
         ("strata-scheduler", "build"),
         ("strata-scheduler", "step"),
-        ("strata-worker", "job"),
+        (WORKER_SERVICE, "job"),
     ] {
         if !spans.iter().any(|s| s.is(service, name)) {
             return Some(format!("no {name:?} span from {service}"));
@@ -322,7 +332,7 @@ fn what_is_missing(trace_id: &str, spans: &[Span]) -> Option<String> {
     }
     let jobs: Vec<&Span> = spans
         .iter()
-        .filter(|s| s.is("strata-worker", "job"))
+        .filter(|s| s.is(WORKER_SERVICE, "job"))
         .collect();
     for job in jobs {
         let chain = ancestry(spans, job);
@@ -351,16 +361,29 @@ fn what_is_missing(trace_id: &str, spans: &[Span]) -> Option<String> {
                 names.join(" <- ")
             ));
         }
-        // The job runs the very step (and build) it descends from.
-        for (key, ancestor) in [("step_id", chain[step]), ("build_id", chain[build])] {
+        // The job runs the very step (and build) it descends from, on the
+        // worker the step names.
+        for (key, ancestor) in [
+            ("step_id", chain[step]),
+            ("build_id", chain[step]),
+            ("build_id", chain[build]),
+            ("worker_id", chain[step]),
+        ] {
             let of_job = job.tags.get(key);
             let of_scheduler = ancestor.tags.get(key);
-            if of_job.is_none() || of_job != of_scheduler {
+            if of_job.is_none_or(|v| v.is_empty()) || of_job != of_scheduler {
                 return Some(format!(
-                    "job {} has {key} {of_job:?} but its ancestor has {of_scheduler:?}",
-                    job.id
+                    "job {} has {key} {of_job:?} but its ancestor {} has {of_scheduler:?}",
+                    job.id, ancestor.name
                 ));
             }
+        }
+        if job.tags.get("worker_id").map(String::as_str) != Some(WORKER) {
+            return Some(format!(
+                "job {} has worker_id {:?}, not the worker's name {WORKER:?}",
+                job.id,
+                job.tags.get("worker_id")
+            ));
         }
     }
     None
@@ -387,7 +410,9 @@ fn one_build_is_one_trace_from_client_to_worker() {
 
     let sched = SchedulerProc::start(dir.path(), &[], &env);
     let url = format!("http://127.0.0.1:{}", sched.port);
-    let worker = WorkerProc::start(dir.path(), "worker-1", &url, &[], &env);
+    let mut worker_env = env.clone();
+    worker_env.push(("OTEL_SERVICE_NAME".to_string(), WORKER_SERVICE.to_string()));
+    let worker = WorkerProc::start(dir.path(), WORKER, &url, &[], &worker_env);
     wait_ready(worker.metrics_port, "/readyz", "the worker");
     let logs = || {
         format!(

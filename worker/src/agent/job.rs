@@ -138,7 +138,8 @@ fn explain(message: String) -> String {
     }
 }
 
-/// Runs one assignment to exactly one `JobResult` or `JobFailed`.
+/// Runs one assignment to exactly one `JobResult` or `JobFailed`, in a
+/// `job` span with the ids that tie it to the scheduler's `step` span.
 pub(super) async fn run_assignment(
     worker: &Worker,
     blobs: &RemoteBlobs,
@@ -146,10 +147,16 @@ pub(super) async fn run_assignment(
     out: &mpsc::Sender<wire::WorkerMessage>,
     cancel: CancellationToken,
     stats: &AgentStats,
+    worker_id: &str,
 ) {
     let job_id = a.job_id.clone();
-    let span =
-        tracing::info_span!("job", job_id = %job_id, build_id = %a.build_id, step_id = %a.step_id);
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job_id,
+        build_id = %a.build_id,
+        step_id = %a.step_id,
+        worker_id = %worker_id
+    );
     strata_telemetry::set_parent(&span, &a.trace_context.clone().into_iter().collect());
     run_in_span(worker, blobs, a, out, cancel, stats)
         .instrument(span)

@@ -330,9 +330,10 @@ async fn session(
                     Arc::clone(stats),
                 );
                 let limit = config.max_store_bytes;
+                let me = worker_id.clone();
                 tokio::spawn(async move {
                     let id = a.job_id.clone();
-                    job::run_assignment(&worker, &blobs, a, &out, cancel, &stats).await;
+                    job::run_assignment(&worker, &blobs, a, &out, cancel, &stats, &me).await;
                     let in_use: std::collections::HashSet<String> = {
                         let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
                         r.remove(&id);
