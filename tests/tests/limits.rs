@@ -6,15 +6,21 @@
 //!   a context under it builds;
 //! - StartBuild compares the sizes a manifest declares with the uploaded
 //!   blobs', and reads a Dockerfile sent by digest only up to the
-//!   Dockerfile limit.
+//!   Dockerfile limit;
+//! - a worker's `--max-store-bytes` keeps its local store under the limit
+//!   after builds whose layers add up to several times it, and a later
+//!   build on an evicted layer still works.
 
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 use strata_proto::build::v1 as pb;
 use strata_proto::build::v1::build_service_client::BuildServiceClient;
 use strata_proto::common::v1 as common;
+use strata_tests::base_image::push_busybox;
 use strata_tests::procs::{SchedulerProc, WorkerProc, wait_ready};
+use strata_tests::registry::TestRegistry;
 use tonic::Code;
 
 /// The scheduler's context limit in these tests.
@@ -250,4 +256,114 @@ fn start_build_checks_declared_sizes_and_bounds_a_dockerfile_sent_by_digest() {
             assert!(msg.contains(needle), "no {needle:?} in: {msg}");
         }
     });
+}
+
+/// Bytes of the files under `dir` (apparent sizes), not following links.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    read.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What the worker's local store holds: its blobs and unpacked layers.
+fn store_bytes(state: &Path) -> u64 {
+    bytes_under(&state.join("store/blobs")) + bytes_under(&state.join("store/layers"))
+}
+
+#[test]
+fn a_worker_store_stays_under_its_limit_and_rebuilds_still_work() {
+    const MIB: u64 = 1 << 20;
+    const STORE_LIMIT: u64 = 10 * MIB;
+    // Each build adds a 3 MiB layer of random bytes: its blob and its
+    // unpacked directory, 6 MiB in the store, on the 3 MiB busybox base.
+    const BUILDS: usize = 4;
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let dir = tempfile::tempdir().expect("dir");
+    let sched = SchedulerProc::start(dir.path(), &[], &[]);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let state = dir.path().join("worker-state");
+    let worker = WorkerProc::start_in(
+        dir.path(),
+        "worker-1",
+        &url,
+        &state,
+        &["--max-store-bytes".into(), STORE_LIMIT.to_string()],
+        &[],
+    );
+    wait_ready(worker.metrics_port, "/readyz", "the worker");
+    let logs = || format!("{}\n{}", sched.proc.log(), worker.proc.log());
+    let layer = |n: usize| {
+        format!(
+            "FROM {base}\nRUN head -c {} /dev/urandom > /data-{n}\n",
+            3 * MIB
+        )
+    };
+    let build = |name: &str, dockerfile: &str| {
+        let ctx = context(&dir.path().join(name), dockerfile, &[]);
+        let out = dir.path().join(format!("{name}-out"));
+        let o = strata(
+            &url,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "-o",
+                &format!("type=local,dest={}", out.display()),
+                &ctx,
+            ],
+        );
+        assert!(o.status.success(), "{}\n{}", text(&o), logs());
+        out
+    };
+    // Eviction runs once a job is done, maybe just after its build ends.
+    let settles_under_limit = |after: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let held = store_bytes(&state);
+            if held <= STORE_LIMIT {
+                return held;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after {after} the worker's store holds {held} bytes, over its --max-store-bytes {STORE_LIMIT}\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    for n in 0..BUILDS {
+        build(&format!("layer-{n}"), &layer(n));
+        settles_under_limit(&format!("build {n}"));
+    }
+    assert!(
+        BUILDS as u64 * 6 * MIB > 2 * STORE_LIMIT,
+        "the builds must make more than the store may hold"
+    );
+    assert!(
+        worker
+            .proc
+            .log()
+            .contains("evicted least recently used layers"),
+        "nothing was evicted:\n{}",
+        logs()
+    );
+
+    // A build on the first layer, long evicted: the worker fetches it
+    // again and the step reads it whole.
+    let out = build(
+        "on-evicted",
+        &format!("{}RUN wc -c < /data-0 > /size\n", layer(0)),
+    );
+    let size = std::fs::read_to_string(out.join("size")).expect("/size in the image");
+    assert_eq!(size.trim(), (3 * MIB).to_string());
+    settles_under_limit("the build on an evicted layer");
 }

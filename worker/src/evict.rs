@@ -1,7 +1,8 @@
 //! Keeping the worker's local store under a size limit: the least
 //! recently used unpacked layers and blobs go first, never those a
-//! running job reads. Each layer directory's mtime is its last use
-//! (touched whenever a job uses it) and `<dir>/.strata-size` records its
+//! running job reads. Each layer directory's and blob's mtime is its last
+//! use (touched whenever a job uses it: [`Store::ensure_unpacked`],
+//! [`Store::has_blob`]) and `<dir>/.strata-size` records its
 //! unpacked size (the layer's tar size), so eviction never walks a tree.
 
 use crate::store::Store;
@@ -11,9 +12,9 @@ use std::time::SystemTime;
 
 const SIZE_FILE: &str = ".strata-size";
 
-/// Marks a layer directory as used now.
-pub(crate) fn touch(dir: &Path) {
-    if let Ok(f) = std::fs::File::open(dir) {
+/// Marks a layer directory or a blob as used now.
+pub(crate) fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
         let _ = f.set_modified(SystemTime::now());
     }
 }

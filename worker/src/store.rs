@@ -138,9 +138,18 @@ impl Store {
         Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
     }
 
-    /// Whether the blob is present.
+    /// Whether the blob is present. A job asks before it reads one (its
+    /// layers, its context files), so a present blob is marked as used
+    /// now: eviction removes the least recently used first.
     pub fn has_blob(&self, digest: &str) -> bool {
-        self.blob_path(digest).is_ok_and(|p| p.is_file())
+        let Ok(path) = self.blob_path(digest) else {
+            return false;
+        };
+        if !path.is_file() {
+            return false;
+        }
+        crate::evict::touch(&path);
+        true
     }
 
     /// Moves a fully written and verified temp file in as blob `digest`.
@@ -255,5 +264,26 @@ mod tests {
         }
         assert!(!store.has_blob(&d));
         assert!(store.layers_held().is_empty());
+    }
+
+    #[test]
+    fn a_blob_a_job_asks_for_is_kept_over_one_fetched_after_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        let blob = |n: u8, age_secs: u64| {
+            let digest = format!("sha256:{}", hex::encode([n; 32]));
+            let path = store.blob_path(&digest).expect("path");
+            std::fs::write(&path, [n; 100]).expect("blob");
+            let f = File::open(&path).expect("open blob");
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs))
+                .expect("age");
+            digest
+        };
+        let used_again = blob(1, 300);
+        let fetched_later = blob(2, 200);
+        assert!(store.has_blob(&used_again));
+        let evicted = store.evict(100, &std::collections::HashSet::new());
+        assert_eq!(evicted.blobs, vec![fetched_later]);
+        assert!(store.has_blob(&used_again));
     }
 }
