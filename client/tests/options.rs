@@ -42,6 +42,10 @@ fn outputs_parse_like_buildx() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("force-compression=\"yes\""), "{err}");
+    let err = OutputSpec::parse("type=registry,force-compression=true")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs compression="), "{err}");
     let err = OutputSpec::parse("type=registry,compression=lz4")
         .unwrap_err()
         .to_string();

@@ -120,13 +120,26 @@ impl OutputSpec {
                 )));
             }
         };
-        if matches!(spec, Self::Image | Self::Registry { .. })
+        let spec = if matches!(spec, Self::Image | Self::Registry { .. })
             && attrs.get("push").map(String::as_str) == Some("true")
         {
-            return Ok(Self::Registry {
+            Self::Registry {
                 compression: compression(attrs.get("compression")).map_err(bad)?,
                 force_compression: flag(&attrs, "force-compression").map_err(bad)?,
-            });
+            }
+        } else {
+            spec
+        };
+        if let Self::Registry {
+            compression: common::Compression::Unspecified,
+            force_compression: true,
+        } = spec
+        {
+            return Err(bad(
+                "force-compression=true needs compression=gzip|zstd|uncompressed (without it \
+                 every layer is pushed as stored)"
+                    .into(),
+            ));
         }
         Ok(spec)
     }
