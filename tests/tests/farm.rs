@@ -264,6 +264,19 @@ fn cancel_frees_the_worker(farm: &LocalFarm, base: &str, dir: &Path) {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
+    // Its container runs (which the checks below then see gone).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !worker_holdings(farm)
+        .iter()
+        .any(|(c, m)| !c.is_empty() && !m.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the running step shows no container and mount on any worker: {:?}",
+            worker_holdings(farm)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let started = std::time::Instant::now();
     let cancel = farm.strata(&["cancel", &id]);
     assert!(cancel.status.success(), "{}", text(&cancel));
@@ -274,6 +287,20 @@ fn cancel_frees_the_worker(farm: &LocalFarm, base: &str, dir: &Path) {
         "cancel took {:?}",
         started.elapsed()
     );
+    // On the workers themselves: no container left, no mount.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let held = worker_holdings(farm);
+        if held.iter().all(|(c, m)| c.is_empty() && m.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "10 s after the cancel a worker still holds the step: {held:?}\n{}",
+            farm.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     // The job slot is free again on every worker.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -298,6 +325,45 @@ fn cancel_frees_the_worker(farm: &LocalFarm, base: &str, dir: &Path) {
             .any(|l| l.starts_with(&id) && l.contains("cancelled")),
         "{builds}"
     );
+}
+
+/// Per worker of the farm (`state/worker-N`): the runc containers under
+/// its runc root and the mounts under its state directory.
+fn worker_holdings(farm: &LocalFarm) -> Vec<(String, Vec<String>)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(farm.dir().join("state")).expect("farm state") {
+        let path = e.expect("entry").path();
+        if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("worker-"))
+        {
+            continue;
+        }
+        let state = std::fs::canonicalize(&path).expect("worker state");
+        let list = Command::new("runc")
+            .arg("--root")
+            .arg(state.join("exec/runc"))
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        assert!(list.status.success(), "{}", text(&list));
+        let needle = state.to_str().expect("utf-8").to_string();
+        out.push((
+            String::from_utf8_lossy(&list.stdout).trim().to_string(),
+            mountinfo
+                .lines()
+                .filter(|l| l.contains(&needle))
+                .map(String::from)
+                .collect(),
+        ));
+    }
+    assert!(
+        !out.is_empty(),
+        "no worker state under {}",
+        farm.dir().display()
+    );
+    out
 }
 
 fn failing_step_reports_exit_code(farm: &LocalFarm, base: &str, dir: &Path) {
