@@ -17,7 +17,8 @@
 # probes on the health endpoints, a locked-down scheduler). Value sets that
 # must be refused are refused with their message. Every value in
 # values.yaml is in the chart README's table. The dashboard parses and
-# queries only the metrics the binaries export.
+# queries only the metrics the binaries register (names read from
+# scheduler/src/metrics.rs and worker/src/agent/stats.rs).
 #
 #   bash deploy/helm/check.sh
 #
@@ -36,26 +37,6 @@ readonly KV_VENV="${CACHE}/kubernetes-validate"
 readonly KV="${KV_VENV}/bin/kubernetes-validate"
 readonly KV_PYTHON="${KV_VENV}/bin/python"
 
-# The metrics strata-scheduler and strata-worker export: the dashboard may
-# query these and nothing else.
-readonly METRICS=(
-    strata_scheduler_queue_depth
-    strata_scheduler_jobs_running
-    strata_scheduler_workers_connected
-    strata_scheduler_builds_total
-    strata_scheduler_steps_total
-    strata_scheduler_cache_lookups_total
-    strata_scheduler_build_duration_seconds
-    strata_scheduler_step_duration_seconds
-    strata_scheduler_context_bytes_received_total
-    strata_worker_jobs_running
-    strata_worker_jobs_total
-    strata_worker_step_duration_seconds
-    strata_worker_blobs_downloaded_total
-    strata_worker_bytes_downloaded_total
-    strata_worker_bytes_uploaded_total
-    strata_worker_free_disk_bytes
-)
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 readonly HERE
@@ -63,6 +44,11 @@ readonly CHART="${HERE}/strata"
 ROOT="$(cd "${HERE}/../.." && pwd)"
 readonly ROOT
 readonly DASHBOARD="${ROOT}/deploy/grafana/strata-dashboard.json"
+# Where strata-scheduler and strata-worker register their metrics: the
+# dashboard may query what these name and nothing else. Read from the code
+# rather than kept here, so the list cannot drift from what the binaries
+# export (tests/tests/metrics.rs checks the live endpoints).
+readonly METRIC_SOURCES=("${ROOT}/scheduler/src/metrics.rs" "${ROOT}/worker/src/agent/stats.rs")
 
 log() {
     printf 'check.sh: %s\n' "$*" >&2
@@ -348,12 +334,16 @@ EOF
 }
 
 check_dashboard() {
-    "$KV_PYTHON" - "$DASHBOARD" "${METRICS[@]}" <<'EOF'
+    local metrics=()
+    mapfile -t metrics < <(grep -ohE '"strata_(scheduler|worker)_[a-z_]+"' "${METRIC_SOURCES[@]}" | tr -d '"' | sort -u)
+    [[ ${#metrics[@]} -gt 0 ]] || die "no metric names found in ${METRIC_SOURCES[*]}"
+    "$KV_PYTHON" - "$DASHBOARD" "${metrics[@]}" <<'EOF'
 import json
 import re
 import sys
 
-path, allowed = sys.argv[1], set(sys.argv[2:])
+path = sys.argv[1]
+allowed = {re.sub(r"_(bucket|sum|count)$", "", m) for m in sys.argv[2:]}
 try:
     dash = json.load(open(path))
 except (OSError, ValueError) as e:
