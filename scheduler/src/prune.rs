@@ -477,6 +477,26 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    #[test]
+    fn a_prune_sees_every_pin_taken_while_it_runs_even_once_released() {
+        let pins = Pins::default();
+        pins.pin("before", ["sha256:a"]);
+        let watch = pins.watch();
+        // A build that pinned before the prune started and ends during it.
+        pins.release("before");
+        // A build that records a layer during the prune and ends.
+        pins.pin("during", ["sha256:b"]);
+        pins.release("during");
+        assert!(!pins.is_pinned("sha256:a") && !pins.is_pinned("sha256:b"));
+        assert!(watch.saw("sha256:a") && watch.saw("sha256:b"));
+        assert!(!watch.saw("sha256:c"));
+        drop(watch);
+        // The next prune starts afresh.
+        let next = pins.watch();
+        assert!(!next.saw("sha256:a"));
+        assert!(pins.watches.lock().unwrap().len() == 1);
+    }
+
     #[tokio::test]
     async fn unreferenced_blobs_go_only_in_a_default_prune_and_honour_until() {
         let dir = tempfile::tempdir().unwrap();
