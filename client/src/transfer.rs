@@ -68,14 +68,17 @@ pub async fn push_image(
             Some(pb::push_progress::Progress::Blob(b)) => {
                 let phase = b.phase();
                 if phases.insert(b.digest.clone(), phase) != Some(phase) {
-                    let what = match phase {
+                    let what: std::borrow::Cow<'_, str> = match phase {
                         pb::PushPhase::Unspecified => continue,
-                        pb::PushPhase::Preparing => "Preparing",
-                        pb::PushPhase::Compressing => converting.as_str(),
-                        pb::PushPhase::Pushing => "Pushing",
-                        pb::PushPhase::Pushed => "Pushed",
-                        pb::PushPhase::Exists => "Layer already exists",
-                        pb::PushPhase::Mounted => "Mounted from another repository",
+                        pb::PushPhase::Preparing => "Preparing".into(),
+                        pb::PushPhase::Compressing => converting.as_str().into(),
+                        pb::PushPhase::Pushing => "Pushing".into(),
+                        pb::PushPhase::Pushed => "Pushed".into(),
+                        pb::PushPhase::Exists => "Layer already exists".into(),
+                        pb::PushPhase::Mounted if !b.mounted_from.is_empty() => {
+                            format!("Mounted from {}", b.mounted_from).into()
+                        }
+                        pb::PushPhase::Mounted => "Mounted from another repository".into(),
                     };
                     progress(&format!("{}: {what}", crate::format::short_id(&b.digest)));
                 }

@@ -45,6 +45,7 @@ fn progress(digest: &str, phase: build::PushPhase, size: u64) -> build::PushProg
                 phase: phase as i32,
                 current: size,
                 total: size,
+                mounted_from: String::new(),
             },
         )),
     }
@@ -258,12 +259,17 @@ async fn push_one(
         .push_blob(target, &upload)
         .await
         .map_err(|e| Status::unavailable(format!("pushing {digest} to {target}: {e}")))?;
-    let phase = match outcome {
-        BlobPushOutcome::AlreadyPresent => build::PushPhase::Exists,
-        BlobPushOutcome::Mounted { .. } => build::PushPhase::Mounted,
-        BlobPushOutcome::Uploaded { .. } => build::PushPhase::Pushed,
+    let mut done = match &outcome {
+        BlobPushOutcome::AlreadyPresent => progress(&digest, build::PushPhase::Exists, size),
+        BlobPushOutcome::Mounted { .. } => progress(&digest, build::PushPhase::Mounted, size),
+        BlobPushOutcome::Uploaded { .. } => progress(&digest, build::PushPhase::Pushed, size),
     };
-    let _ = tx.send(Ok(progress(&digest, phase, size))).await;
+    if let (BlobPushOutcome::Mounted { from }, Some(build::push_progress::Progress::Blob(b))) =
+        (outcome, done.progress.as_mut())
+    {
+        b.mounted_from = from;
+    }
+    let _ = tx.send(Ok(done)).await;
     Ok(())
 }
 

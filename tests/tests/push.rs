@@ -166,7 +166,7 @@ fn push_sends_stored_layers_mounts_the_base_and_converts_on_request() {
     // The base layer was mounted from base/busybox, never uploaded.
     assert!(
         out.contains(&format!(
-            "{}: Mounted from another repository",
+            "{}: Mounted from base/busybox",
             short(base_layer)
         )),
         "{out}"
@@ -324,7 +324,7 @@ fn a_later_push_mounts_what_an_earlier_build_pulled() {
     assert!(pushed.status.success(), "{out}");
     assert!(
         out.contains(&format!(
-            "{}: Mounted from another repository",
+            "{}: Mounted from base/busybox",
             short(base_layer)
         )),
         "{out}"
