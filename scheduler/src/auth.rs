@@ -167,8 +167,11 @@ pub struct Auth {
     pub worker_certs: bool,
 }
 
-fn bearer(req: &Request<()>) -> Option<Vec<u8>> {
-    let v = req.metadata().get("authorization")?.as_bytes();
+/// Takes the bearer token out of the request: the handlers behind the
+/// check never hold it, so none can log it.
+fn bearer(req: &mut Request<()>) -> Option<Vec<u8>> {
+    let v = req.metadata_mut().remove("authorization")?;
+    let v = v.as_bytes();
     let token = v
         .strip_prefix(b"Bearer ")
         .or_else(|| v.strip_prefix(b"bearer "))?;
@@ -239,7 +242,7 @@ impl Auth {
             Api::Client => "a client token",
             Api::Worker => "a worker token",
         };
-        let Some(token) = bearer(&req) else {
+        let Some(token) = bearer(&mut req) else {
             return Err(Status::unauthenticated(format!(
                 "this scheduler needs {who}: send `authorization: Bearer TOKEN` (STRATA_TOKEN for the CLI)"
             )));
@@ -306,6 +309,8 @@ mod tests {
             ok.extensions().get::<Tenant>(),
             Some(&Tenant("team-a".into()))
         );
+        // The handler gets the tenant, never the token.
+        assert!(ok.metadata().get("authorization").is_none());
         assert!(auth.check(Api::Worker, req(Some("wtok"))).is_ok());
         let code = |r: Result<Request<()>, Status>| r.unwrap_err().code();
         assert_eq!(

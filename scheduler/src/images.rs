@@ -510,7 +510,72 @@ fn summary(repo: &str, tag: &str, rec: &ImageRecord) -> build::ImageSummary {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rfc3339;
+    use super::*;
+
+    fn rec(hex: char, owners: &[&str]) -> serde_json::Value {
+        let d = format!("sha256:{}", hex.to_string().repeat(64));
+        serde_json::json!({"manifest_digest": d, "config_digest": d, "created": "", "size": 1, "owners": owners})
+    }
+
+    /// Team a and team b each name `app:1`; image m is both teams' (b's
+    /// untagged), n team b's; `old:1` is from before tenants.
+    #[test]
+    fn tenants_have_their_own_names_and_see_only_their_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, n, o) = ("c".repeat(64), "e".repeat(64), "0".repeat(64));
+        let (m, n, o) = (
+            format!("sha256:{m}"),
+            format!("sha256:{n}"),
+            format!("sha256:{o}"),
+        );
+        let app = normalise("app:1").unwrap();
+        let index = serde_json::json!({
+            "tags": {normalise("old:1").unwrap(): o},
+            "tenant_tags": {"a": {&app: m}, "b": {&app: n}},
+            "images": {&m: rec('c', &["a", "b"]), &n: rec('e', &["b"]), &o: rec('0', &[])},
+        });
+        std::fs::write(dir.path().join("images.json"), index.to_string()).unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let id = |r: Option<ImageRecord>| r.map(|r| r.manifest_digest);
+        assert_eq!(id(store.find(Some("a"), "app:1")), Some(m.clone()));
+        assert_eq!(id(store.find(Some("b"), "app:1")), Some(n.clone()));
+        // Not a's: by name, by id or by short id, as if it did not exist.
+        assert_eq!(id(store.find(Some("a"), &n)), None);
+        assert_eq!(id(store.find(Some("a"), "eeeeeeee")), None);
+        assert_eq!(id(store.find(Some("a"), "old:1")), None);
+        assert!(matches!(
+            store.tag(Some("a"), &n, "mine:1"),
+            Err(ImageStoreError::NotFound(_))
+        ));
+        // Without tokens: the old names, and every image by id.
+        assert_eq!(id(store.find(None, "old:1")), Some(o.clone()));
+        assert_eq!(id(store.find(None, "eeee")), Some(n.clone()));
+        let rows = |v: Viewer<'_>| -> Vec<(String, String)> {
+            store
+                .list(v, None, true)
+                .into_iter()
+                .map(|r| (r.repository, r.manifest_digest))
+                .collect()
+        };
+        assert_eq!(rows(Some("a")), vec![("app".to_string(), m.clone())]);
+        let b = rows(Some("b"));
+        assert!(
+            b.contains(&("app".into(), n.clone())) && b.contains(&("<none>".into(), m.clone()))
+        );
+        assert_eq!(b.len(), 2, "{b:?}");
+
+        // a removes its name: m stays b's (untagged); b's app:1 is n still.
+        let (untagged, deleted) = store.remove(Some("a"), "app:1").unwrap();
+        assert_eq!((untagged, deleted.len()), (vec![app.clone()], 1));
+        assert_eq!(id(store.find(Some("a"), &m)), None);
+        assert_eq!(id(store.find(Some("b"), &m)), Some(m.clone()));
+        assert_eq!(id(store.find(Some("b"), "app:1")), Some(n.clone()));
+        // Kept across a restart.
+        let store = ImageStore::open(dir.path()).unwrap();
+        assert_eq!(id(store.find(Some("b"), &m)), Some(m.clone()));
+        store.remove(Some("b"), &m).unwrap();
+        assert!(store.records().iter().all(|r| r.manifest_digest != m));
+    }
 
     #[test]
     fn rfc3339_times_parse_with_fractions_and_offsets() {
