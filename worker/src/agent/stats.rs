@@ -105,6 +105,7 @@ mod tests {
             "strata_worker_bytes_downloaded_total 0",
             "strata_worker_bytes_uploaded_total 0",
             "strata_worker_free_disk_bytes",
+            "strata_worker_connected 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
