@@ -9,7 +9,9 @@
 //!   Dockerfile limit;
 //! - a worker's `--max-store-bytes` keeps its local store under the limit
 //!   after builds whose layers add up to several times it, and a later
-//!   build on an evicted layer still works.
+//!   build on an evicted layer still works;
+//! - a worker whose disk fills while it fetches a step's blobs or
+//!   materialises its context fails the step saying the disk is full.
 
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
@@ -366,4 +368,85 @@ fn a_worker_store_stays_under_its_limit_and_rebuilds_still_work() {
     let size = std::fs::read_to_string(out.join("size")).expect("/size in the image");
     assert_eq!(size.trim(), (3 * MIB).to_string());
     settles_under_limit("the build on an evicted layer");
+}
+
+/// A tmpfs of `size` (e.g. `24m`) for a worker's state, unmounted on drop.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount a {size} tmpfs (the test runs as root)");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Builds `COPY big /big` (a `file_mb` MB context file) on a worker whose
+/// state is a `disk` tmpfs; the failed build's output and the worker's log.
+fn build_on_small_disk(disk: &str, file_mb: usize) -> (String, String) {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let dir = tempfile::tempdir().expect("dir");
+    // One attempt: the failure is the test's subject, not a retry.
+    let sched = SchedulerProc::start(dir.path(), &["--max-attempts".into(), "1".into()], &[]);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let disk = SmallDisk::mount(disk);
+    let worker = WorkerProc::start_in(dir.path(), "small", &url, disk.0.path(), &[], &[]);
+    wait_ready(worker.metrics_port, "/readyz", "the worker");
+    let ctx = context(
+        &dir.path().join("ctx"),
+        &format!("FROM {base}\nCOPY big /big\n"),
+        &[("big", file_mb * 1_000_000)],
+    );
+    let o = strata(&url, &["build", "--progress", "plain", &ctx]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}\n{}", worker.proc.log());
+    let log = worker.proc.log();
+    drop(worker);
+    (out, log)
+}
+
+fn assert_says_the_disk_is_full(out: &str, log: &str) {
+    for needle in [
+        "the worker's disk is full",
+        "No space left on device",
+        "--max-store-bytes",
+        "Dockerfile:2",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in:\n{out}\n{log}");
+    }
+}
+
+#[test]
+fn a_disk_filling_up_while_fetching_a_steps_blobs_fails_it_saying_so() {
+    // The 20 MB context file does not fit on the 16 MiB disk.
+    let (out, log) = build_on_small_disk("16m", 20);
+    assert_says_the_disk_is_full(&out, &log);
+    assert!(
+        out.contains("fetching the build context's files"),
+        "not while fetching:\n{out}\n{log}"
+    );
+}
+
+#[test]
+fn a_disk_filling_up_while_materialising_the_context_fails_the_step_saying_so() {
+    // The 20 MB context file fits on the 32 MiB disk once, not twice
+    // (its blob and its copy in the materialised context).
+    let (out, log) = build_on_small_disk("32m", 20);
+    assert_says_the_disk_is_full(&out, &log);
+    assert!(
+        out.contains("materialising the build context: big (sha256:"),
+        "not while materialising the context:\n{out}\n{log}"
+    );
 }

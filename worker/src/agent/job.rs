@@ -127,7 +127,10 @@ pub(super) fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
     }
 }
 
-/// A failure's message, with what to do about a full disk.
+/// A failure's message, with what to do about a full disk: applied to
+/// every failure of a job, whether the disk filled while fetching its
+/// blobs, materialising its context, unpacking its parent layers,
+/// restoring cache mounts, running the step or storing its layer.
 fn explain(message: String) -> String {
     if message.contains("No space left on device") {
         format!(
@@ -195,18 +198,24 @@ async fn run_in_span(
             }),
         )
         .await;
-        blobs.fetch_all(&layer_digests(&a)).await.map_err(infra)?;
+        blobs
+            .fetch_all(&layer_digests(&a))
+            .await
+            .map_err(|e| infra(format!("fetching the step's layers: {e}")))?;
         let context = match context_of(&a) {
             Some(m) => {
                 blobs
                     .fetch_all(&context::file_digests(&m))
                     .await
-                    .map_err(infra)?;
+                    .map_err(|e| infra(format!("fetching the build context's files: {e}")))?;
                 let (cache, store) = (Arc::clone(worker.contexts()), worker.store_arc());
                 let lease = tokio::task::spawn_blocking(move || cache.acquire(&store, &m))
                     .await
                     .map_err(|e| infra(e.to_string()))?
-                    .map_err(|e| (wire::FailureKind::Source, e, None))?;
+                    .map_err(|e| {
+                        let e = format!("materialising the build context: {e}");
+                        (wire::FailureKind::Source, e, None)
+                    })?;
                 Some(lease)
             }
             None => None,
@@ -275,11 +284,7 @@ async fn run_in_span(
                 JobError::Failed { code, .. } => Some(*code),
                 _ => None,
             };
-            (
-                failure_kind(&e, cancel.is_cancelled()),
-                explain(e.to_string()),
-                code,
-            )
+            (failure_kind(&e, cancel.is_cancelled()), e.to_string(), code)
         })?;
         send(
             out,
@@ -347,7 +352,7 @@ async fn run_in_span(
                     kind: kind as i32,
                     exit_code,
                     signal: None,
-                    message,
+                    message: explain(message),
                     retryable: kind == wire::FailureKind::Infrastructure,
                     log_tail,
                     duration: prost_types::Duration::try_from(started.elapsed()).ok(),
@@ -356,5 +361,25 @@ async fn run_in_span(
             )
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain;
+
+    #[test]
+    fn a_full_disk_is_explained_and_other_failures_are_left_alone() {
+        let full = explain(
+            "fetching sha256:ab: writing /state/store/tmp/fetch-1: No space left on device (os error 28)"
+                .into(),
+        );
+        assert!(
+            full.starts_with("the worker's disk is full (fetching sha256:ab: "),
+            "{full}"
+        );
+        assert!(full.ends_with("lower its --max-store-bytes"), "{full}");
+        let other = "fetching sha256:ab: connection reset".to_string();
+        assert_eq!(explain(other.clone()), other);
     }
 }
