@@ -12,6 +12,9 @@
 //!   and it registers again;
 //! - Ctrl-C (SIGINT) in `strata build`: the build is cancelled on the
 //!   farm, the worker's container and mounts are gone and its slot free;
+//! - a build cancelled while another waits for its worker's slots: the
+//!   waiting build gets them once the worker has stopped the cancelled
+//!   steps, on its first attempt, and succeeds;
 //! - SIGTERM to a worker with `--drain-timeout 1` mid-step: the step is
 //!   handed back, finishes on the other worker, the build succeeds.
 //!
@@ -50,6 +53,11 @@ struct Farm {
 
 impl Farm {
     fn start(worker_extra: &[&str]) -> Self {
+        Self::start_n(2, worker_extra)
+    }
+
+    /// `n` workers (`worker-a`, `worker-b`, ...), each of two slots.
+    fn start_n(n: usize, worker_extra: &[&str]) -> Self {
         let registry = TestRegistry::start();
         let base = push_busybox(&registry, "busybox:latest");
         let dir = tempfile::tempdir().expect("dir");
@@ -60,11 +68,13 @@ impl Farm {
             base,
             dir,
             scheduler,
-            names: vec!["worker-a".into(), "worker-b".into()],
-            workers: vec![None, None],
+            names: (0..n)
+                .map(|i| format!("worker-{}", char::from(b'a' + i as u8)))
+                .collect(),
+            workers: (0..n).map(|_| None).collect(),
             worker_extra: worker_extra.iter().map(|s| s.to_string()).collect(),
         };
-        for i in 0..2 {
+        for i in 0..n {
             farm.start_worker(i);
         }
         farm
@@ -560,4 +570,72 @@ fn a_draining_worker_hands_back_its_step_to_the_other() {
         w.proc.log()
     );
     assert_clean(&farm, v);
+}
+
+#[test]
+fn a_cancelled_build_s_slots_go_to_the_waiting_build() {
+    // One worker, two slots, both taken by a build's two long stages.
+    let farm = Farm::start_n(1, &[]);
+    let ctx = farm.dir.path().join("long");
+    std::fs::create_dir_all(&ctx).expect("context");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base} AS x\nRUN echo started; busybox sleep 300\n\
+             FROM {base} AS y\nRUN echo started; busybox sleep 301\n\
+             FROM {base}\nCOPY --from=x /etc/passwd /x\nCOPY --from=y /etc/passwd /y\n",
+            base = farm.base
+        ),
+    )
+    .expect("Dockerfile");
+    let mut long = Build::start(&farm.url(), &ctx, "long", farm.dir.path());
+    for needle in ["sleep 300", "sleep 301"] {
+        let step = long.step(needle, &farm);
+        long.running(&step, "started", &farm);
+    }
+    let long_id =
+        long.wait_for("build_started", &farm, |e| e["type"] == "build_started")["build_id"]
+            .as_str()
+            .expect("build id")
+            .to_string();
+    // Another build waits for a slot.
+    let next_ctx = farm.context("next");
+    let mut next = Build::start(&farm.url(), &next_ctx, "next", farm.dir.path());
+    let first = next.step("echo one", &farm);
+    next.wait_for("the step queued", &farm, |e| {
+        e["type"] == "step_queued" && e["step_id"] == first
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !next
+            .events()
+            .iter()
+            .any(|e| e["type"] == "step_started" && e["step_id"] == first),
+        "a step started on a full worker"
+    );
+
+    // The long build is cancelled: the next one must not be sent to the
+    // worker before it stopped the cancelled steps (it would refuse it,
+    // and three refusals used to fail the build).
+    farm.strata(&["cancel", &long_id]);
+    let end = long.finish(&farm);
+    assert!(!end.status.success(), "{}", end.stderr);
+    let end = next.finish(&farm);
+    assert!(
+        end.status.success(),
+        "the waiting build failed:\n{}\n{}\n{}",
+        end.stderr,
+        dump(&end.events),
+        farm.logs()
+    );
+    let retried: Vec<&Value> = end
+        .events
+        .iter()
+        .filter(|e| e["type"] == "step_queued" && e["attempt"].as_u64() != Some(1))
+        .collect();
+    assert!(
+        retried.is_empty(),
+        "a refused job spent an attempt: {retried:?}"
+    );
+    assert_clean(&farm, 0);
 }
