@@ -879,3 +879,66 @@ fn a_pinned_key_is_the_whole_check_of_the_scheduler() {
         text(&o)
     );
 }
+
+/// A worker whose token file is rewritten (a rotated Secret) registers
+/// with the new token without a restart.
+#[test]
+fn a_worker_picks_up_its_rotated_token_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (sched, _worker, url) = tenant_farm(dir.path(), &[("team-a", "tok-a")], &[]);
+    // The farm's worker tokens move to a new one; this worker still has
+    // the old one, then its file is rewritten.
+    std::fs::write(
+        dir.path().join("worker-tokens"),
+        "pool-2 wrk-rotated-19c4\n",
+    )
+    .expect("rotate the farm's tokens");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rt
+        .block_on(codes(url.clone(), Some("wrk-secret-b81d24e6")))
+        .1
+        != Code::Unauthenticated
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the old worker token is still accepted"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let token = dir.path().join("worker-2.token");
+    std::fs::write(&token, "wrk-secret-b81d24e6\n").expect("token");
+    let mut late = WorkerProc::start(
+        dir.path(),
+        "worker-2",
+        &url,
+        &["--token-file".into(), token.display().to_string()],
+        &[],
+    );
+    late.proc.wait_log("the token is not a worker token");
+    assert_eq!(http_get(late.metrics_port, "/readyz").0, 503);
+    std::fs::write(&token, "wrk-rotated-19c4\n").expect("rotate the worker's token");
+    wait_ready(
+        late.metrics_port,
+        "/readyz",
+        "the worker after its token file changed",
+    );
+    let workers = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        BuildServiceClient::new(channel)
+            .list_workers(with_token(pb::ListWorkersRequest::default(), Some("tok-a")))
+            .await
+            .expect("list workers")
+            .into_inner()
+            .workers
+    });
+    assert!(
+        workers.iter().any(|w| w.worker_id == "worker-2"),
+        "{workers:?}\n{}",
+        sched.proc.log()
+    );
+}
