@@ -6,7 +6,12 @@
 //!   its namespace; a rotated token works without a restart;
 //! - a build over TLS, the workers on mTLS, certificates made by rcgen at
 //!   test time; a worker without a client certificate is refused, a client
-//!   that does not trust the scheduler's certificate fails clearly.
+//!   that does not trust the scheduler's certificate fails clearly;
+//! - tenants apart: one cannot list, watch, cancel or get another's
+//!   builds, nor see, tag, push, export, remove or build FROM its images;
+//! - no token in any process's log at trace level;
+//! - a pinned public key instead of a CA, and a mismatch refused by name;
+//! - a worker picking up its rewritten token file.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::path::Path;
@@ -411,8 +416,9 @@ fn oversized_and_malformed_messages_are_refused() {
     assert_eq!(status, 200);
 }
 
-// ---- Tenants apart, tokens out of logs, pinned certificates (issue 9's
-// audit). One block: tests other changes add go after it.
+// ---- Tenants apart, tokens out of logs, pinned certificates, a worker's
+// token rotation (issue 9's audit). One block: tests other changes add go
+// after it.
 
 /// A farm with client tokens for `tenants` (name, token) and a worker
 /// token, its worker registered.
