@@ -9,10 +9,13 @@
 //!   trace on the other side, so one trace shows a whole build, client to
 //!   scheduler to worker;
 //! - [`http::spawn`]: the `/metrics` (Prometheus text), `/healthz` and
-//!   `/readyz` endpoints.
+//!   `/readyz` endpoints;
+//! - what outgoing calls carry ([`Outgoing`]: the trace context, a bearer
+//!   token) and how they reach a scheduler by pinned key ([`pin`]).
 
 pub mod http;
 pub mod metrics;
+pub mod pin;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
