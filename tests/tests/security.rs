@@ -11,7 +11,9 @@
 //!   builds, nor see, tag, push, export, remove or build FROM its images;
 //! - no token in any process's log at trace level;
 //! - a pinned public key instead of a CA, and a mismatch refused by name;
-//! - a worker picking up its rewritten token file.
+//! - a worker picking up its rewritten token file;
+//! - a scheduler with the worker API left open, or a token in both sets,
+//!   refusing to start.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::path::Path;
@@ -946,5 +948,47 @@ fn a_worker_picks_up_its_rotated_token_file() {
         workers.iter().any(|w| w.worker_id == "worker-2"),
         "{workers:?}\n{}",
         sched.proc.log()
+    );
+}
+
+/// Half-configured auth does not start: client tokens with the worker API
+/// open, or one token in both sets.
+#[test]
+fn a_scheduler_with_the_worker_api_open_or_a_shared_token_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let clients = dir.path().join("clients");
+    std::fs::write(&clients, "team-a shared-3f1c\n").expect("tokens");
+    let workers = dir.path().join("workers");
+    std::fs::write(&workers, "pool shared-3f1c\n").expect("tokens");
+    let state = dir.path().join("state");
+    let refused = |name: &str, flags: &[&str], needle: &str| {
+        let mut args = vec![
+            "--listen".to_string(),
+            format!("127.0.0.1:{}", strata_tests::registry::free_port()),
+            "--state".to_string(),
+            state.display().to_string(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let mut p =
+            strata_tests::procs::Proc::start(dir.path(), name, "strata-scheduler", &args, &[]);
+        let status = p.wait_exit(Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{name}: {status:?}\n{}",
+            p.log()
+        );
+        assert!(p.log().contains(needle), "{name}:\n{}", p.log());
+        assert!(!p.log().contains("shared-3f1c"), "{name}:\n{}", p.log());
+    };
+    let (c, w) = (clients.display().to_string(), workers.display().to_string());
+    refused(
+        "client-tokens-only",
+        &["--client-tokens", &c],
+        "--client-tokens without --worker-tokens",
+    );
+    refused(
+        "shared-token",
+        &["--client-tokens", &c, "--worker-tokens", &w],
+        "client token \"team-a\" (",
     );
 }
