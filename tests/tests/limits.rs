@@ -11,7 +11,9 @@
 //!   after builds whose layers add up to several times it, and a later
 //!   build on an evicted layer still works;
 //! - a worker whose disk fills while it fetches a step's blobs or
-//!   materialises its context fails the step saying the disk is full.
+//!   materialises its context fails the step saying the disk is full;
+//! - a worker's `--max-layer-bytes` and `--max-add-bytes` stop a layer or
+//!   an ADD archive that unpacks to more, naming the limit and the flag.
 
 use sha2::{Digest as _, Sha256};
 use std::path::Path;
@@ -449,4 +451,77 @@ fn a_disk_filling_up_while_materialising_the_context_fails_the_step_saying_so() 
         out.contains("materialising the build context: big (sha256:"),
         "not while materialising the context:\n{out}\n{log}"
     );
+}
+
+#[test]
+fn worker_flags_bound_what_a_layer_or_an_add_archive_may_unpack_to() {
+    const LIMIT: u64 = 1_000_000;
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let dir = tempfile::tempdir().expect("dir");
+    let sched = SchedulerProc::start(dir.path(), &["--max-attempts".into(), "1".into()], &[]);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let worker = WorkerProc::start(
+        dir.path(),
+        "worker-1",
+        &url,
+        &[
+            "--max-layer-bytes".into(),
+            LIMIT.to_string(),
+            "--max-add-bytes".into(),
+            LIMIT.to_string(),
+        ],
+        &[],
+    );
+    wait_ready(worker.metrics_port, "/readyz", "the worker");
+    let logs = || format!("{}\n{}", sched.proc.log(), worker.proc.log());
+
+    // An ADD archive of 2 MB of zeros: small in the context, over the
+    // limit once extracted.
+    let ctx = context(
+        &dir.path().join("add"),
+        "FROM scratch\nADD bomb.tar /\n",
+        &[],
+    );
+    let mut tar = tar::Builder::new(Vec::new());
+    let zeros = vec![0u8; 2_000_000];
+    let mut header = tar::Header::new_gnu();
+    header.set_size(zeros.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "zeros", zeros.as_slice())
+        .expect("tar entry");
+    std::fs::write(
+        Path::new(&ctx).join("bomb.tar"),
+        tar.into_inner().expect("tar"),
+    )
+    .expect("bomb.tar");
+    let o = strata(&url, &["build", "--progress", "plain", &ctx]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}\n{}", logs());
+    for needle in [
+        "\"bomb.tar\"",
+        "exceeds the limit of 1000000 bytes",
+        "--max-add-bytes",
+        "Dockerfile:2",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in:\n{out}\n{}", logs());
+    }
+
+    // The busybox base layer unpacks to about 2 MB.
+    let ctx = context(
+        &dir.path().join("layer"),
+        &format!("FROM {base}\nRUN true\n"),
+        &[],
+    );
+    let o = strata(&url, &["build", "--progress", "plain", &ctx]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}\n{}", logs());
+    for needle in [
+        "this worker's limit of 1000000 bytes",
+        "--max-layer-bytes",
+        "Dockerfile:2",
+    ] {
+        assert!(out.contains(needle), "no {needle:?} in:\n{out}\n{}", logs());
+    }
 }

@@ -94,6 +94,14 @@ pub struct Args {
     /// most 2 GiB of unused ones).
     #[arg(long, value_name = "BYTES", env = "STRATA_MAX_STORE_BYTES")]
     pub max_store_bytes: Option<u64>,
+    /// Most bytes one layer may unpack to (a decompression bomb stops
+    /// there): default 64 GiB, or --max-store-bytes when that is less.
+    #[arg(long, value_name = "BYTES", env = "STRATA_MAX_LAYER_BYTES")]
+    pub max_layer_bytes: Option<u64>,
+    /// Most bytes one ADD archive may extract to: default 32 GiB, or
+    /// --max-store-bytes when that is less.
+    #[arg(long, value_name = "BYTES", env = "STRATA_MAX_ADD_BYTES")]
+    pub max_add_bytes: Option<u64>,
     /// Log as JSON lines.
     #[arg(long, env = "STRATA_LOG_JSON")]
     pub log_json: bool,
@@ -203,6 +211,20 @@ impl Args {
         Ok(id)
     }
 
+    /// Decompression bomb bounds: (one layer, one ADD archive), in bytes.
+    pub fn unpack_limits(&self) -> (u64, u64) {
+        let bound = |flag: Option<u64>, default: u64| {
+            flag.unwrap_or_else(|| self.max_store_bytes.map_or(default, |s| s.min(default)))
+        };
+        (
+            bound(
+                self.max_layer_bytes,
+                crate::store::default_max_layer_bytes(),
+            ),
+            bound(self.max_add_bytes, crate::store::default_max_add_bytes()),
+        )
+    }
+
     /// The agent's configuration.
     pub fn agent_config(&self, worker_id: String) -> anyhow::Result<AgentConfig> {
         let mut labels = BTreeMap::new();
@@ -227,5 +249,30 @@ impl Args {
             drain_timeout: std::time::Duration::from_secs(self.drain_timeout),
             max_store_bytes: self.max_store_bytes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+    use clap::Parser as _;
+
+    fn limits(flags: &[&str]) -> (u64, u64) {
+        let mut argv = vec!["strata-worker", "--scheduler", "http://127.0.0.1:1"];
+        argv.extend_from_slice(flags);
+        Args::try_parse_from(argv)
+            .expect("arguments")
+            .unpack_limits()
+    }
+
+    #[test]
+    fn bomb_limits_default_to_the_store_limit_when_it_is_lower() {
+        assert_eq!(limits(&[]), (64 << 30, 32 << 30));
+        assert_eq!(limits(&["--max-store-bytes", "1000"]), (1000, 1000));
+        assert_eq!(
+            limits(&["--max-store-bytes", "1000", "--max-add-bytes", "5000"]),
+            (1000, 5000)
+        );
+        assert_eq!(limits(&["--max-layer-bytes", "7"]), (7, 32 << 30));
     }
 }

@@ -43,6 +43,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the worker in {}: {e}", args.state.display()))?;
+    let (max_layer, max_add) = args.unpack_limits();
+    worker.store().set_limits(max_layer, max_add);
     let stats = Arc::new(AgentStats::new());
     if let Some(addr) = args.metrics_listen {
         let s = Arc::clone(&stats);

@@ -37,6 +37,18 @@ pub enum StoreError {
     /// The blob of a layer is not in the store.
     #[error("layer blob {0} is not in the local store")]
     MissingBlob(String),
+    /// The layer unpacks to more than this worker allows.
+    #[error(
+        "unpacking layer {digest}: it holds more than this worker's limit of {limit} {what} (a decompression bomb?); raise the worker's --max-layer-bytes if the image is legitimate"
+    )]
+    TooLarge {
+        /// The blob.
+        digest: String,
+        /// What was counted (`bytes` or `entries`).
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// Unpacking failed.
     #[error("unpacking layer {digest}: {source}")]
     Unpack {
@@ -86,6 +98,21 @@ pub struct LayerRef {
 pub struct Store {
     root: PathBuf,
     counter: AtomicU64,
+    /// Most bytes one layer may unpack to (uncompressed tar and file
+    /// contents).
+    max_layer_bytes: AtomicU64,
+    /// Most bytes one ADD archive may extract to.
+    max_add_bytes: AtomicU64,
+}
+
+/// Default bound on what one layer unpacks to: [`UnpackOptions`]'.
+pub fn default_max_layer_bytes() -> u64 {
+    UnpackOptions::default().max_bytes
+}
+
+/// Default bound on what one ADD archive extracts to.
+pub fn default_max_add_bytes() -> u64 {
+    crate::copy::ArchiveLimits::default().max_bytes
 }
 
 fn hex_of(digest: &str) -> Result<&str, StoreError> {
@@ -117,7 +144,22 @@ impl Store {
         Ok(Self {
             root,
             counter: AtomicU64::new(0),
+            max_layer_bytes: AtomicU64::new(default_max_layer_bytes()),
+            max_add_bytes: AtomicU64::new(default_max_add_bytes()),
         })
+    }
+
+    /// Bounds decompression bombs: what one layer may unpack to and one
+    /// ADD archive may extract to, in bytes.
+    pub fn set_limits(&self, max_layer_bytes: u64, max_add_bytes: u64) {
+        self.max_layer_bytes
+            .store(max_layer_bytes, Ordering::Relaxed);
+        self.max_add_bytes.store(max_add_bytes, Ordering::Relaxed);
+    }
+
+    /// Most bytes one ADD archive may extract to.
+    pub fn max_add_bytes(&self) -> u64 {
+        self.max_add_bytes.load(Ordering::Relaxed)
     }
 
     /// The store's root directory.
@@ -189,11 +231,23 @@ impl Store {
             BufReader::with_capacity(1 << 20, file),
             &tmp,
             &parent_dirs,
-            &UnpackOptions::default(),
+            &UnpackOptions {
+                max_bytes: self.max_layer_bytes.load(Ordering::Relaxed),
+                ..UnpackOptions::default()
+            },
         )
-        .map_err(|source| StoreError::Unpack {
-            digest: layer.digest.clone(),
-            source,
+        .map_err(|source| match source {
+            LayerError::LimitExceeded { what, limit, .. } if what == "bytes" => {
+                StoreError::TooLarge {
+                    digest: layer.digest.clone(),
+                    what,
+                    limit,
+                }
+            }
+            source => StoreError::Unpack {
+                digest: layer.digest.clone(),
+                source,
+            },
         });
         let report = match report {
             Ok(r) => r,

@@ -90,7 +90,7 @@ pub enum CopyError {
     },
     /// An ADD archive is larger than [`ArchiveLimits`] allow.
     #[error(
-        "extracting \"{archive}\": the archive exceeds the limit of {limit} {what} (a decompression bomb?); raise CopyOptions::archive_limits if it is legitimate"
+        "extracting \"{archive}\": the archive exceeds the limit of {limit} {what} (a decompression bomb?); raise the worker's --max-add-bytes if it is legitimate"
     )]
     ArchiveLimit {
         /// The archive, as the ADD source names it.

@@ -114,6 +114,7 @@ pub(super) fn apply_file_action(
         } => {
             let mut opts = copy_options(job, root, chown, chmod, exclude)?;
             opts.link_sources = plain_root && matches!(from, FileSource::Dir(_));
+            opts.archive_limits.max_bytes = store.max_add_bytes();
             let mut keep: Vec<Box<dyn Snapshot>> = Vec::new();
             let mut src_root = None;
             for (n, s) in sources.iter().enumerate() {
