@@ -196,3 +196,28 @@ impl Args {
         Ok(Some(tls))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<SchedulerConfig, String> {
+        let args = Args::try_parse_from(["strata-scheduler"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        args.config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_lease_sets_the_heartbeat_interval() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.lease_duration, Duration::from_secs(30));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+        let c = config(&["--lease-timeout", "3"]).expect("a short lease");
+        assert_eq!(c.lease_duration, Duration::from_secs(3));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
+        let e = config(&["--lease-timeout", "0"])
+            .err()
+            .expect("a zero lease");
+        assert!(e.contains("--lease-timeout"), "{e}");
+    }
+}
