@@ -215,9 +215,9 @@ mod tests {
         let c = config(&["--lease-timeout", "3"]).expect("a short lease");
         assert_eq!(c.lease_duration, Duration::from_secs(3));
         assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
-        let e = config(&["--lease-timeout", "0"])
-            .err()
-            .expect("a zero lease");
+        let Err(e) = config(&["--lease-timeout", "0"]) else {
+            panic!("a zero lease was accepted");
+        };
         assert!(e.contains("--lease-timeout"), "{e}");
     }
 }
