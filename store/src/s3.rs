@@ -2,11 +2,10 @@
 //! under `<prefix>objects/<key>`, in one bucket of S3 or an S3-compatible
 //! server (MinIO, s3s-fs, R2).
 //!
-//! A blob the bucket has is never written again. A small one (up to
-//! 1 MiB) goes up, once hashed, in one PUT that the server refuses if it
-//! has the key (`If-None-Match: *`): its bytes may travel for nothing,
-//! which costs about what asking first would. A bigger one is checked for
-//! with HEAD first, so it is never sent again; then it goes up in one PUT,
+//! A blob the bucket has is never sent again: every upload asks with HEAD
+//! first. A small one (up to 1 MiB) then goes up, once hashed, in one PUT
+//! that the server refuses if another writer stored the key meanwhile
+//! (`If-None-Match: *`). A bigger one goes up in one PUT,
 //! or, if large, in a multipart upload that reads the file once, hashing
 //! it while its parts are in flight, and is completed only if the hash
 //! matches (aborted otherwise, and on any error), so a partial or wrong

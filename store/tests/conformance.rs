@@ -93,6 +93,11 @@ async fn small_file_put_twice_reports_existed(h: &Harness) {
     );
     // The source is the caller's: still there, unchanged.
     assert_eq!(std::fs::read(&src).unwrap(), b"manifest");
+    // A blob the store has is never sent again, small ones included: the
+    // store answers without reading the source at all.
+    std::fs::remove_file(&src).unwrap();
+    let third = s.put_file(&digest, &src).await.unwrap();
+    assert!(third.existed && third.size == 8, "{third:?}");
 }
 
 async fn wrong_digest_is_rejected_and_invisible(h: &Harness) {

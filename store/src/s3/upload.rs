@@ -1,7 +1,7 @@
-//! Uploads: one conditional PUT for a small blob, hashed first; a HEAD
-//! then one PUT for a medium one; a HEAD then a multipart upload for a
-//! large one, hashed while its parts are in flight and completed only if
-//! the hash matches.
+//! Uploads, each after a HEAD (a blob the bucket has is never sent
+//! again): one conditional PUT for a small blob, hashed first; one PUT for
+//! a medium one; a multipart upload for a large one, hashed while its
+//! parts are in flight and completed only if the hash matches.
 
 use super::{MAX_PARTS, MIB, S3Blobs, status_of};
 use crate::{BlobError, Put, blocking, check_digest, io_err, sha256_of};
@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use tracing::Instrument as _;
 
 /// Blobs this small go up in one conditional PUT (`If-None-Match: *`,
-/// which the server refuses with 412 if it has the blob) instead of a
-/// HEAD and then a PUT: sending one that is there costs about what the
-/// second round trip would, and a context of 20,000 small files is all
-/// round trips.
+/// which the server refuses with 412 if it has the blob): when another
+/// writer stored it between our HEAD and our PUT, the PUT reports it
+/// instead of writing it again.
 const CONDITIONAL_PUT_MAX: u64 = MIB;
 
 /// Bytes hashed on the async runtime rather than the blocking pool.
@@ -34,9 +33,7 @@ impl S3Blobs {
         let key = self.blob_key(digest)?;
         let size = tokio::fs::metadata(src).await.map(|m| m.len());
         // A source that cannot be read is fine if the blob is there.
-        if !size.as_ref().is_ok_and(|&n| self.conditional(n))
-            && let Some(size) = self.head(&key).await?
-        {
+        if let Some(size) = self.head(&key).await? {
             return Ok(Put {
                 size,
                 existed: true,
@@ -89,11 +86,11 @@ impl S3Blobs {
         };
         let key = self.blob_key(&digest)?;
         let size = bytes.len() as u64;
-        if self.conditional(size) {
-            self.put_if_absent(&key, bytes).await?;
+        if self.head(&key).await?.is_some() {
             return Ok(digest);
         }
-        if self.head(&key).await?.is_some() {
+        if self.conditional(size) {
+            self.put_if_absent(&key, bytes).await?;
             return Ok(digest);
         }
         if size == 0 || size < self.multipart_threshold {
