@@ -16,7 +16,10 @@
 //!   waiting build gets them once the worker has stopped the cancelled
 //!   steps, on its first attempt, and succeeds;
 //! - SIGTERM to a worker with `--drain-timeout 1` mid-step: the step is
-//!   handed back, finishes on the other worker, the build succeeds.
+//!   handed back, finishes on the other worker, the build succeeds;
+//! - a worker whose disk fills while storing a step's layer: the failure is
+//!   the worker's (retryable), the step runs again on the other worker and
+//!   the build succeeds.
 //!
 //! Builds are followed through `--progress json`, whose events name the
 //! worker and the attempt of every step.
@@ -58,12 +61,21 @@ impl Farm {
 
     /// `n` workers (`worker-a`, `worker-b`, ...), each of two slots.
     fn start_n(n: usize, worker_extra: &[&str]) -> Self {
+        let mut farm = Self::new(n, worker_extra);
+        for i in 0..n {
+            farm.start_worker(i);
+        }
+        farm
+    }
+
+    /// The scheduler only; `n` workers named, none started.
+    fn new(n: usize, worker_extra: &[&str]) -> Self {
         let registry = TestRegistry::start();
         let base = push_busybox(&registry, "busybox:latest");
         let dir = tempfile::tempdir().expect("dir");
         let scheduler =
             SchedulerProc::start(dir.path(), &["--lease-timeout".into(), "3".into()], &[]);
-        let mut farm = Farm {
+        Farm {
             _registry: registry,
             base,
             dir,
@@ -73,11 +85,7 @@ impl Farm {
                 .collect(),
             workers: (0..n).map(|_| None).collect(),
             worker_extra: worker_extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..n {
-            farm.start_worker(i);
         }
-        farm
     }
 
     fn url(&self) -> String {
@@ -638,4 +646,80 @@ fn a_cancelled_build_s_slots_go_to_the_waiting_build() {
         "a refused job spent an attempt: {retried:?}"
     );
     assert_clean(&farm, 0);
+}
+
+/// A tmpfs of `size` mounted at `at` (the tests run as root), lazily
+/// unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount a {size} tmpfs (the test runs as root)");
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_step_its_worker_s_full_disk_failed_runs_on_another() {
+    let mut farm = Farm::new(2, &[]);
+    // 48 MiB of state for worker-a: room for the step's 30 MB, not for its
+    // layer too.
+    let _disk = SmallDisk::mount(&farm.state(0), "48m");
+    farm.start_worker(0);
+    let ctx = farm.dir.path().join("noise");
+    std::fs::create_dir_all(&ctx).expect("context");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo started; busybox sleep 3; head -c 30000000 /dev/urandom > /noise\n",
+            farm.base
+        ),
+    )
+    .expect("Dockerfile");
+    let mut b = Build::start(&farm.url(), &ctx, "noise", farm.dir.path());
+    let step = b.step("/dev/urandom", &farm);
+    assert_eq!(b.running(&step, "started", &farm), "worker-a");
+    // worker-b joins while the step runs on worker-a.
+    farm.start_worker(1);
+
+    let Ended {
+        status,
+        events,
+        stderr,
+    } = b.finish(&farm);
+    assert!(
+        status.success(),
+        "the build failed:\n{stderr}\n{}\n{}",
+        dump(&events),
+        farm.logs()
+    );
+    let failed = of_type(&events, "step_failed", &step);
+    assert!(
+        failed.len() == 1
+            && failed[0]["worker_id"] == "worker-a"
+            && failed[0]["will_retry"] == true
+            && failed[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the worker's disk is full")),
+        "worker-a's failure is not reported as one to retry:\n{}",
+        dump(&events)
+    );
+    let done = of_type(&events, "step_done", &step);
+    assert!(
+        done.len() == 1 && done[0]["worker_id"] == "worker-b" && done[0]["attempt"] == 2,
+        "{}",
+        dump(&events)
+    );
 }
