@@ -165,10 +165,7 @@ fn push_sends_stored_layers_mounts_the_base_and_converts_on_request() {
     );
     // The base layer was mounted from base/busybox, never uploaded.
     assert!(
-        out.contains(&format!(
-            "{}: Mounted from base/busybox",
-            short(base_layer)
-        )),
+        out.contains(&format!("{}: Mounted from base/busybox", short(base_layer))),
         "{out}"
     );
     assert!(
@@ -323,10 +320,7 @@ fn a_later_push_mounts_what_an_earlier_build_pulled() {
     let out = text(&pushed);
     assert!(pushed.status.success(), "{out}");
     assert!(
-        out.contains(&format!(
-            "{}: Mounted from base/busybox",
-            short(base_layer)
-        )),
+        out.contains(&format!("{}: Mounted from base/busybox", short(base_layer))),
         "{out}"
     );
     assert!(
