@@ -189,7 +189,8 @@ readonly REFUSED=(
     "--set redis.mode=sentinel|redis.mode must be bundled, external or none"
     "--set redis.mode=external|redis.mode=external needs redis.external.existingSecret"
     "--set s3.enabled=true|s3.enabled needs s3.bucket"
-    "--set scheduler.replicas=2|scheduler.replicas > 1 cannot share a ReadWriteOnce state volume"
+    "--set scheduler.replicas=2|scheduler.replicas must be 1, not 2"
+    "--set scheduler.replicas=2 --set scheduler.persistence.enabled=false|scheduler.replicas must be 1, not 2"
     "--set auth.workerTokens.tokens.a=b|auth.workerTokens.tokens has no key"
 )
 

@@ -169,8 +169,8 @@ one. include with (dict "ctx" $ "secret" NAME "key" KEY "length" N).
 {{- if and .Values.tls.workerMTLS.enabled (not .Values.tls.workerMTLS.existingSecret) }}
 {{- fail "tls.workerMTLS.enabled needs tls.workerMTLS.existingSecret (tls.crt, tls.key, ca.crt)" }}
 {{- end }}
-{{- if and (gt (int .Values.scheduler.replicas) 1) .Values.scheduler.persistence.enabled (has "ReadWriteOnce" .Values.scheduler.persistence.accessModes) }}
-{{- fail "scheduler.replicas > 1 cannot share a ReadWriteOnce state volume (and the scheduler is not yet safe to run several)" }}
+{{- if gt (int .Values.scheduler.replicas) 1 }}
+{{- fail (printf "scheduler.replicas must be 1, not %d: the scheduler keeps running builds and the pins that keep prune from deleting their blobs in its own memory, and its image names on its state volume, so several replicas would lose builds and delete blobs in use" (int .Values.scheduler.replicas)) }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
 {{- fail "autoscaling.maxReplicas must be >= autoscaling.minReplicas" }}
