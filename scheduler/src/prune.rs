@@ -60,6 +60,10 @@ pub enum PruneError {
     /// A blob store failed.
     #[error("prune: {0}")]
     Blob(#[from] BlobError),
+    /// An image of the image store could not be read, so which blobs it
+    /// needs is unknown.
+    #[error("prune aborted: {0}")]
+    Image(String),
 }
 
 /// Blobs running builds use, by build.
@@ -202,24 +206,33 @@ fn secs(t: SystemTime) -> u64 {
 }
 
 /// Every blob an image of the image store needs: manifest, config, layers.
+/// An image that cannot be read stops the prune: its layers are unknown,
+/// and removing them would break the image.
 async fn image_blobs(inner: &Inner) -> Result<BTreeSet<String>, PruneError> {
     let mut keep = BTreeSet::new();
     for rec in inner.images.records() {
         keep.insert(rec.manifest_digest.clone());
         keep.insert(rec.config_digest.clone());
-        let (Ok(m), Ok(c)) = (
-            inner.blobs.read(&rec.manifest_digest).await,
-            inner.blobs.read(&rec.config_digest).await,
-        ) else {
-            continue;
+        let unreadable = |what: &str, digest: &str, e: &dyn std::fmt::Display| {
+            PruneError::Image(format!(
+                "could not read image {}: its {what} {digest}: {e}",
+                rec.manifest_digest
+            ))
         };
-        let (Ok(m), Ok(c)) = (
-            serde_json::from_slice::<serde_json::Value>(&m),
-            serde_json::from_slice::<serde_json::Value>(&c),
-        ) else {
-            continue;
+        let read = async |what: &str, digest: &str| {
+            let bytes = inner
+                .blobs
+                .read(digest)
+                .await
+                .map_err(|e| unreadable(what, digest, &e))?;
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map_err(|e| unreadable(what, digest, &e))
         };
-        for l in layers_of(&m, &c).unwrap_or_default() {
+        let m = read("manifest", &rec.manifest_digest).await?;
+        let c = read("config", &rec.config_digest).await?;
+        let layers =
+            layers_of(&m, &c).map_err(|e| unreadable("manifest", &rec.manifest_digest, &e))?;
+        for l in layers {
             keep.insert(l.digest);
         }
     }
@@ -573,5 +586,55 @@ mod tests {
         // Unreferenced now, and younger than the grace period.
         prune(inner, &request("", None)).await.unwrap();
         assert!(inner.blobs.has(&entries[0]).await);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_image_aborts_the_prune_and_its_layers_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scheduler(dir.path()).await;
+        let inner = s.inner();
+        let layer = old_blob(inner, b"a layer of a stored image", 2 * HOUR).await;
+        let config = serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [layer]}});
+        let config = serde_json::to_vec(&config).unwrap();
+        let config_digest = inner.blobs.put_bytes(&config).await.unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"digest": config_digest},
+            "layers": [{"digest": layer, "size": 25,
+                "mediaType": "application/vnd.oci.image.layer.v1.tar"}],
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let image = crate::image::Image {
+            manifest_digest: strata_store::sha256_of(&manifest),
+            config,
+            config_digest,
+            manifest,
+            layers: Vec::new(),
+        };
+        inner
+            .images
+            .record(&inner.blobs, &image, &["app:1".into()], "b", None)
+            .await
+            .unwrap();
+        let r = prune(inner, &request("", None)).await.unwrap();
+        assert_eq!(r.deleted_blobs, 0, "the image holds its layer");
+
+        // The image's config can no longer be read.
+        inner
+            .blobs
+            .local_store()
+            .delete(&image.config_digest)
+            .await
+            .unwrap();
+        let e = prune(inner, &request("", None)).await.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "prune aborted: could not read image {}: its config {}",
+                image.manifest_digest, image.config_digest
+            )),
+            "{msg}"
+        );
+        assert!(inner.blobs.has(&layer).await, "the layer stays");
     }
 }
