@@ -85,7 +85,9 @@ pub struct Args {
     /// do, so setuid binaries (sudo, su) in RUN can raise privileges
     /// (within the step's capabilities). By default every step runs with
     /// no-new-privileges and such Dockerfiles fail.
-    #[arg(long, env = "STRATA_ALLOW_NEW_PRIVILEGES")]
+    /// STRATA_ALLOW_NEW_PRIVILEGES: y/yes/t/true/on/1 or n/no/f/false/off/0.
+    #[arg(long, env = "STRATA_ALLOW_NEW_PRIVILEGES",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_new_privileges: bool,
     /// Keep the local layer store under this many bytes: after each job
     /// the least recently used layers and blobs no running job reads are

@@ -66,6 +66,24 @@ fn lock(home: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     }
 }
 
+/// STRATA_ALLOW_NEW_PRIVILEGES parsed as clap parses strata-worker's
+/// `--allow-new-privileges` from it: y, yes, t, true, on, 1 are true; n, no,
+/// f, false, off, 0 are false (any case); unset or empty is false. Anything
+/// else is refused, so a typo cannot silently pick either.
+fn allow_new_privileges(value: Option<&std::ffi::OsStr>) -> Result<bool> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(false);
+    };
+    match value.to_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("y" | "yes" | "t" | "true" | "on" | "1") => Ok(true),
+        Some("n" | "no" | "f" | "false" | "off" | "0") => Ok(false),
+        _ => Err(anyhow!(
+            "STRATA_ALLOW_NEW_PRIVILEGES={value:?} is not a boolean: use true or false \
+             (also y/yes/t/on/1 or n/no/f/off/0)"
+        )),
+    }
+}
+
 fn registry_config() -> RegistryConfig {
     RegistryConfig {
         insecure: std::env::var("STRATA_INSECURE_REGISTRIES")
@@ -94,9 +112,10 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
         state_dir: home.join("worker"),
         force_copy_snapshotter: false,
         // As a farm's workers: steps run with no-new-privileges unless
-        // STRATA_ALLOW_NEW_PRIVILEGES is set (to anything but 0 or false).
-        no_new_privileges: !std::env::var("STRATA_ALLOW_NEW_PRIVILEGES")
-            .is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false")),
+        // STRATA_ALLOW_NEW_PRIVILEGES is true (read as strata-worker reads it).
+        no_new_privileges: !allow_new_privileges(
+            std::env::var_os("STRATA_ALLOW_NEW_PRIVILEGES").as_deref(),
+        )?,
     })
     .await
     .map_err(|e| anyhow!("starting the embedded worker: {e}"))?;
@@ -173,4 +192,30 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
             _lock: lock,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allow_new_privileges;
+    use std::ffi::OsStr;
+
+    fn parse(value: &str) -> Result<bool, String> {
+        allow_new_privileges(Some(OsStr::new(value))).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn allow_new_privileges_reads_booleans_as_the_worker_does() {
+        assert!(!allow_new_privileges(None).unwrap());
+        assert_eq!(parse(""), Ok(false));
+        for yes in ["y", "yes", "t", "true", "on", "1", "TRUE", "On"] {
+            assert_eq!(parse(yes), Ok(true), "{yes}");
+        }
+        for no in ["n", "no", "f", "false", "off", "0", "FALSE", "Off"] {
+            assert_eq!(parse(no), Ok(false), "{no}");
+        }
+        for bad in ["2", "enable", "ture", " true"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("STRATA_ALLOW_NEW_PRIVILEGES"), "{bad}: {err}");
+        }
+    }
 }
