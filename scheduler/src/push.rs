@@ -1,25 +1,26 @@
 //! `strata push`: an image's blobs streamed from the store to a registry,
 //! then its manifest.
 //!
-//! By default every layer goes up exactly as it is stored — the zstd
-//! layers strata builds stay zstd, base layers pulled as gzip stay gzip —
-//! and the manifest's exact bytes are pushed, so the pushed digest is the
-//! local one. Each blob is pushed only if the target repository lacks it:
-//! the registry is asked first (HEAD), then asked to mount it from another
+//! A registry push asks for gzip unless told otherwise, as `docker build
+//! --push` and BuildKit do (runtimes older than containerd 1.5 / Docker 23
+//! read no zstd): the layers strata built (zstd) are converted, base
+//! layers stored in another compression stay as they came unless
+//! `force_compression` asks for every layer. A converted layer (gzip in
+//! parallel on all cores, its diffID checked on the way) is converted
+//! once: it is kept in the store and indexed (`variants/<diffID>/<kind>`
+//! beside the cache records, so every scheduler of a farm reuses it), and
+//! later pushes send the kept bytes. The manifest then names the variants
+//! (same config, same image ID, another manifest digest). With
+//! `compression=zstd` every layer goes up exactly as stored and the
+//! manifest's exact bytes are pushed, so the pushed digest is the local
+//! one.
+//!
+//! Each blob is pushed only if the target repository lacks it: the
+//! registry is asked first (HEAD), then asked to mount it from another
 //! repository of the same registry known to hold it ([`crate::origins`]:
 //! where base images were pulled from and images pushed to), and only then
 //! are its bytes read — from the local directory, else streamed from the
 //! shared store — and uploaded. A layer the registry has is never fetched.
-//!
-//! A push that names a compression (`compression=gzip`, as BuildKit's
-//! exporter option) converts, as BuildKit does: the layers strata built
-//! (zstd) are re-encoded, base layers stored in another compression stay
-//! as they came unless `force_compression` asks for every layer. A
-//! re-encoded layer (gzip in parallel on all cores, its diffID checked on
-//! the way) is kept in the store and indexed (`variants/<diffID>/<kind>`
-//! beside the cache records, so every scheduler of a farm reuses it), and
-//! the manifest then names the variants (same config, same image ID,
-//! another manifest digest).
 
 use crate::Inner;
 use crate::blobs::BlobError;
@@ -139,6 +140,21 @@ pub fn push_compression(c: i32) -> Option<Compression> {
     }
 }
 
+/// Refuses `force_compression` without a compression to force, as the CLI
+/// does: the layers would be pushed as stored and the flag ignored.
+pub fn check_force_compression(
+    compression: Option<Compression>,
+    force: bool,
+) -> Result<(), Status> {
+    if force && compression.is_none() {
+        return Err(Status::invalid_argument(
+            "force-compression=true needs compression=gzip|zstd|uncompressed (without it \
+             every layer is pushed as stored)",
+        ));
+    }
+    Ok(())
+}
+
 fn kind_name(kind: CompressionKind) -> &'static str {
     match kind {
         CompressionKind::Zstd => "zstd",
@@ -147,23 +163,38 @@ fn kind_name(kind: CompressionKind) -> &'static str {
     }
 }
 
-/// The layer `stored` compressed as `to`, for a push: the farm's variant
-/// (`variants/<diffID>/<kind>` in the durable store) when its blob is
-/// there, else re-encoded here ([`layer_variant`], which needs the stored
-/// layer's bytes locally), published and recorded.
+fn variant_key(stored: &LayerInfo, to: Compression) -> String {
+    format!("variants/{}/{}", stored.diff_id, kind_name(to.kind()))
+}
+
+/// The farm's kept copy of layer `stored` compressed as `to`
+/// (`variants/<diffID>/<kind>` in the durable store), if its blob is
+/// there.
+async fn kept_variant(
+    inner: &Arc<Inner>,
+    stored: &LayerInfo,
+    to: Compression,
+) -> Option<LayerInfo> {
+    let raw = inner
+        .blobs
+        .durable()
+        .get_object(&variant_key(stored, to))
+        .await
+        .ok()??;
+    let v = serde_json::from_slice::<LayerInfo>(&raw).ok()?;
+    inner.blobs.has(&v.digest).await.then_some(v)
+}
+
+/// Layer `stored` re-encoded as `to` ([`layer_variant`], which needs the
+/// stored layer's bytes locally), published and recorded as the farm's
+/// kept copy.
 async fn shared_variant(
     inner: &Arc<Inner>,
     stored: &LayerInfo,
     to: Compression,
 ) -> Result<LayerInfo, String> {
     let durable = inner.blobs.durable();
-    let key = format!("variants/{}/{}", stored.diff_id, kind_name(to.kind()));
-    if let Ok(Some(raw)) = durable.get_object(&key).await
-        && let Ok(v) = serde_json::from_slice::<LayerInfo>(&raw)
-        && inner.blobs.has(&v.digest).await
-    {
-        return Ok(v);
-    }
+    let key = variant_key(stored, to);
     inner
         .blobs
         .ensure_local(&stored.digest)
@@ -319,16 +350,22 @@ pub async fn push(
             if kind == to.kind() || (!force && kind != CompressionKind::Zstd) {
                 continue;
             }
-            let _ = tx
-                .send(Ok(progress(
-                    &stored.digest,
-                    build::PushPhase::Compressing,
-                    stored.size,
-                )))
-                .await;
-            let v = shared_variant(inner, &stored, to).await.map_err(|e| {
-                Status::internal(format!("converting layer {}: {e}", stored.digest))
-            })?;
+            // Converted once: a kept copy goes up as it is.
+            let v = match kept_variant(inner, &stored, to).await {
+                Some(v) => v,
+                None => {
+                    let _ = tx
+                        .send(Ok(progress(
+                            &stored.digest,
+                            build::PushPhase::Compressing,
+                            stored.size,
+                        )))
+                        .await;
+                    shared_variant(inner, &stored, to).await.map_err(|e| {
+                        Status::internal(format!("converting layer {}: {e}", stored.digest))
+                    })?
+                }
+            };
             l["mediaType"] = serde_json::json!(v.media_type);
             l["digest"] = serde_json::json!(v.digest);
             l["size"] = serde_json::json!(v.size);
@@ -376,4 +413,23 @@ pub async fn push(
         }))
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_force_compression, common, push_compression};
+
+    #[test]
+    fn force_compression_without_a_compression_is_refused() {
+        let none = push_compression(common::Compression::Unspecified as i32);
+        let err = check_force_compression(none, true).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message()
+                .contains("force-compression=true needs compression=")
+        );
+        assert!(check_force_compression(none, false).is_ok());
+        let gzip = push_compression(common::Compression::Gzip as i32);
+        assert!(check_force_compression(gzip, true).is_ok());
+    }
 }

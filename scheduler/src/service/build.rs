@@ -398,6 +398,8 @@ impl BuildService for Builds {
     ) -> Result<Response<Self::PushImageStream>, Status> {
         let tenant = Tenant::of(&request);
         let req = request.into_inner();
+        let compression = crate::push::push_compression(req.compression);
+        crate::push::check_force_compression(compression, req.force_compression)?;
         let rec = self
             .inner
             .images
@@ -411,7 +413,6 @@ impl BuildService for Builds {
         let (tx, rx) = mpsc::channel(64);
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
-            let compression = crate::push::push_compression(req.compression);
             if let Err(e) = crate::push::push(
                 &inner,
                 &rec,
