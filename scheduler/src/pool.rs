@@ -304,10 +304,20 @@ impl Pool {
         st.queue.push_front(job);
     }
 
-    /// Queues a job; its lease and attempt are set here.
-    pub fn submit(&self, mut assignment: wire::JobAssignment) -> mpsc::UnboundedReceiver<JobEvent> {
+    /// Queues a job; its lease and attempt (1) are set here.
+    pub fn submit(&self, assignment: wire::JobAssignment) -> mpsc::UnboundedReceiver<JobEvent> {
+        self.submit_from(assignment, 1)
+    }
+
+    /// Queues a job as its attempt `attempt`: a step run again after its
+    /// earlier runs keeps counting from there. Its lease is set here.
+    pub fn submit_from(
+        &self,
+        mut assignment: wire::JobAssignment,
+        attempt: u32,
+    ) -> mpsc::UnboundedReceiver<JobEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        assignment.attempt = 1;
+        assignment.attempt = attempt.max(1);
         assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
         let wants = wants_of(&assignment);
         let mut st = self.lock();

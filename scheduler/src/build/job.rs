@@ -45,16 +45,39 @@ pub(super) struct StepRun {
     pub(super) cache_mounts: Vec<wire::CacheMountArchive>,
 }
 
+/// How one step's job ended, when it did not fail.
+pub(super) enum Driven {
+    /// The step is done; its layer is in the store, pinned for the build.
+    Done(StepRun),
+    /// The worker reported a layer the store no longer has: prune removed
+    /// it after the worker found it there and skipped the upload. No
+    /// `StepDone` was sent; the step can run again.
+    LayerVanished {
+        digest: String,
+        worker_id: String,
+        attempt: u32,
+    },
+}
+
 pub(super) const LOG_TAIL: usize = 4096;
 
-/// Follows one job's events into the build's log.
+/// A failure of the blob store or cache index.
+pub(super) fn store_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new(
+        build::ErrorCode::StoreUnavailable,
+        format!("the layer cache is unavailable: {e}; the build can be retried"),
+    )
+}
+
+/// Follows one job's events into the build's log. A step is reported
+/// done only once its layer is pinned and known to be in the store.
 pub(super) async fn drive_job(
     handle: &BuildHandle,
     step: &Step,
     job_id: String,
     mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
     inner: &Inner,
-) -> Result<StepRun, Failure> {
+) -> Result<Driven, Failure> {
     let started = Instant::now();
     let mut tail: Vec<u8> = Vec::new();
     let mut attempt = 1;
@@ -112,14 +135,34 @@ pub(super) async fn drive_job(
                     media_type: blob.media_type,
                     size: blob.size,
                 };
-                if !inner.blobs.has(&layer.digest).await {
+                if layer.digest.is_empty() {
                     return Err(Failure::new(
                         build::ErrorCode::WorkerLost,
                         format!(
-                            "{}: worker {worker_id} reported layer {} but it is not in the store",
-                            step.instruction, layer.digest
+                            "{}: worker {worker_id} reported the step done without a layer",
+                            step.instruction
                         ),
                     ));
+                }
+                // A worker skips uploading a layer the store already has;
+                // prune may have removed that blob since. Pin the layer and
+                // check it is there under the pins guard, before the step
+                // is reported done: then prune leaves it alone.
+                let present = {
+                    let _guard = inner.pins.guard().await;
+                    inner.pins.pin(&handle.id, [layer.digest.as_str()]);
+                    inner.blobs.stat(&layer.digest).await
+                };
+                match present {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Ok(Driven::LayerVanished {
+                            digest: layer.digest,
+                            worker_id,
+                            attempt,
+                        });
+                    }
+                    Err(e) => return Err(store_failure(e)),
                 }
                 let took = started.elapsed();
                 handle.emit(Event::StepDone(build::StepDone {
@@ -133,13 +176,13 @@ pub(super) async fn drive_job(
                     stats: result.stats,
                     resolved_base_digest: String::new(),
                 }));
-                return Ok(StepRun {
+                return Ok(Driven::Done(StepRun {
                     layer,
                     worker_id,
                     duration: took,
                     attempts: attempt,
                     cache_mounts: result.cache_mounts,
-                });
+                }));
             }
             JobEvent::Retrying { failure, worker_id } => {
                 // The worker's side failed (its store, runtime, disk); the

@@ -25,7 +25,7 @@ use strata_proto::common::v1 as common;
 use build::build_event::Event;
 
 use super::chains::Chains;
-use super::job::Failure;
+use super::job::{Failure, store_failure};
 use super::step::{Satisfied, satisfy};
 use super::wire::{
     duration, job_assignment, layer_proto, location, manifest_proto, plan_proto, stage_name,
@@ -268,6 +268,24 @@ fn outcome(
     });
 }
 
+/// Pins base image `r`'s layers for the build and checks each is in the
+/// store, under the pins guard as a cache hit does: prune then leaves them
+/// alone. Returns the first layer that is missing.
+async fn pin_base(inner: &Inner, build_id: &str, r: &Resolved) -> Result<Option<String>, Failure> {
+    let _guard = inner.pins.guard().await;
+    inner
+        .pins
+        .pin(build_id, r.layers.iter().map(|l| l.digest.as_str()));
+    for l in &r.layers {
+        match inner.blobs.stat(&l.digest).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(Some(l.digest.clone())),
+            Err(e) => return Err(store_failure(e)),
+        }
+    }
+    Ok(None)
+}
+
 async fn execute(
     inner: &Arc<Inner>,
     handle: &BuildHandle,
@@ -294,19 +312,42 @@ async fn execute(
     let mut bases: BTreeMap<String, Resolved> = BTreeMap::new();
     let owner = inner.config.auth.owner(&input.namespace);
     for reference in images_of(&offline) {
-        let r = tokio::select! {
-            r = resolve(inner, &reference, &input.options.platform, input.pull, owner) => r,
-            () = handle.cancel.cancelled() => return Err(Failure::new(build::ErrorCode::Cancelled, "cancelled")),
+        let mut tries = 0;
+        let r = loop {
+            tries += 1;
+            let r = tokio::select! {
+                r = resolve(inner, &reference, &input.options.platform, input.pull, owner) => r,
+                () = handle.cancel.cancelled() => return Err(Failure::new(build::ErrorCode::Cancelled, "cancelled")),
+            };
+            let r = r.map_err(|e| {
+                Failure::new(
+                    build::ErrorCode::BaseImage,
+                    format!("failed to resolve {reference}: {e}"),
+                )
+            })?;
+            let Some(missing) = pin_base(inner, &handle.id, &r).await? else {
+                break r;
+            };
+            // Prune removed a layer between resolving and pinning. Resolving
+            // a registry image again downloads it (pinned now, it stays); a
+            // local image has lost it for good.
+            if r.source == "local" || tries > 1 {
+                let hint = if r.source == "local" {
+                    " (build with --pull to fetch the image from its registry)"
+                } else {
+                    ""
+                };
+                return Err(Failure::new(
+                    build::ErrorCode::BaseImage,
+                    format!(
+                        "base image {reference}: its layer {missing} is not in the store (removed by strata prune?){hint}"
+                    ),
+                ));
+            }
+            tracing::warn!(
+                "base image {reference}: layer {missing} was removed (strata prune) after it was resolved; resolving it again"
+            );
         };
-        let r = r.map_err(|e| {
-            Failure::new(
-                build::ErrorCode::BaseImage,
-                format!("failed to resolve {reference}: {e}"),
-            )
-        })?;
-        inner
-            .pins
-            .pin(&handle.id, r.layers.iter().map(|l| l.digest.as_str()));
         bases.insert(reference, r);
     }
     let plan = plan_with(&Known(

@@ -4,7 +4,7 @@
 //! one's layer instead of running it again; run the job; record the layer.
 
 use super::handle::BuildHandle;
-use super::job::{Failure, StepRun, drive_job};
+use super::job::{Driven, Failure, StepRun, drive_job, store_failure};
 use crate::Inner;
 use crate::cache::{CacheEntry, Hit};
 use crate::image::now_rfc3339;
@@ -31,13 +31,6 @@ pub(super) enum Satisfied {
     Cached(Hit),
     /// By running its job.
     Built(StepRun, CacheEntry),
-}
-
-fn store_failure(e: impl std::fmt::Display) -> Failure {
-    Failure::new(
-        build::ErrorCode::StoreUnavailable,
-        format!("the layer cache is unavailable: {e}; the build can be retried"),
-    )
 }
 
 /// A usable cache entry: indexed, and its blob still in the store, pinned
@@ -172,24 +165,17 @@ pub(super) async fn satisfy(
     let mut renew = tokio::time::interval(CLAIM_TTL / 3);
     renew.tick().await;
     let mut tries = 0;
+    let mut attempt = 1;
     let run = loop {
         tries += 1;
         record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
-        let events = inner.pool.submit(assignment.clone());
+        let events = inner.pool.submit_from(assignment.clone(), attempt);
         let drive = drive_job(handle, step, job_id.clone(), events, inner);
         tokio::pin!(drive);
-        let run = loop {
+        let driven = loop {
             tokio::select! {
                 r = &mut drive => match r {
-                    Ok(run) => break Some(run),
-                    // drive_job checks the reported layer is stored: prune
-                    // may have removed it after the worker found it there.
-                    Err(f) if tries < MAX_LAYER_TRIES
-                        && f.error.code == build::ErrorCode::WorkerLost as i32
-                        && f.error.message.ends_with("but it is not in the store") =>
-                    {
-                        break None;
-                    }
+                    Ok(driven) => break driven,
                     Err(f) => {
                         record_job(inner, &job_id, &handle.id, step, ns, "failed", "").await;
                         return Err(f);
@@ -211,40 +197,31 @@ pub(super) async fn satisfy(
                 }
             }
         };
-        // A worker skips uploading a layer the store already has; prune
-        // may have removed that blob since. Pin the layer and check it is
-        // there under the pins guard: then prune leaves it alone.
-        let present = match &run {
-            Some(run) => {
-                let _guard = inner.pins.guard().await;
-                inner.pins.pin(&handle.id, [run.layer.digest.as_str()]);
-                inner
-                    .blobs
-                    .stat(&run.layer.digest)
-                    .await
-                    .map_err(store_failure)?
-            }
-            None => None,
-        };
-        match (run, present) {
-            (Some(run), Some(_)) => break run,
-            (run, _) if tries < MAX_LAYER_TRIES => {
-                let digest = run.map(|r| r.layer.digest).unwrap_or_default();
+        // drive_job pins the reported layer and checks it is stored before
+        // reporting the step done; prune may have removed it after the
+        // worker found it there, and then the step runs again.
+        match driven {
+            Driven::Done(run) => break run,
+            Driven::LayerVanished {
+                digest,
+                worker_id,
+                attempt: last,
+            } if tries < MAX_LAYER_TRIES => {
+                attempt = last + 1;
                 tracing::warn!(
-                    "{}: layer {digest} was removed (strata prune) before it was recorded; running the step again",
+                    "{}: layer {digest} reported by worker {worker_id} was removed (strata prune) before it was recorded; running the step again",
                     step.id,
                 );
                 handle.emit(Event::StepQueued(build::StepQueued {
                     step_id: step.id.clone(),
-                    attempt: tries + 1,
+                    attempt,
                     reason: format!(
                         "layer {digest} was pruned before it was recorded; running the step again"
                     ),
                     cache_key: key.clone(),
                 }));
             }
-            (run, _) => {
-                let digest = run.map(|r| r.layer.digest).unwrap_or_default();
+            Driven::LayerVanished { digest, .. } => {
                 record_job(inner, &job_id, &handle.id, step, ns, "failed", "").await;
                 return Err(Failure::new(
                     build::ErrorCode::StoreUnavailable,
