@@ -11,8 +11,12 @@
 //! keys go once the build's whole log is in the durable store.
 //!
 //! While the state cannot be written, watchers wait and the writer retries;
-//! once the build has ended it gives up (the whole log then goes to the
-//! durable store), so a state outage never holds back a build's end.
+//! once the build has ended, or an event has failed for `GIVE_UP_AFTER`
+//! (an error that retrying does not cure), it gives up: watchers are then
+//! served every event as it comes, the build is no longer journalled, and
+//! its whole log still goes to the durable store at the end. So a state
+//! outage never holds back a build's end nor hides a running build's
+//! events for long.
 
 use super::handle::BuildHandle;
 use super::run::{persist, run_build};
@@ -29,6 +33,9 @@ use tokio::task::JoinHandle;
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between two tries.
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long one event may fail to be journalled before the writer stops
+/// journalling the build (and stops holding its events back).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
 fn request_key(id: &str) -> String {
     format!("requests/{id}")
@@ -59,23 +66,34 @@ pub fn journal(inner: &Arc<Inner>, handle: &Arc<BuildHandle>) -> JoinHandle<()> 
 }
 
 fn start_journal(state: Arc<dyn StateStore>, handle: Arc<BuildHandle>) -> JoinHandle<()> {
+    start_journal_giving_up_after(state, handle, GIVE_UP_AFTER)
+}
+
+fn start_journal_giving_up_after(
+    state: Arc<dyn StateStore>,
+    handle: Arc<BuildHandle>,
+    give_up_after: Duration,
+) -> JoinHandle<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     handle.journal_to(tx);
-    tokio::spawn(write_journal(state, handle, rx))
+    tokio::spawn(write_journal(state, handle, rx, give_up_after))
 }
 
 /// Appends each event in order, marking it durable once stored; retries
-/// a failed append until it succeeds or the build has ended.
+/// a failed append until it succeeds, the build has ended or the event
+/// has failed for `give_up_after`.
 async fn write_journal(
     state: Arc<dyn StateStore>,
     handle: Arc<BuildHandle>,
     mut rx: mpsc::UnboundedReceiver<build::BuildEvent>,
+    give_up_after: Duration,
 ) {
     let key = events_key(&handle.id);
     let mut writing = true;
     while let Some(ev) = rx.recv().await {
         let bytes = ev.encode_to_vec();
         let mut delay = RETRY_FIRST;
+        let mut failing_since = None;
         while writing {
             match state.append(&key, &bytes).await {
                 Ok(_) => break,
@@ -84,6 +102,23 @@ async fn write_journal(
                         build_id = handle.id,
                         "journalling {key} stopped at event {}: {e}; the build has ended \
                          and its whole log goes to the durable store",
+                        ev.sequence
+                    );
+                    writing = false;
+                }
+                Err(e)
+                    if failing_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .elapsed()
+                        >= give_up_after =>
+                {
+                    tracing::warn!(
+                        build_id = handle.id,
+                        "journalling {key} stopped at event {}: {e}, failing for over \
+                         {give_up_after:?}; watchers are served the build's events \
+                         unjournalled from now on and its whole log goes to the durable \
+                         store at the end (a scheduler restart before then would resume \
+                         it from the last journalled event)",
                         ev.sequence
                     );
                     writing = false;
@@ -403,6 +438,31 @@ mod tests {
             .unwrap();
         assert_eq!(served(&h), [1, 2]);
         assert!(state.stored("b3").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_journal_failing_too_long_is_given_up_while_the_build_runs() {
+        let state = SlowState::new(usize::MAX >> 4, u32::MAX);
+        let h = Arc::new(BuildHandle::new("b5".into(), build::BuildInfo::default()));
+        let writer = start_journal_giving_up_after(
+            state.clone(),
+            Arc::clone(&h),
+            Duration::from_millis(300),
+        );
+        h.emit(log_line("line-1\n"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(served(&h), Vec::<u64>::new(), "served though never written");
+        // Still running: after the cap the event is served all the same,
+        // and later ones are not held back (nor journalled).
+        durable(&h, 1).await;
+        assert!(!h.finished());
+        assert_eq!(served(&h), [1]);
+        h.emit(log_line("line-2\n"));
+        durable(&h, 2).await;
+        assert_eq!(served(&h), [1, 2]);
+        assert!(state.stored("b5").await.is_empty());
+        h.close_journal();
+        writer.await.unwrap();
     }
 
     #[tokio::test]
