@@ -645,6 +645,22 @@ fn a_cancelled_build_s_slots_go_to_the_waiting_build() {
         retried.is_empty(),
         "a refused job spent an attempt: {retried:?}"
     );
+    // A refusal re-queued at attempt 1 but then started as a later
+    // attempt would still be a spent attempt.
+    let started: Vec<&Value> = end
+        .events
+        .iter()
+        .filter(|e| e["type"] == "step_started")
+        .collect();
+    assert!(!started.is_empty(), "the waiting build started no step");
+    let restarted: Vec<&&Value> = started
+        .iter()
+        .filter(|e| e["attempt"].as_u64() != Some(1))
+        .collect();
+    assert!(
+        restarted.is_empty(),
+        "a refused job spent an attempt: {restarted:?}"
+    );
     assert_clean(&farm, 0);
 }
 
