@@ -241,3 +241,87 @@ pub(super) async fn drive_job(
     }
     Err(Failure::new(build::ErrorCode::Cancelled, "cancelled"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Scheduler, SchedulerConfig};
+    use strata_frontend::plan::{Offline, PlanOptions, plan_dockerfile};
+    use strata_proto::common::v1 as common;
+
+    fn done(digest: &str) -> JobEvent {
+        JobEvent::Done {
+            result: Box::new(wire::JobResult {
+                layer: Some(common::Layer {
+                    diff_id: digest.to_string(),
+                    blob: Some(common::Descriptor {
+                        digest: digest.to_string(),
+                        ..Default::default()
+                    }),
+                    uncompressed_size: 0,
+                }),
+                ..Default::default()
+            }),
+            worker_id: "w1".into(),
+        }
+    }
+
+    fn step_done_count(handle: &BuildHandle) -> usize {
+        handle.mark_durable(u64::MAX);
+        handle
+            .events_after(0)
+            .iter()
+            .filter(|e| matches!(e.event, Some(Event::StepDone(_))))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_step_is_done_only_once_its_layer_is_pinned_and_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let inner = s.inner();
+        let plan = plan_dockerfile(
+            b"FROM scratch\nRUN true\n",
+            None,
+            &PlanOptions::default(),
+            &Offline,
+        )
+        .unwrap();
+        let step = &plan.steps[0];
+        let handle = BuildHandle::new("b1".into(), Default::default());
+
+        // The worker reports a layer prune has removed: no StepDone, and
+        // the digest is named.
+        let gone = strata_store::sha256_of(b"a layer prune removed");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(JobEvent::Started {
+            worker_id: "w1".into(),
+            attempt: 2,
+        })
+        .unwrap();
+        tx.send(done(&gone)).unwrap();
+        match drive_job(&handle, step, "j1".into(), rx, inner).await {
+            Ok(Driven::LayerVanished {
+                digest, attempt, ..
+            }) => {
+                assert_eq!((digest.as_str(), attempt), (gone.as_str(), 2));
+            }
+            Ok(Driven::Done(_)) => panic!("done with a layer not in the store"),
+            Err(f) => panic!("failed: {}", f.error.message),
+        }
+        assert_eq!(step_done_count(&handle), 0);
+
+        // A stored layer: StepDone, and the layer is pinned first.
+        let there = inner.blobs.put_bytes(b"a layer").await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(done(&there)).unwrap();
+        assert!(matches!(
+            drive_job(&handle, step, "j1".into(), rx, inner).await,
+            Ok(Driven::Done(_))
+        ));
+        assert!(inner.pins.is_pinned(&there));
+        assert_eq!(step_done_count(&handle), 1);
+    }
+}
