@@ -332,8 +332,9 @@ fn builds_survive_killed_workers_and_schedulers() {
                 Fault::CutOffWorker => {
                     let (i, step) = victim(&mut rng);
                     farm.worker(i).proc.signal("STOP");
-                    // Past the lease and the reaper's next round.
-                    std::thread::sleep(Duration::from_millis(4500));
+                    // Past the 3 s lease and the reaper's next 1 s round,
+                    // with 2 s to spare on a loaded machine.
+                    std::thread::sleep(Duration::from_secs(6));
                     let seen = b.events().len();
                     farm.worker(i).proc.signal("CONT");
                     if let Some((s, a)) = step {
