@@ -52,7 +52,8 @@ pub async fn push_image(
         Compression::Gzip => "gzip",
         Compression::Zstd => "zstd",
         Compression::Uncompressed => "uncompressed",
-        Compression::Unspecified => "another compression",
+        // The scheduler's default for registry pushes, as docker build.
+        Compression::Unspecified => "gzip",
     };
     let converting = format!("Converting to {to} (compression={to})");
     let mut phases: HashMap<String, pb::PushPhase> = HashMap::new();

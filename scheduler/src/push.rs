@@ -140,19 +140,10 @@ pub fn push_compression(c: i32) -> Option<Compression> {
     }
 }
 
-/// Refuses `force_compression` without a compression to force, as the CLI
-/// does: the layers would be pushed as stored and the flag ignored.
-pub fn check_force_compression(
-    compression: Option<Compression>,
-    force: bool,
-) -> Result<(), Status> {
-    if force && compression.is_none() {
-        return Err(Status::invalid_argument(
-            "force-compression=true needs compression=gzip|zstd|uncompressed (without it \
-             every layer is pushed as stored)",
-        ));
-    }
-    Ok(())
+/// The compression a registry push asks for: gzip unless the request
+/// names one, as `docker build --push` and BuildKit.
+pub fn registry_compression(c: i32) -> Compression {
+    push_compression(c).unwrap_or(Compression::GZIP)
 }
 
 fn kind_name(kind: CompressionKind) -> &'static str {
@@ -417,19 +408,20 @@ pub async fn push(
 
 #[cfg(test)]
 mod tests {
-    use super::{check_force_compression, common, push_compression};
+    use super::{Compression, common, registry_compression};
+    use strata_oci::layer::CompressionKind;
 
     #[test]
-    fn force_compression_without_a_compression_is_refused() {
-        let none = push_compression(common::Compression::Unspecified as i32);
-        let err = check_force_compression(none, true).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert!(
-            err.message()
-                .contains("force-compression=true needs compression=")
+    fn a_registry_push_is_gzip_unless_asked_otherwise() {
+        let kind = |c: common::Compression| registry_compression(c as i32).kind();
+        assert_eq!(
+            kind(common::Compression::Unspecified),
+            CompressionKind::Gzip
         );
-        assert!(check_force_compression(none, false).is_ok());
-        let gzip = push_compression(common::Compression::Gzip as i32);
-        assert!(check_force_compression(gzip, true).is_ok());
+        assert_eq!(kind(common::Compression::Zstd), CompressionKind::Zstd);
+        assert_eq!(
+            kind(common::Compression::Uncompressed),
+            Compression::Uncompressed.kind()
+        );
     }
 }

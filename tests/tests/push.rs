@@ -1,16 +1,19 @@
 //! Pushing to a registry from a farm on Redis and S3, with real processes
 //! on loopback and a local `docker-registry`:
 //!
-//! - The layers go up exactly as stored: the pushed manifest is the built
-//!   one (same digest), its built layers zstd, the base layer as pulled.
+//! - With `compression=zstd` the layers go up exactly as stored: the
+//!   pushed manifest is the built one (same digest), its built layers
+//!   zstd, the base layer as pulled.
 //! - The base layer, pulled from repository `base/busybox`, is mounted
 //!   into the target repository of the same registry, not uploaded (the
 //!   registry's access log shows the mount answered 201).
 //! - Layers the workers built are streamed from S3: the scheduler's own
 //!   disk never gets a copy.
 //! - A second push uploads nothing.
-//! - `compression=gzip` converts the built layers (and says so); the
-//!   gzip image, same image ID, is pulled back and runs.
+//! - By default, as `docker build --push`, the built layers go up gzip:
+//!   converted once (and said so), the gzip copies kept in the farm's
+//!   store, so a later push converts nothing; the gzip image, same image
+//!   ID, is pulled back and runs.
 
 use serde_json::Value;
 use std::path::Path;
@@ -98,7 +101,7 @@ fn manifest_layers(manifest: &Value) -> Vec<(String, String)> {
 }
 
 #[test]
-fn push_sends_stored_layers_mounts_the_base_and_converts_on_request() {
+fn a_push_mounts_the_base_sends_gzip_by_default_and_zstd_as_stored() {
     let registry = TestRegistry::start();
     let base = push_busybox(&registry, "base/busybox:latest");
     let redis = RedisServer::start();
@@ -150,8 +153,12 @@ fn push_sends_stored_layers_mounts_the_base_and_converts_on_request() {
         assert!(media_type.ends_with("+zstd"), "{built:#}");
     }
 
-    // Pushed to another repository of the base's registry.
-    let (out, pushed) = build(&farm, ctx.path(), &["-t", &name, "--push"]);
+    // Pushed as stored to another repository of the base's registry.
+    let (out, pushed) = build(
+        &farm,
+        ctx.path(),
+        &["-t", &name, "-o", "type=registry,compression=zstd"],
+    );
     assert_eq!(
         pushed["containerimage.digest"].as_str(),
         Some(local_digest.as_str()),
@@ -196,7 +203,7 @@ fn push_sends_stored_layers_mounts_the_base_and_converts_on_request() {
     assert!(!out.contains("Converting"), "{out}");
 
     // Pushed again: the registry has every blob, nothing is uploaded.
-    let again = farm.strata(&["push", &name]);
+    let again = farm.strata(&["push", "--compression", "zstd", &name]);
     assert!(again.status.success(), "{}", text(&again));
     let again_text = text(&again);
     assert!(
@@ -214,14 +221,10 @@ fn push_sends_stored_layers_mounts_the_base_and_converts_on_request() {
         "{again_text}"
     );
 
-    // compression=gzip, as buildx spells it: the built layers converted,
-    // the base layer as it came; same image ID.
+    // By default (gzip, as docker build --push): the built layers
+    // converted, the base layer as it came; same image ID.
     let gz_name = format!("{}/team/app-gzip:1", registry.host());
-    let (out, gz) = build(
-        &farm,
-        ctx.path(),
-        &["-t", &gz_name, "-o", "type=registry,compression=gzip"],
-    );
+    let (out, gz) = build(&farm, ctx.path(), &["-t", &gz_name, "--push"]);
     for (digest, _) in &layers[1..] {
         assert!(
             out.contains(&format!(
@@ -249,6 +252,18 @@ fn push_sends_stored_layers_mounts_the_base_and_converts_on_request() {
     assert_ne!(
         gz["containerimage.digest"].as_str(),
         Some(local_digest.as_str())
+    );
+    // The gzip copies were kept: pushing the image again (to a new
+    // repository, so the layers do go up) converts nothing.
+    let gz_again = format!("{}/team/app-gzip-again:1", registry.host());
+    let o = farm.strata(&["push", &gz_name, &gz_again]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = text(&o);
+    assert!(!o.contains("Converting"), "{o}");
+    assert_eq!(
+        manifest_layers(&registry_manifest(&gz_again)),
+        gz_layers,
+        "{o}"
     );
 
     // The gzip image is pulled back and runs.
@@ -316,7 +331,7 @@ fn a_later_push_mounts_what_an_earlier_build_pulled() {
     let local_digest = m["containerimage.digest"].as_str().expect("digest");
 
     let target = format!("{}/team/embedded:1", registry.host());
-    let pushed = strata(&["push", "embedded/app:1", &target]);
+    let pushed = strata(&["push", "--compression", "zstd", "embedded/app:1", &target]);
     let out = text(&pushed);
     assert!(pushed.status.success(), "{out}");
     assert!(

@@ -13,13 +13,13 @@ pub struct PushArgs {
     /// Registry reference to push to (default: the image's own name).
     #[arg(value_name = "DESTINATION")]
     pub destination: Option<String>,
-    /// Convert the layers strata built to this compression (gzip for
-    /// runtimes older than containerd 1.5 / Docker 23, which cannot read
-    /// zstd); by default every layer is pushed as stored.
+    /// Layer compression to push (default gzip, as docker build --push,
+    /// which runtimes older than containerd 1.5 / Docker 23 need; zstd
+    /// pushes the layers strata built as stored).
     #[arg(long, value_name = "gzip|zstd|uncompressed")]
     pub compression: Option<String>,
-    /// With --compression, convert base-image layers too.
-    #[arg(long, requires = "compression")]
+    /// Convert base-image layers too (BuildKit's force-compression).
+    #[arg(long)]
     pub force_compression: bool,
 }
 

@@ -398,8 +398,7 @@ impl BuildService for Builds {
     ) -> Result<Response<Self::PushImageStream>, Status> {
         let tenant = Tenant::of(&request);
         let req = request.into_inner();
-        let compression = crate::push::push_compression(req.compression);
-        crate::push::check_force_compression(compression, req.force_compression)?;
+        let compression = crate::push::registry_compression(req.compression);
         let rec = self
             .inner
             .images
@@ -417,7 +416,7 @@ impl BuildService for Builds {
                 &inner,
                 &rec,
                 &destination,
-                compression,
+                Some(compression),
                 req.force_compression,
                 &tx,
             )

@@ -16,11 +16,12 @@ pub enum OutputSpec {
     Image,
     /// `type=registry`: push every tag (same as `--push`).
     Registry {
-        /// `compression=gzip|zstd|uncompressed`: convert the layers strata
-        /// built to it; unspecified pushes every layer as stored (strata's
-        /// zstd, base layers as pulled).
+        /// `compression=gzip|zstd|uncompressed`: the layers strata built
+        /// go up in it; unspecified is gzip, as docker build --push (zstd
+        /// pushes them as stored; base layers stay as pulled).
         compression: common::Compression,
-        /// `force-compression=true`: convert every layer, base layers too.
+        /// `force-compression=true`: convert every layer, base layers too
+        /// (to gzip when no compression is named, as BuildKit).
         force_compression: bool,
     },
     /// `type=docker,dest=F`: a docker-archive tarball written to `F`.
@@ -130,17 +131,6 @@ impl OutputSpec {
         } else {
             spec
         };
-        if let Self::Registry {
-            compression: common::Compression::Unspecified,
-            force_compression: true,
-        } = spec
-        {
-            return Err(bad(
-                "force-compression=true needs compression=gzip|zstd|uncompressed (without it \
-                 every layer is pushed as stored)"
-                    .into(),
-            ));
-        }
         Ok(spec)
     }
 
