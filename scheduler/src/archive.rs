@@ -4,8 +4,9 @@
 //! `docker import` of a root filesystem tarball.
 //!
 //! Everything here but [`localise`] is blocking file work on the local
-//! directory; callers run [`localise`] first, then the rest on the
-//! blocking pool.
+//! directory, run on the blocking pool. The writers read an image's blobs
+//! as local files, so an export runs [`localise`] first; `import_rootfs`
+//! writes new blobs there and needs nothing brought in.
 
 use crate::blobs::{Blobs, FsBlobs, sha256_of};
 use crate::image::{Image, LayerInfo, OCI_CONFIG, OCI_MANIFEST, layers_of};
