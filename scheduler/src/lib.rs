@@ -118,6 +118,10 @@ pub struct Inner {
     pub pins: prune::Pins,
     /// Builds of this process, by id.
     pub builds: Mutex<HashMap<String, Arc<build::BuildHandle>>>,
+    /// Builds whose run has not ended yet: a build that emitted its last
+    /// event still saves its log to the durable store and drops its
+    /// journal before it counts as done here (a drain waits for that).
+    pub settling: std::sync::atomic::AtomicUsize,
 }
 
 /// A scheduler, ready to serve.
@@ -211,6 +215,7 @@ impl Scheduler {
                 draining: std::sync::atomic::AtomicBool::new(false),
                 pins: prune::Pins::default(),
                 builds: Mutex::new(HashMap::new()),
+                settling: std::sync::atomic::AtomicUsize::new(0),
             }),
         };
         scheduler.reap_silent_workers();
@@ -303,15 +308,22 @@ impl Scheduler {
             .await;
     }
 
-    /// Builds of this process that have not finished.
+    /// Builds of this process that have not finished, or finished but
+    /// are still saving their log.
     pub fn running_builds(&self) -> usize {
-        self.inner
+        let unfinished = self
+            .inner
             .builds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .filter(|b| !b.finished())
-            .count()
+            .count();
+        unfinished.max(
+            self.inner
+                .settling
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
     }
 
     /// The gRPC services (BuildService, WorkerService, BlobService) with

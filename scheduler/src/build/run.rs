@@ -100,6 +100,7 @@ pub(crate) fn images_of(plan: &BuildPlan) -> Vec<String> {
 /// Runs a build to its end; every outcome ends the event log with
 /// `BuildFinished` or `BuildFailed`.
 pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: BuildInput) {
+    let _settling = Settling::new(&inner);
     let journal = super::recover::journal(&inner, &handle);
     let started = Instant::now();
     handle.update(|i| {
@@ -159,6 +160,27 @@ pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: Build
     let _ = journal.await;
     persist(&inner, &handle).await;
     super::recover::forget(&inner, &handle.id).await;
+}
+
+/// Counts a build in [`Inner::settling`] from its start until its log is
+/// saved and its journal dropped (or its task is dropped).
+struct Settling<'a>(&'a Inner);
+
+impl<'a> Settling<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner
+            .settling
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(inner)
+    }
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        self.0
+            .settling
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Keeps a finished build: its whole event log, never clipped, in the
