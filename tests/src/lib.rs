@@ -1,6 +1,7 @@
 //! Shared helpers for the whole-system tests: they run the real binaries.
 
 pub mod base_image;
+pub mod build_meta;
 pub mod buildkit;
 pub mod equivalence;
 pub mod farm;
