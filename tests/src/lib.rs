@@ -4,6 +4,7 @@ pub mod base_image;
 pub mod build_meta;
 pub mod buildkit;
 pub mod equivalence;
+pub mod fault_farm;
 pub mod farm;
 pub mod follow;
 pub mod oci_run;
