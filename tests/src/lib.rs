@@ -4,12 +4,13 @@ pub mod base_image;
 pub mod build_meta;
 pub mod buildkit;
 pub mod equivalence;
-pub mod fault_farm;
 pub mod farm;
+pub mod fault_farm;
 pub mod follow;
 pub mod oci_run;
 pub mod procs;
 pub mod registry;
+pub mod secure;
 pub mod services;
 
 use std::path::PathBuf;
