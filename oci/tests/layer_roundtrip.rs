@@ -13,7 +13,7 @@ use common::{
 use strata_oci::layer::{
     Compression, LayerDescriptor, LayerOptions, UnpackOptions, WhiteoutStyle, XattrPolicy,
     diff_trees, diff_upper, unpack, unpack_to_overlay_layer_dir, write_layer_from_trees,
-    write_layer_from_upper,
+    write_layer_from_upper, write_layer_from_upper_teed,
 };
 
 struct Run {
@@ -346,4 +346,135 @@ fn digests_are_deterministic_across_runs_and_thread_counts() {
             }
         }
     }
+}
+
+/// Every xattr name of every regular file under `root`, overlay-private
+/// ones included (the snapshot leaves those out).
+fn raw_xattrs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<std::ffi::OsString>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read_dir") {
+            let e = e.expect("entry");
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let mut names: Vec<_> = xattr::list(e.path()).expect("list xattrs").collect();
+                names.sort();
+                out.insert(
+                    e.path().strip_prefix(root).expect("under root").into(),
+                    names,
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_layer_unpacked_as_it_is_written_links_the_upper_and_matches_the_blob() {
+    use std::os::unix::fs::MetadataExt as _;
+    let opts = LayerOptions {
+        xattrs: XattrPolicy::All,
+        ..epoch_opts()
+    };
+    let run = overlay_run(&opts, Xattrs::All);
+    // The worker's commit: the blob, and the same tar teed as it is
+    // written.
+    let (mut blob, mut tar) = (Vec::new(), Vec::new());
+    let desc = write_layer_from_upper_teed(
+        &run.upper,
+        &[&run.lower],
+        &mut blob,
+        &mut tar,
+        Compression::ZSTD,
+        &opts,
+    )
+    .expect("write layer, teed");
+    let mut plain = Vec::new();
+    let plain_desc = write_layer_from_upper(
+        &run.upper,
+        &[&run.lower],
+        &mut plain,
+        Compression::ZSTD,
+        &opts,
+    )
+    .expect("write layer");
+    assert_eq!(desc, plain_desc, "the tee changes nothing in the layer");
+    assert!(blob == plain, "same blob bytes with and without the tee");
+
+    // What a worker that never saw the upper makes of the blob.
+    let from_blob = run.scratch.dir("from-blob");
+    unpack_to_overlay_layer_dir(
+        blob.as_slice(),
+        &from_blob,
+        &[&run.lower],
+        &UnpackOptions::default(),
+    )
+    .expect("unpack blob");
+    let upper_inode = |rel: &str| {
+        std::fs::symlink_metadata(run.upper.join(rel))
+            .expect("upper file")
+            .ino()
+    };
+    let (passwd_ino, change_ino, h1_ino) = (
+        upper_inode("etc/passwd"),
+        upper_inode("data/change.txt"),
+        upper_inode("new/h1"),
+    );
+    let h1_mtime_before = std::fs::symlink_metadata(run.upper.join("new/h1"))
+        .expect("h1")
+        .mtime();
+
+    let teed = run.scratch.dir("teed");
+    let report = unpack_to_overlay_layer_dir(
+        tar.as_slice(),
+        &teed,
+        &[&run.lower],
+        &UnpackOptions {
+            link_from: Some(run.upper.clone()),
+            hash: false,
+            ..UnpackOptions::default()
+        },
+    )
+    .expect("unpack the teed tar");
+    assert_eq!(report.diff_id, "", "not hashed when asked not to");
+    assert_eq!(report.tar_bytes, desc.uncompressed_size);
+
+    assert_same_tree(
+        &snapshot(&from_blob, Xattrs::All),
+        &snapshot(&teed, Xattrs::All),
+        "unpacked from the blob vs unpacked as written",
+    );
+    assert_eq!(
+        raw_xattrs(&from_blob),
+        raw_xattrs(&teed),
+        "no overlay-private xattr of the upper survives the link"
+    );
+    // The data was not copied: the files are the upper's own inodes...
+    let ino = |rel: &str| std::fs::symlink_metadata(teed.join(rel)).expect(rel).ino();
+    assert_eq!(ino("etc/passwd"), passwd_ino, "a copied-up file is linked");
+    assert_eq!(ino("data/change.txt"), change_ino);
+    // ...except one with a second name, which could be a file outside
+    // the snapshot: written, and the original left as it was.
+    assert_ne!(ino("new/h1"), h1_ino, "a file with two names is written");
+    assert_eq!(
+        std::fs::symlink_metadata(run.upper.join("new/h1"))
+            .expect("h1")
+            .mtime(),
+        h1_mtime_before
+    );
+    let regular_single = [
+        "data/change.txt",
+        "dir_to_file",
+        "etc/passwd",
+        "file_to_dir/x",
+        "new/cap",
+        "new/owned",
+        "new/suid",
+        "new/user_xattr",
+        "replace_me/c",
+    ];
+    assert_eq!(report.linked, regular_single.len() as u64, "{report:?}");
 }

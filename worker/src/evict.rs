@@ -2,15 +2,20 @@
 //! recently used unpacked layers and blobs go first, never those a
 //! running job reads. Each layer directory's and blob's mtime is its last
 //! use (touched whenever a job uses it: [`Store::ensure_unpacked`],
-//! [`Store::has_blob`]) and `<dir>/.strata-size` records its
-//! unpacked size (the layer's tar size), so eviction never walks a tree.
+//! [`Store::has_blob`]) and `layer-sizes/<hex>` records its unpacked
+//! size (the layer's tar size), so eviction never walks a tree. The size
+//! is kept beside the layer directory, never in it: that directory is an
+//! overlay lowerdir, and every step stacked on it would see the file.
 
 use crate::store::Store;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-const SIZE_FILE: &str = ".strata-size";
+/// Where sizes are recorded, under the store's root.
+const SIZES: &str = "layer-sizes";
+/// Where stores before 2026-11-30 kept a layer's size: inside it.
+const OLD_SIZE_FILE: &str = ".strata-size";
 
 /// Marks a layer directory or a blob as used now.
 pub(crate) fn touch(path: &Path) {
@@ -19,16 +24,48 @@ pub(crate) fn touch(path: &Path) {
     }
 }
 
-/// Records an unpacked layer's size inside its (not yet visible) directory.
-pub(crate) fn record_size(dir: &Path, bytes: u64) {
-    let _ = std::fs::write(dir.join(SIZE_FILE), bytes.to_string());
+/// The file recording the size of the layer directory `dir`.
+fn size_file(store_root: &Path, dir: &Path) -> PathBuf {
+    store_root
+        .join(SIZES)
+        .join(dir.file_name().unwrap_or_default())
 }
 
-fn layer_size(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join(SIZE_FILE))
+/// Records the size of the layer directory `dir` (about to appear).
+pub(crate) fn record_size(store_root: &Path, dir: &Path, bytes: u64) {
+    let file = size_file(store_root, dir);
+    if let Some(parent) = file.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = std::fs::write(file, bytes.to_string());
+}
+
+fn layer_size(store_root: &Path, dir: &Path) -> u64 {
+    std::fs::read_to_string(size_file(store_root, dir))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Moves the sizes older stores kept inside their layer directories out
+/// of them, so no step sees them. Run when the store opens, before any
+/// job stacks on the layers.
+pub(crate) fn move_old_size_files(store_root: &Path) {
+    let Ok(read) = std::fs::read_dir(store_root.join("layers")) else {
+        return;
+    };
+    for e in read.flatten() {
+        let old = e.path().join(OLD_SIZE_FILE);
+        if old.is_file() {
+            let new = size_file(store_root, &e.path());
+            if let Some(parent) = new.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if std::fs::rename(&old, &new).is_err() {
+                let _ = std::fs::remove_file(&old);
+            }
+        }
+    }
 }
 
 /// What an eviction removed.
@@ -74,7 +111,7 @@ impl Store {
                     continue;
                 }
                 let size = if layer {
-                    layer_size(&path)
+                    layer_size(self.root(), &path)
                 } else {
                     e.metadata().map(|m| m.len()).unwrap_or(0)
                 };
@@ -116,6 +153,9 @@ impl Store {
             };
             match removed {
                 Ok(()) => {
+                    if e.layer {
+                        let _ = std::fs::remove_file(size_file(self.root(), &e.path));
+                    }
                     total = total.saturating_sub(e.size);
                     out.bytes += e.size;
                     if e.layer {
@@ -140,7 +180,7 @@ mod tests {
         let id = format!("sha256:{}", hex::encode([n; 32]));
         let dir = store.layer_dir(&id).unwrap();
         std::fs::create_dir_all(dir.join("usr")).unwrap();
-        record_size(&dir, size);
+        record_size(store.root(), &dir, size);
         let f = std::fs::File::open(&dir).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(age_secs))
             .unwrap();
@@ -168,7 +208,22 @@ mod tests {
         let b = fake_layer(&store, 5, 100, 400);
         touch(&store.layer_dir(&a).unwrap());
         let evicted = store.evict(500, &in_use);
-        assert_eq!(evicted.layers, vec![b]);
+        assert_eq!(evicted.layers, vec![b.clone()]);
         assert!(store.layers_held().contains(&a));
+        // An evicted layer's size goes with it.
+        assert!(!size_file(store.root(), &store.layer_dir(&b).unwrap()).exists());
+    }
+
+    #[test]
+    fn sizes_kept_inside_layers_by_older_stores_move_out_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = format!("sha256:{}", hex::encode([7u8; 32]));
+        let layer = store.layer_dir(&id).unwrap();
+        std::fs::create_dir_all(&layer).unwrap();
+        std::fs::write(layer.join(OLD_SIZE_FILE), "4096").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!layer.join(OLD_SIZE_FILE).exists(), "still in the lowerdir");
+        assert_eq!(store.usage(), 4096);
     }
 }

@@ -141,6 +141,7 @@ impl Store {
         }
         // Layers are unpacked in tmp/.
         crate::snapshot::spread_new_dirs(&tmp);
+        crate::evict::move_old_size_files(&root);
         Ok(Self {
             root,
             counter: AtomicU64::new(0),
@@ -264,16 +265,83 @@ impl Store {
                 actual: report.diff_id,
             });
         }
-        crate::evict::record_size(&tmp, report.tar_bytes);
-        match std::fs::rename(&tmp, &dir) {
-            Ok(()) => Ok(dir),
+        self.install_unpacked(&tmp, &dir, report.tar_bytes)
+    }
+
+    /// Moves a finished unpack from `tmp` to `dir`, its place in the store.
+    fn install_unpacked(
+        &self,
+        tmp: &Path,
+        dir: &Path,
+        tar_bytes: u64,
+    ) -> Result<PathBuf, StoreError> {
+        crate::evict::record_size(&self.root, dir, tar_bytes);
+        match std::fs::rename(tmp, dir) {
+            Ok(()) => Ok(dir.to_path_buf()),
             // Another job unpacked the same layer meanwhile: use theirs.
             Err(_) if dir.is_dir() => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                Ok(dir)
+                let _ = std::fs::remove_dir_all(tmp);
+                Ok(dir.to_path_buf())
             }
-            Err(e) => Err(io_err("storing layer", &dir)(e)),
+            Err(e) => Err(io_err("storing layer", dir)(e)),
         }
+    }
+
+    /// Unpacks a layer's tar while it is being written (`tar` reads what
+    /// the writer tees), hardlinking the files of `upper`, the snapshot it
+    /// is made from and which is discarded next, instead of writing their
+    /// data again: the layer the next step on this worker stacks on is
+    /// ready when the commit ends, with no blob to decompress. The tree is
+    /// the one unpacking the blob makes (`UnpackOptions::link_from`).
+    /// `parents` are the unpacked layers below, bottom first. The result
+    /// waits in a temporary directory for [`Store::keep_unpacked`] or
+    /// [`Store::discard_unpacked`], once the writer has the diffID.
+    pub fn unpack_teed(
+        &self,
+        tar: impl std::io::Read,
+        parents: &[PathBuf],
+        upper: &Path,
+    ) -> Result<TeedUnpack, StoreError> {
+        let tmp = self.temp_path("layer");
+        std::fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+        let topmost_first: Vec<&PathBuf> = parents.iter().rev().collect();
+        let report = unpack_to_overlay_layer_dir(
+            tar,
+            &tmp,
+            &topmost_first,
+            &UnpackOptions {
+                max_bytes: self.max_layer_bytes.load(Ordering::Relaxed),
+                link_from: Some(upper.to_path_buf()),
+                // The writer hashes the same bytes for the diffID.
+                hash: false,
+                ..UnpackOptions::default()
+            },
+        );
+        match report {
+            Ok(r) => Ok(TeedUnpack {
+                tmp,
+                tar_bytes: r.tar_bytes,
+                linked: r.linked,
+            }),
+            Err(source) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(StoreError::Unpack {
+                    digest: "(the layer being committed)".into(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Keeps a teed unpack as the unpacked form of `diff_id`.
+    pub fn keep_unpacked(&self, teed: TeedUnpack, diff_id: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.layer_dir(diff_id)?;
+        self.install_unpacked(&teed.tmp, &dir, teed.tar_bytes)
+    }
+
+    /// Drops a teed unpack (the layer was not committed).
+    pub fn discard_unpacked(&self, teed: TeedUnpack) {
+        let _ = std::fs::remove_dir_all(&teed.tmp);
     }
 
     /// The diffIDs of every unpacked layer (reported to the scheduler).
@@ -288,6 +356,15 @@ impl Store {
         out.sort();
         out
     }
+}
+
+/// A layer unpacked by [`Store::unpack_teed`], not yet in its place.
+#[derive(Debug)]
+pub struct TeedUnpack {
+    tmp: PathBuf,
+    tar_bytes: u64,
+    /// Files hardlinked from the snapshot rather than written.
+    pub linked: u64,
 }
 
 #[cfg(test)]

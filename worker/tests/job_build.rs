@@ -15,7 +15,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
-use strata_oci::layer::{Compression, LayerOptions, write_layer_from_trees};
+use strata_oci::layer::{
+    Compression, LayerOptions, UnpackOptions, unpack_to_overlay_layer_dir, write_layer_from_trees,
+};
 use strata_worker::executor::Network;
 use strata_worker::job::{FileSource, Job, JobAction, JobError, RunMount, Worker, WorkerConfig};
 use strata_worker::store::LayerRef;
@@ -266,6 +268,55 @@ async fn overlay_and_copy_snapshotters_make_the_same_layer() {
 }
 
 #[tokio::test]
+async fn a_run_layer_is_unpacked_as_it_is_committed_and_equals_its_blob() {
+    let state = tempfile::tempdir().expect("state");
+    let worker = open(state.path(), false).await;
+    let base = base_layer(&worker);
+    let (out, _) = exec(
+        &worker,
+        job("teed", std::slice::from_ref(&base), run(CHANGES)),
+    )
+    .await
+    .expect("run");
+    let store = worker.store();
+    // The next step on this worker stacks on it as it is: no unpack.
+    let kept = store.layer_dir(&out.layer.diff_id).expect("layer dir");
+    assert!(kept.is_dir(), "the layer is unpacked when its step ends");
+    // A worker that only has the blob makes the same directory.
+    let fresh = tempfile::tempdir().expect("fresh");
+    let blob = fs::File::open(store.blob_path(&out.layer.digest).expect("path")).expect("blob");
+    let report = unpack_to_overlay_layer_dir(
+        blob,
+        fresh.path(),
+        &[store.layer_dir(&base.diff_id).expect("base dir")],
+        &UnpackOptions::default(),
+    )
+    .expect("unpack the blob");
+    assert_eq!(report.diff_id, out.layer.diff_id);
+    let (kept, fresh) = (describe(&kept), describe(fresh.path()));
+    assert!(
+        kept.iter()
+            .any(|l| l.starts_with("bin/wc 20000 0:0 0 links=1 mtime=whiteout")),
+        "the deletion is an overlay whiteout: {kept:#?}"
+    );
+    assert_eq!(kept, fresh);
+    // A step stacked on both (both unpacked in the store) sees the image's
+    // files and nothing of the store's own.
+    let (_, log) = exec(
+        &worker,
+        job(
+            "ls",
+            &[base, out.layer],
+            run("ls -a / /data | tr '\\n' ' '"),
+        ),
+    )
+    .await
+    .expect("ls");
+    assert!(log.contains(" hard "), "{log}");
+    assert!(!log.contains("strata"), "the store shows through: {log}");
+}
+
+#[tokio::test]
 async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
     let state = tempfile::tempdir().expect("state");
     let worker = open(state.path(), false).await;
@@ -459,7 +510,8 @@ async fn a_copy_onto_scratch_links_unchanged_context_files_and_makes_the_same_la
 }
 
 /// Every entry under `root`: path, type and mode, owner, size, link count,
-/// content, and the mtime of everything but directories.
+/// content (a symlink's target, a device's numbers), xattrs, and the mtime
+/// of everything but directories.
 fn describe(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -472,17 +524,33 @@ fn describe(root: &Path) -> Vec<String> {
                 stack.push(path.clone());
                 out.push(format!("{rel} {:o} {}:{}", m.mode(), m.uid(), m.gid()));
             } else {
-                let data = fs::read(&path).expect("read");
+                let content = if m.is_file() {
+                    let data = fs::read(&path).expect("read");
+                    format!("{:x}", data.iter().map(|&b| u64::from(b)).sum::<u64>())
+                } else if m.is_symlink() {
+                    format!("-> {}", fs::read_link(&path).expect("readlink").display())
+                } else {
+                    format!("rdev={}", m.rdev())
+                };
+                // An overlay whiteout is made when the layer is unpacked:
+                // its time is not the layer's.
+                let mtime = if m.file_type().is_char_device() && m.rdev() == 0 {
+                    "whiteout".to_string()
+                } else {
+                    format!("{}.{}", m.mtime(), m.mtime_nsec())
+                };
+                let mut xattrs: Vec<String> = xattr::list(&path)
+                    .expect("xattrs")
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .collect();
+                xattrs.sort();
                 out.push(format!(
-                    "{rel} {:o} {}:{} {} links={} mtime={}.{} {:x}",
+                    "{rel} {:o} {}:{} {} links={} mtime={mtime} {content} {xattrs:?}",
                     m.mode(),
                     m.uid(),
                     m.gid(),
                     m.len(),
                     m.nlink(),
-                    m.mtime(),
-                    m.mtime_nsec(),
-                    data.iter().map(|&b| u64::from(b)).sum::<u64>()
                 ));
             }
         }

@@ -108,7 +108,7 @@ mod unpack;
 
 mod view;
 
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 pub use compress::{
@@ -188,6 +188,23 @@ pub fn write_layer_from_upper<P: AsRef<Path>>(
     write_layer(&changes, out, compression, opts)
 }
 
+/// [`write_layer_from_upper`], also handing the uncompressed tar to `tee`
+/// as it is written (to unpack it at the same time, with
+/// [`UnpackOptions::link_from`] set to `upper`). The tee is best effort:
+/// once a write to it fails it is dropped, and the layer is finished all
+/// the same; dropping it is how its reader learns the tar ended.
+pub fn write_layer_from_upper_teed<P: AsRef<Path>>(
+    upper: &Path,
+    lowers: &[P],
+    out: impl Write,
+    tee: impl Write,
+    compression: Compression,
+    opts: &LayerOptions,
+) -> Result<LayerDescriptor, LayerError> {
+    let changes = diff_upper(upper, lowers, opts)?;
+    write_layer_with(&changes, out, Some(tee), compression, opts)
+}
+
 /// Writes the layer that turns the tree `lower` into the tree `new` to
 /// `out` (the copy snapshotter's path). For the same change it produces
 /// the same bytes as [`write_layer_from_upper`].
@@ -209,7 +226,20 @@ pub fn write_layer(
     compression: Compression,
     opts: &LayerOptions,
 ) -> Result<LayerDescriptor, LayerError> {
-    let writer = LayerWriter::new(out, compression, opts.effective_threads())?;
+    write_layer_with(changes, out, None::<io::Sink>, compression, opts)
+}
+
+fn write_layer_with(
+    changes: &[Change],
+    out: impl Write,
+    tee: Option<impl Write>,
+    compression: Compression,
+    opts: &LayerOptions,
+) -> Result<LayerDescriptor, LayerError> {
+    let writer = Tee {
+        inner: LayerWriter::new(out, compression, opts.effective_threads())?,
+        tee,
+    };
     // Batch the many small header writes before they reach the hashers
     // and the compressor; file contents arrive in 1 MiB chunks and pass
     // straight through.
@@ -218,6 +248,35 @@ pub fn write_layer(
     let writer = buffered
         .into_inner()
         .map_err(|e| LayerError::Stream(e.into_error()))?;
-    let (desc, _) = writer.finish()?;
+    let Tee { inner, tee } = writer;
+    drop(tee);
+    let (desc, _) = inner.finish()?;
     Ok(desc)
+}
+
+/// Writes to `inner`, and a copy to `tee` until a write to it fails.
+struct Tee<W, T> {
+    inner: W,
+    tee: Option<T>,
+}
+
+impl<W: Write, T: Write> Write for Tee<W, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(t) = &mut self.tee
+            && t.write_all(&buf[..n]).is_err()
+        {
+            self.tee = None;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(t) = &mut self.tee
+            && t.flush().is_err()
+        {
+            self.tee = None;
+        }
+        self.inner.flush()
+    }
 }

@@ -16,10 +16,13 @@ use crate::store::{LayerRef, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use strata_oci::layer::{LayerOptions, write_layer_from_trees, write_layer_from_upper};
+use strata_oci::layer::{
+    LayerOptions, write_layer_from_trees, write_layer_from_upper, write_layer_from_upper_teed,
+};
 use strata_oci::registry::{Platform, RegistryClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Where a worker keeps its state.
 #[derive(Debug, Clone)]
@@ -145,7 +148,9 @@ impl Worker {
             job.parent.clone()
         };
         let id = job.id.clone();
+        let span = tracing::info_span!("unpack", layers = parent.len());
         let (snapshot, lowers) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+            let _in = span.enter();
             let mut lowers = Vec::with_capacity(parent.len());
             for (i, l) in parent.iter().enumerate() {
                 lowers.push(store.ensure_unpacked(l, &parent[..i])?);
@@ -196,7 +201,10 @@ impl Worker {
                     timeout: job.timeout,
                 };
                 let status = tokio::select! {
-                    r = self.executor.run(&job.id, spec, output, cancel.clone()) => r?,
+                    r = self
+                        .executor
+                        .run(&job.id, spec, output, cancel.clone())
+                        .instrument(tracing::info_span!("run")) => r?,
                     () = cancel.cancelled() => return Err(JobError::Cancelled),
                 };
                 drop(prepared);
@@ -234,8 +242,9 @@ impl Worker {
 
         let store = self.store.clone();
         let (compression, sde) = (job.compression, job.source_date_epoch);
+        let span = tracing::info_span!("commit");
         let (layer, empty) = tokio::task::spawn_blocking(move || {
-            commit_layer(snapshot, &lowers, &store, compression, sde)
+            span.in_scope(|| commit_layer(snapshot, &lowers, &store, compression, sde))
         })
         .await
         .map_err(blocking_err)??;
@@ -272,7 +281,43 @@ fn commit_layer(
         ..LayerOptions::default()
     };
     let topmost_first: Vec<&PathBuf> = lowers.iter().rev().collect();
+    let mut teed = None;
     let desc = match snapshot.change() {
+        // An overlay's upper dir is unpacked while the tar is written, its
+        // files hardlinked rather than copied: the next step on this
+        // worker finds the layer unpacked, as BuildKit's next step finds
+        // its parent snapshot. (A plain snapshot's files may be links to
+        // the worker's context, which must not be touched: those layers
+        // are unpacked from the blob when a step needs them.)
+        ChangeSource::Upper(upper) if !snapshot.plain() => {
+            let (tee, tar) = super::tee::pipe();
+            let (desc, unpacked) = std::thread::scope(|s| {
+                let unpacking = s.spawn(|| store.unpack_teed(tar, lowers, &upper));
+                let desc = write_layer_from_upper_teed(
+                    &upper,
+                    &topmost_first,
+                    std::io::BufWriter::new(file),
+                    tee,
+                    compression,
+                    &opts,
+                );
+                (desc, unpacking.join())
+            });
+            match unpacked {
+                Ok(Ok(t)) => teed = Some(t),
+                Ok(Err(e)) => tracing::warn!("unpacking the new layer as it was written: {e}"),
+                Err(_) => tracing::warn!("unpacking the new layer as it was written panicked"),
+            }
+            match desc {
+                Ok(d) => d,
+                Err(e) => {
+                    if let Some(t) = teed {
+                        store.discard_unpacked(t);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
         ChangeSource::Upper(upper) => write_layer_from_upper(
             &upper,
             &topmost_first,
@@ -288,7 +333,19 @@ fn commit_layer(
             &opts,
         )?,
     };
-    store.commit_blob(&tmp, &desc.digest)?;
+    if let Err(e) = store.commit_blob(&tmp, &desc.digest) {
+        if let Some(t) = teed {
+            store.discard_unpacked(t);
+        }
+        return Err(e.into());
+    }
+    if let Some(t) = teed {
+        let linked = t.linked;
+        match store.keep_unpacked(t, &desc.diff_id) {
+            Ok(_) => tracing::debug!(linked, "the new layer is unpacked"),
+            Err(e) => tracing::warn!("keeping the new layer unpacked: {e}"),
+        }
+    }
     let layer = LayerRef {
         diff_id: desc.diff_id.clone(),
         digest: desc.digest.clone(),
@@ -297,6 +354,7 @@ fn commit_layer(
     };
     // An empty tar is 1024 zero bytes.
     let empty = desc.uncompressed_size <= 1024;
+    let _removing = tracing::info_span!("remove_snapshot").entered();
     drop(snapshot);
     Ok((layer, empty))
 }

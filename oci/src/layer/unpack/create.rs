@@ -51,12 +51,43 @@ impl Unpacker<'_> {
         parent: &[OsString],
         name: &OsStr,
         meta: &EntryMeta,
+        size: u64,
         data: &mut R,
         entry: &str,
     ) -> Result<(), LayerError> {
         let dir = self.parent_dir(parent, entry)?;
         let rel = rel_path(parent, name);
         self.make_room(dir.as_fd(), &rel, name, false, entry)?;
+        if let Some(file) = self.link_file(dir.as_fd(), parent, name, size, entry)? {
+            // The data is the file's own: read past it (the stream is
+            // still counted against the limits), then set the metadata
+            // as for a written file, starting from no xattrs at all.
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = read_full(data, &mut buf)
+                    .map_err(|e| LayerError::unpack(entry, "read content", e))?;
+                if n == 0 {
+                    break;
+                }
+                self.content_bytes += n as u64;
+            }
+            if self.content_bytes > self.opts.max_bytes {
+                return Err(LayerError::LimitExceeded {
+                    what: "bytes",
+                    limit: self.opts.max_bytes,
+                    field: "max_bytes",
+                });
+            }
+            let names = file
+                .list_xattr()
+                .map_err(|e| LayerError::unpack(entry, "list xattrs", e))?;
+            for k in names {
+                file.remove_xattr(&k)
+                    .map_err(|e| LayerError::unpack(entry, "remove xattr", e))?;
+            }
+            self.linked += 1;
+            return self.file_meta(&file, meta, entry);
+        }
         let fd = openat(
             dir.as_fd(),
             name,
@@ -83,6 +114,12 @@ impl Unpacker<'_> {
             file.write_all(&buf[..n])
                 .map_err(|e| LayerError::unpack(entry, "write", e))?;
         }
+        self.file_meta(&file, meta, entry)
+    }
+
+    /// Owner, xattrs, mode and times of a regular file, in that order
+    /// (a chown clears setuid bits and `security.capability`).
+    fn file_meta(&self, file: &File, meta: &EntryMeta, entry: &str) -> Result<(), LayerError> {
         self.chown_fd(file.as_fd(), meta, entry)?;
         for (k, v) in &meta.xattrs {
             set_xattr_result(file.set_xattr(k, v), k, entry)?;
@@ -91,6 +128,47 @@ impl Unpacker<'_> {
             .map_err(|e| LayerError::unpack(entry, "chmod", e))?;
         futimens(file.as_fd(), &meta.mtime, &meta.mtime)
             .map_err(|e| LayerError::unpack(entry, "utimens", e))
+    }
+
+    /// With [`UnpackOptions::link_from`](super::UnpackOptions): `name`
+    /// hardlinked into `dir` from the same place under the link root, if
+    /// that is a regular file of `size` bytes with no other name (another
+    /// name could be a file outside the snapshot sharing the inode, whose
+    /// metadata must not change). `None`: write it from the stream.
+    fn link_file(
+        &self,
+        dir: BorrowedFd<'_>,
+        parent: &[OsString],
+        name: &OsStr,
+        size: u64,
+        entry: &str,
+    ) -> Result<Option<File>, LayerError> {
+        let Some(link_root) = &self.link_root else {
+            return Ok(None);
+        };
+        // A missing or symlinked directory on the way: not this file.
+        let Ok(Some(src)) = walk(link_root, parent, entry, None) else {
+            return Ok(None);
+        };
+        let Ok(Some(st)) = stat_at(src.as_fd(), name) else {
+            return Ok(None);
+        };
+        let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+        if !regular || st.st_nlink != 1 || u64::try_from(st.st_size).ok() != Some(size) {
+            return Ok(None);
+        }
+        // Another filesystem (EXDEV) or any other refusal: write it.
+        if linkat(src.as_fd(), name, dir, name, AtFlags::empty()).is_err() {
+            return Ok(None);
+        }
+        let fd = openat(
+            dir,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| LayerError::unpack(entry, "open", e))?;
+        Ok(Some(File::from(fd)))
     }
 
     pub(super) fn dir(

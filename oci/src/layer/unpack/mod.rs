@@ -39,6 +39,18 @@ pub struct UnpackOptions {
     /// directories with: `trusted.` (default) or `user.` for overlays
     /// mounted with `userxattr`.
     pub overlay_xattrs: OverlayXattrs,
+    /// The directory this very tar was just made from (a snapshot's upper
+    /// dir, about to be discarded): a regular file whose counterpart there
+    /// is a regular file of the same size with no other name is hardlinked
+    /// from it instead of written from the stream, then given the
+    /// header's owner, xattrs (any other xattr removed), mode and times,
+    /// exactly as a written file is. The tree is the one unpacking the
+    /// blob would make; only the file data is not copied. Default none.
+    pub link_from: Option<PathBuf>,
+    /// Hash the tar for [`UnpackReport::diff_id`]. Off only for a stream
+    /// whose diffID the caller computed itself while writing it; the
+    /// report's `diff_id` is then empty. Default true.
+    pub hash: bool,
 }
 
 impl Default for UnpackOptions {
@@ -48,6 +60,8 @@ impl Default for UnpackOptions {
             max_entries: 4_000_000,
             chown: true,
             overlay_xattrs: OverlayXattrs::Trusted,
+            link_from: None,
+            hash: true,
         }
     }
 }
@@ -82,6 +96,9 @@ pub struct UnpackReport {
     pub entries: u64,
     /// Size of the uncompressed tar.
     pub tar_bytes: u64,
+    /// Regular files hardlinked from [`UnpackOptions::link_from`] rather
+    /// than written.
+    pub linked: u64,
 }
 
 /// Applies a layer blob (zstd, gzip or plain tar, detected from its magic
@@ -131,6 +148,9 @@ enum Target {
 
 struct Unpacker<'a> {
     root: OwnedFd,
+    /// [`UnpackOptions::link_from`], opened.
+    link_root: Option<OwnedFd>,
+    linked: u64,
     opts: &'a UnpackOptions,
     target: Target,
     /// Paths this layer created (relative): whiteouts and opaque markers
@@ -147,7 +167,7 @@ struct Unpacker<'a> {
 /// failing once it grows beyond the limit.
 struct CountingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     count: u64,
     limit: u64,
     over: Rc<Cell<bool>>,
@@ -156,7 +176,9 @@ struct CountingReader<R> {
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         if self.count > self.limit {
             self.over.set(true);
@@ -168,8 +190,14 @@ impl<R: Read> Read for CountingReader<R> {
 
 impl<'a> Unpacker<'a> {
     fn new(root: &Path, opts: &'a UnpackOptions, target: Target) -> Result<Self, LayerError> {
+        let link_root = match &opts.link_from {
+            Some(dir) => Some(fs::open_root(dir)?),
+            None => None,
+        };
         Ok(Unpacker {
             root: fs::open_root(root)?,
+            link_root,
+            linked: 0,
             opts,
             target,
             created: HashSet::new(),
@@ -185,7 +213,7 @@ impl<'a> Unpacker<'a> {
         let over = Rc::new(Cell::new(false));
         let counting = CountingReader {
             inner: reader,
-            hasher: Sha256::new(),
+            hasher: self.opts.hash.then(Sha256::new),
             count: 0,
             limit: self.opts.max_bytes,
             over: Rc::clone(&over),
@@ -222,10 +250,11 @@ impl<'a> Unpacker<'a> {
         }
         self.restore_dir_times()?;
         Ok(UnpackReport {
-            diff_id: sha256_string(counting.hasher),
+            diff_id: counting.hasher.map(sha256_string).unwrap_or_default(),
             compression,
             entries: self.entries,
             tar_bytes: counting.count,
+            linked: self.linked,
         })
     }
 
@@ -266,7 +295,8 @@ impl<'a> Unpacker<'a> {
         let meta = entry_meta(&mut entry, &display)?;
         match etype {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.file(parent, &name, &meta, &mut entry, &display)?
+                let size = entry.header().entry_size().unwrap_or(u64::MAX);
+                self.file(parent, &name, &meta, size, &mut entry, &display)?
             }
             EntryType::Directory => self.dir(&comps, &meta, &display)?,
             EntryType::Symlink => {
