@@ -24,9 +24,17 @@ bench_die() {
 # Stops every farm and buildkitd under $work, the services, and removes
 # $work. For `trap bench_cleanup EXIT`.
 bench_cleanup() {
-    local d p
+    local d p f
     for d in "$work"/farm-*; do
         if [[ -d "$d" ]]; then "$repo/deploy/local/down.sh" --dir "$d" >/dev/null 2>&1 || true; fi
+        # The farm's own logs (scheduler, workers) go with the results:
+        # with STRATA_LOG_SPANS=1 they time every phase of every step.
+        if [[ -n "${out:-}" && -d "$d/logs" ]]; then
+            mkdir -p "$out/logs"
+            for f in "$d"/logs/*.log; do
+                [[ -f "$f" ]] && cp "$f" "$out/logs/$(basename "$d")-$(basename "$f")"
+            done
+        fi
     done
     for d in "$work"/bk-*; do
         if [[ -d "$d" ]]; then bash "$repo/scripts/buildkit.sh" stop "$d" >/dev/null 2>&1 || true; fi

@@ -93,9 +93,18 @@ pub fn init(opts: &Options) -> Result<Guard, TelemetryError> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(opts.default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    // STRATA_LOG_SPANS=1 also prints a line as each span closes, with the
+    // time it was busy and idle: where a step's time went (fetch, unpack,
+    // run, commit, upload) without a trace collector.
+    let span_events = if std::env::var_os("STRATA_LOG_SPANS").is_some_and(|v| v == "1") {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(ansi && !opts.json);
+        .with_ansi(ansi && !opts.json)
+        .with_span_events(span_events);
     // Each layer has its own filter: STRATA_LOG decides what is printed,
     // the trace export takes every span at INFO and above.
     let mut layers: Vec<Boxed> = vec![if opts.json {

@@ -200,12 +200,14 @@ async fn run_in_span(
         .await;
         blobs
             .fetch_all(&layer_digests(&a))
+            .instrument(tracing::info_span!("fetch_layers"))
             .await
             .map_err(|e| infra(format!("fetching the step's layers: {e}")))?;
         let context = match context_of(&a) {
             Some(m) => {
                 blobs
                     .fetch_all(&context::file_digests(&m))
+                    .instrument(tracing::info_span!("fetch_context"))
                     .await
                     .map_err(|e| infra(format!("fetching the build context's files: {e}")))?;
                 let (cache, store) = (Arc::clone(worker.contexts()), worker.store_arc());
@@ -296,7 +298,11 @@ async fn run_in_span(
             }),
         )
         .await;
-        let sent = blobs.upload(&outcome.layer.digest).await.map_err(infra)?;
+        let sent = blobs
+            .upload(&outcome.layer.digest)
+            .instrument(tracing::info_span!("upload", digest = %outcome.layer.digest))
+            .await
+            .map_err(infra)?;
         stats.bytes_uploaded.inc_by(sent);
         let cache_archives = cache_mounts::save(worker, blobs, &caches)
             .await
