@@ -176,6 +176,19 @@ impl Store {
             .join(format!("{what}-{}-{n}", std::process::id()))
     }
 
+    /// Whether `dir` is on the store's filesystem, so its files can be
+    /// hardlinked into the store ([`Store::unpack_teed`]).
+    pub fn links_from(&self, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        match (
+            std::fs::metadata(dir),
+            std::fs::metadata(self.root.join("tmp")),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev(),
+            _ => false,
+        }
+    }
+
     /// Where a blob lives (whether or not it is there).
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
         Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))

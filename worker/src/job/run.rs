@@ -287,9 +287,10 @@ fn commit_layer(
         // files hardlinked rather than copied: the next step on this
         // worker finds the layer unpacked, as BuildKit's next step finds
         // its parent snapshot. (A plain snapshot's files may be links to
-        // the worker's context, which must not be touched: those layers
+        // the worker's context, which must not be touched, and an upper
+        // dir on another filesystem cannot be linked from: those layers
         // are unpacked from the blob when a step needs them.)
-        ChangeSource::Upper(upper) if !snapshot.plain() => {
+        ChangeSource::Upper(upper) if !snapshot.plain() && store.links_from(&upper) => {
             let (tee, tar) = super::tee::pipe();
             let (desc, unpacked) = std::thread::scope(|s| {
                 let unpacking = s.spawn(|| store.unpack_teed(tar, lowers, &upper));
