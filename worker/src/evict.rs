@@ -40,32 +40,71 @@ pub(crate) fn record_size(store_root: &Path, dir: &Path, bytes: u64) {
     let _ = std::fs::write(file, bytes.to_string());
 }
 
+/// The recorded size of the layer directory `dir`; when the record is
+/// missing (lost to a race with eviction, or a failed write), the tree is
+/// measured once and the size recorded again.
 fn layer_size(store_root: &Path, dir: &Path) -> u64 {
-    std::fs::read_to_string(size_file(store_root, dir))
+    let recorded = std::fs::read_to_string(size_file(store_root, dir))
         .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+        .and_then(|s| s.trim().parse().ok());
+    recorded.unwrap_or_else(|| {
+        let measured = tree_bytes(dir);
+        record_size(store_root, dir, measured);
+        measured
+    })
 }
 
-/// Moves the sizes older stores kept inside their layer directories out
-/// of them, so no step sees them. Run when the store opens, before any
-/// job stacks on the layers.
-pub(crate) fn move_old_size_files(store_root: &Path) {
-    let Ok(read) = std::fs::read_dir(store_root.join("layers")) else {
-        return;
-    };
-    for e in read.flatten() {
-        let old = e.path().join(OLD_SIZE_FILE);
-        if old.is_file() {
-            let new = size_file(store_root, &e.path());
-            if let Some(parent) = new.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            if std::fs::rename(&old, &new).is_err() {
-                let _ = std::fs::remove_file(&old);
+/// The bytes of every file under `dir`, not following symlinks.
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(read) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in read.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => total = total.saturating_add(e.metadata().map_or(0, |m| m.len())),
+                Err(_) => {}
             }
         }
     }
+    total
+}
+
+/// Marks a store whose layer directories no longer hold size files.
+const MIGRATED: &str = ".moved-out-of-layers";
+
+/// Moves the sizes older stores kept inside their layer directories out
+/// of them, so no step sees them. Run when the store opens, before any
+/// job stacks on the layers, and only once per store: afterwards a
+/// `.strata-size` in a layer directory is the image's own file. A layer
+/// that has a record already is left alone for the same reason. The
+/// directory's mtime (its last use, for eviction) is kept.
+pub(crate) fn move_old_size_files(store_root: &Path) {
+    let sizes = store_root.join(SIZES);
+    if sizes.join(MIGRATED).exists() {
+        return;
+    }
+    let _ = std::fs::create_dir_all(&sizes);
+    if let Ok(read) = std::fs::read_dir(store_root.join("layers")) {
+        for e in read.flatten() {
+            let (dir, old) = (e.path(), e.path().join(OLD_SIZE_FILE));
+            let new = size_file(store_root, &dir);
+            if !old.is_file() || new.exists() {
+                continue;
+            }
+            let used = std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
+            if std::fs::rename(&old, &new).is_err() {
+                let _ = std::fs::remove_file(&old);
+            }
+            if let (Some(t), Ok(f)) = (used, std::fs::File::open(&dir)) {
+                let _ = f.set_modified(t);
+            }
+        }
+    }
+    let _ = std::fs::write(sizes.join(MIGRATED), b"");
 }
 
 /// What an eviction removed.
@@ -90,7 +129,9 @@ struct Entry {
 impl Store {
     /// Bytes the store holds: recorded layer sizes plus blob sizes.
     pub fn usage(&self) -> u64 {
-        self.entries().iter().map(|e| e.size).sum()
+        self.entries()
+            .iter()
+            .fold(0u64, |t, e| t.saturating_add(e.size))
     }
 
     fn entries(&self) -> Vec<Entry> {
@@ -133,7 +174,7 @@ impl Store {
     /// reached as nearly as it can be.
     pub fn evict(&self, limit: u64, in_use: &HashSet<String>) -> Evicted {
         let mut entries = self.entries();
-        let mut total: u64 = entries.iter().map(|e| e.size).sum();
+        let mut total: u64 = entries.iter().fold(0u64, |t, e| t.saturating_add(e.size));
         let mut out = Evicted::default();
         if total <= limit {
             return out;
@@ -147,15 +188,15 @@ impl Store {
                 continue;
             }
             let removed = if e.layer {
+                // The record first: an unpack of the same layer racing
+                // this removal records its size after it, not before.
+                let _ = std::fs::remove_file(size_file(self.root(), &e.path));
                 std::fs::remove_dir_all(&e.path)
             } else {
                 std::fs::remove_file(&e.path)
             };
             match removed {
                 Ok(()) => {
-                    if e.layer {
-                        let _ = std::fs::remove_file(size_file(self.root(), &e.path));
-                    }
                     total = total.saturating_sub(e.size);
                     out.bytes += e.size;
                     if e.layer {
@@ -216,14 +257,32 @@ mod tests {
 
     #[test]
     fn sizes_kept_inside_layers_by_older_stores_move_out_when_the_store_opens() {
+        // A store as older workers left it: no layer-sizes/, the size in
+        // the layer directory.
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let id = format!("sha256:{}", hex::encode([7u8; 32]));
-        let layer = store.layer_dir(&id).unwrap();
+        let layer = dir.path().join("layers").join(hex::encode([7u8; 32]));
         std::fs::create_dir_all(&layer).unwrap();
         std::fs::write(layer.join(OLD_SIZE_FILE), "4096").unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert!(!layer.join(OLD_SIZE_FILE).exists(), "still in the lowerdir");
         assert_eq!(store.usage(), 4096);
+        // Once moved, a `.strata-size` in a layer is the image's own file.
+        std::fs::write(layer.join(OLD_SIZE_FILE), "an image's file").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(layer.join(OLD_SIZE_FILE).exists(), "image content moved");
+        assert_eq!(store.usage(), 4096);
+    }
+
+    #[test]
+    fn a_layer_without_a_size_record_is_measured_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = format!("sha256:{}", hex::encode([9u8; 32]));
+        let layer = store.layer_dir(&id).unwrap();
+        std::fs::create_dir_all(layer.join("usr/bin")).unwrap();
+        std::fs::write(layer.join("usr/bin/tool"), vec![0u8; 3000]).unwrap();
+        std::fs::write(layer.join("etc"), vec![0u8; 96]).unwrap();
+        assert_eq!(store.usage(), 3096);
+        assert!(size_file(store.root(), &layer).exists(), "recorded again");
     }
 }

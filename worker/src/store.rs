@@ -296,7 +296,10 @@ impl Store {
                 let _ = std::fs::remove_dir_all(tmp);
                 Ok(dir.to_path_buf())
             }
-            Err(e) => Err(io_err("storing layer", dir)(e)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(tmp);
+                Err(io_err("storing layer", dir)(e))
+            }
         }
     }
 

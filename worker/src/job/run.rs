@@ -129,6 +129,12 @@ impl Worker {
         Ok(pull_image(&self.store, reference, platform, registry).await?)
     }
 
+    /// Waits until every RUN step this worker started has stopped and
+    /// cleaned up: container deleted, its mounts and bundle removed.
+    pub async fn wait_idle(&self) {
+        self.executor.wait_idle().await;
+    }
+
     /// Runs one job; RUN output goes to `output` while it runs.
     pub async fn run_job(
         &self,
@@ -293,7 +299,9 @@ fn commit_layer(
         ChangeSource::Upper(upper) if !snapshot.plain() && store.links_from(&upper) => {
             let (tee, tar) = super::tee::pipe();
             let (desc, unpacked) = std::thread::scope(|s| {
-                let unpacking = s.spawn(|| store.unpack_teed(tar, lowers, &upper));
+                let (span, up) = (tracing::Span::current(), &upper);
+                let unpacking =
+                    s.spawn(move || span.in_scope(|| store.unpack_teed(tar, lowers, up)));
                 let desc = write_layer_from_upper_teed(
                     &upper,
                     &topmost_first,

@@ -81,7 +81,9 @@ impl Unpacker<'_> {
             let names = file
                 .list_xattr()
                 .map_err(|e| LayerError::unpack(entry, "list xattrs", e))?;
-            for k in names {
+            // (An SELinux label cannot be removed; the label is not part of
+            // the layer either.)
+            for k in names.filter(|k| k.as_bytes() != b"security.selinux") {
                 file.remove_xattr(&k)
                     .map_err(|e| LayerError::unpack(entry, "remove xattr", e))?;
             }

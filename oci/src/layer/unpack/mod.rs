@@ -295,7 +295,8 @@ impl<'a> Unpacker<'a> {
         let meta = entry_meta(&mut entry, &display)?;
         match etype {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let size = entry.header().entry_size().unwrap_or(u64::MAX);
+                // A PAX `size` record (files of 8 GiB and more) wins.
+                let size = entry.size();
                 self.file(parent, &name, &meta, size, &mut entry, &display)?
             }
             EntryType::Directory => self.dir(&comps, &meta, &display)?,
