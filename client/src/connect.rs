@@ -27,6 +27,18 @@ pub struct Connection {
     _farm: Option<crate::embedded::Farm>,
 }
 
+impl Connection {
+    /// Ends the connection. An embedded farm is stopped, and its running
+    /// steps are waited for ([`crate::embedded::Farm::stop`]); a remote
+    /// scheduler is left alone.
+    pub async fn close(self) {
+        #[cfg(feature = "embedded")]
+        if let Some(farm) = self._farm {
+            farm.stop().await;
+        }
+    }
+}
+
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").finish_non_exhaustive()

@@ -238,3 +238,81 @@ fn build_cache_change_failure_and_views() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_in_an_embedded_build_leaves_no_step_running_behind_it() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let home = tempfile::tempdir().expect("home");
+    let ctx = tempfile::tempdir().expect("ctx");
+    // A sleep no other test runs, to find its process by.
+    context(
+        ctx.path(),
+        "FROM scratch\nCOPY rootfs/ /\nRUN echo started && busybox sleep 293\n",
+    );
+    let mut child = Command::new(bin("strata"))
+        .env("STRATA_HOME", home.path())
+        .env_remove("STRATA_SCHEDULER")
+        .args(["build", "--progress", "plain", "-t", "interrupted:latest"])
+        .arg(ctx.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strata build");
+    let err_pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !seen.iter().any(|l: &String| l.ends_with(" started")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the step never started:\n{}", seen.join("\n")),
+        }
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -INT strata");
+    let status = child.wait().expect("wait");
+    seen.extend(rx.try_iter());
+    assert_eq!(status.code(), Some(130), "{}", seen.join("\n"));
+    // The moment strata is gone, so is everything of its step: the
+    // container, its processes and its mounts.
+    let home_dir = fs::canonicalize(home.path()).expect("home");
+    let list = Command::new("runc")
+        .arg("--root")
+        .arg(home_dir.join("worker/exec/runc"))
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).trim(),
+        "",
+        "a container is left"
+    );
+    let sleeping = Command::new("pgrep")
+        .args(["-f", "sleep 293"])
+        .output()
+        .expect("pgrep");
+    assert!(
+        sleeping.stdout.is_empty(),
+        "the step's process outlived strata: {}",
+        String::from_utf8_lossy(&sleeping.stdout)
+    );
+    let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter(|l| l.contains(home_dir.to_str().expect("utf-8")))
+        .map(String::from)
+        .collect();
+    assert!(mounts.is_empty(), "mounts are left: {mounts:#?}");
+}

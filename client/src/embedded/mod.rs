@@ -21,10 +21,38 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The running in-process farm; dropping it stops the scheduler and the
-/// worker.
+/// worker ([`Farm::stop`] also waits for their steps to be gone).
 pub struct Farm {
     shutdown: CancellationToken,
+    worker: Arc<Worker>,
+    stats: Arc<AgentStats>,
     _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// How long [`Farm::stop`] waits for the running steps to be killed and
+/// cleaned up.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+impl Farm {
+    /// Stops the scheduler and the worker, and waits (up to 15 s) until
+    /// every job the worker was running has ended: its container killed
+    /// and deleted, its mounts and snapshot removed. After Ctrl-C the
+    /// process then leaves nothing running behind it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let (worker, stats) = (Arc::clone(&self.worker), Arc::clone(&self.stats));
+        let idle = async move {
+            worker.wait_idle().await;
+            while stats.jobs_running.get() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(STOP_WAIT, idle).await.is_err() {
+            eprintln!(
+                "the embedded worker's steps did not stop within {STOP_WAIT:?}; the next strata run cleans up what they left"
+            );
+        }
+    }
 }
 
 impl Drop for Farm {
@@ -161,8 +189,10 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
         let socket = socket.clone();
         Arc::new(move || Box::pin(channel_to(socket.clone())))
     };
+    let worker = Arc::new(worker);
+    let stats = Arc::new(AgentStats::default());
     tokio::spawn(agent::run(
-        Arc::new(worker),
+        Arc::clone(&worker),
         connect,
         AgentConfig {
             worker_id: "embedded".into(),
@@ -172,7 +202,7 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
             drain_timeout: std::time::Duration::ZERO,
             max_store_bytes: None,
         },
-        Arc::new(AgentStats::default()),
+        Arc::clone(&stats),
         shutdown.clone(),
     ));
     let channel = channel_to(socket)
@@ -189,6 +219,8 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
         channel,
         Farm {
             shutdown,
+            worker,
+            stats,
             _lock: lock,
         },
     ))

@@ -269,7 +269,7 @@ pub async fn run(args: &BuildArgs, scheduler: Option<&str>) -> Result<()> {
         watch::ctrl_c(),
     )
     .await?;
-    match outcome {
+    let result = match outcome {
         Outcome::Finished(f) => {
             let result = f.result.unwrap_or_default();
             outputs::finish(
@@ -299,7 +299,10 @@ pub async fn run(args: &BuildArgs, scheduler: Option<&str>) -> Result<()> {
         Outcome::Ended => Err(anyhow!(
             "the event stream of build {build_id} ended before the build did"
         )),
-    }
+    };
+    // Embedded: the cancelled steps are gone before the process is.
+    conn.close().await;
+    result
 }
 
 /// Where the digests of a context's files are kept between builds:
