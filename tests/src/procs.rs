@@ -241,6 +241,40 @@ impl WorkerProc {
     }
 }
 
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        // A worker killed mid-step leaves its step's overlay mounted in
+        // its state directory (the next worker on that state cleans it
+        // up; there is none); a mounted directory cannot be removed, so
+        // the state it owns would stay behind, mounted, after every test.
+        if let Some(state) = &self._state {
+            let _ = self.proc.child.kill();
+            let _ = self.proc.child.wait();
+            unmount_under(state.path());
+        }
+    }
+}
+
+/// Detaches every mount at or below `dir` (deepest first).
+pub fn unmount_under(dir: &Path) {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(&p).status();
+    }
+}
+
 /// `GET http://127.0.0.1:port/path`: (status, body), by hand (HTTP/1.0);
 /// status 0 when nothing answers.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
