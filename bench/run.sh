@@ -341,6 +341,37 @@ print("%d steps executed over the %d builds (%d steps per build)" % (executed, l
         record 8 buildkit "$i" "$(since "$t0")"
         bench_log "case 8 run $i: ${times["8|strata"]##* } s strata, ${times["8|buildkit"]##* } s BuildKit"
     done
+    # How many RUN steps BuildKit executed over ten concurrent builds: one
+    # more, untimed round on a buildkitd whose runc is a wrapper noting
+    # every `runc run` (a RUN step's container) before it runs it.
+    runs_log="$work/bk-runc-runs.log"
+    : >"$runs_log"
+    wrapper="$work/runc-counting"
+    real_runc="$(command -v runc || echo /usr/sbin/runc)"
+    cat >"$wrapper" <<EOF
+#!/bin/sh
+case " \$* " in *" run "*) echo run >>'$runs_log' ;; esac
+exec '$real_runc' "\$@"
+EOF
+    chmod +x "$wrapper"
+    bk_count="$(STRATA_BUILDKIT_RUNC="$wrapper" buildkitd count8)"
+    [[ -n "$bk_count" ]] || bench_die "the counting buildkitd did not start; see $work/bk.log"
+    bkb "$bk_count" case8 "$ctx8" --opt "build-arg:BASE=$busybox" >/dev/null
+    before="$(wc -l <"$runs_log")"
+    id="count-$EPOCHSECONDS-$RANDOM"
+    pids=()
+    for k in $(seq 1 10); do
+        "$buildctl" --addr "$bk_count" build --frontend dockerfile.v0 --local context="$ctx8" \
+            --local dockerfile="$ctx8" --progress plain \
+            --opt "build-arg:BASE=$busybox" --opt "build-arg:RUN_ID=$id" \
+            >"$out/logs/buildkit-case8-count-$k.log" 2>&1 &
+        pids+=($!)
+    done
+    for k in $(seq 1 10); do
+        wait "${pids[k - 1]}" || fail "$out/logs/buildkit-case8-count-$k.log" "concurrent buildctl build $k"
+    done
+    note "case 8: BuildKit: $(($(wc -l <"$runs_log") - before)) RUN steps executed over 10 concurrent builds (3 RUN steps per build; an untimed round, runc wrapped to count)"
+    buildkitd_stop count8
 fi
 
 declare -A titles=(

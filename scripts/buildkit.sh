@@ -15,6 +15,9 @@
 #       BUILDKIT_HOST=unix://STATE_DIR/buildkitd.sock.
 #       With STRATA_BUILDKIT_WATCH_PID set, buildkitd is also stopped once
 #       that process exits, so a killed test run leaves no daemon behind.
+#       STRATA_BUILDKIT_RUNC names the runc binary it runs (default: this
+#       machine's runc); bench/run.sh counts BuildKit's steps through a
+#       wrapper there.
 #   scripts/buildkit.sh stop STATE_DIR
 #       Stops that buildkitd and unmounts anything left under STATE_DIR.
 #
@@ -158,7 +161,7 @@ cmd_start() {
     shift
     installed || die "BuildKit ${BUILDKIT_VERSION} is not built in ${CACHE_DIR}: run '$0 install' first"
     local runc
-    runc="$(find_runc)"
+    runc="${STRATA_BUILDKIT_RUNC:-$(find_runc)}"
     if running_pid "$dir" >/dev/null; then
         die "a buildkitd already runs for ${dir} (pid $(<"${dir}/buildkitd.pid")); stop it first"
     fi
