@@ -5,7 +5,9 @@
 
 use crate::base_image::push_busybox;
 use crate::follow::{Ended, JsonBuild, dump};
-use crate::procs::{SchedulerProc, WorkerProc, http_get, wait_ready};
+use crate::procs::{
+    SchedulerProc, WorkerProc, http_get, mounts_under, runc_containers, wait_ready,
+};
 use crate::registry::TestRegistry;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -261,7 +263,7 @@ pub fn of_type<'a>(events: &'a [Value], ty: &str, step: &str) -> Vec<&'a Value> 
 pub struct Held {
     /// Its runc containers, one id a line.
     pub containers: String,
-    /// The mountinfo lines under its state directory.
+    /// The mount points under its state directory.
     pub mounts: Vec<String>,
     /// Its `strata_worker_jobs_running` line, when it runs.
     pub running: Option<String>,
@@ -271,22 +273,10 @@ impl Held {
     /// What worker `i` of `farm` holds now.
     pub fn of(farm: &Farm, i: usize) -> Self {
         let state = std::fs::canonicalize(farm.state(i)).expect("state");
-        let list = Command::new("runc")
-            .arg("--root")
-            .arg(state.join("exec/runc"))
-            .args(["list", "-q"])
-            .output()
-            .expect("runc list");
-        assert!(
-            list.status.success(),
-            "runc list: {}",
-            String::from_utf8_lossy(&list.stderr)
-        );
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-            .expect("mountinfo")
-            .lines()
-            .filter(|l| l.contains(state.to_str().expect("utf-8")))
-            .map(String::from)
+        let containers = runc_containers(&state.join("exec/runc"));
+        let mounts = mounts_under(&state)
+            .iter()
+            .map(|p| p.display().to_string())
             .collect();
         let running = farm.workers[i].as_ref().map(|w| {
             http_get(w.metrics_port, "/metrics")
@@ -297,7 +287,7 @@ impl Held {
                 .unwrap_or_default()
         });
         Held {
-            containers: String::from_utf8_lossy(&list.stdout).trim().to_string(),
+            containers,
             mounts,
             running,
         }

@@ -255,24 +255,44 @@ impl Drop for WorkerProc {
     }
 }
 
-/// Detaches every mount at or below `dir` (deepest first).
-pub fn unmount_under(dir: &Path) {
+/// Every mount point at or below `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(dir) = std::fs::canonicalize(dir) else {
-        return;
+        return Vec::new();
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = info
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(PathBuf::from)
         .filter(|p| p.starts_with(&dir))
-        .collect();
+        .collect()
+}
+
+/// Detaches every mount at or below `dir` (deepest first).
+pub fn unmount_under(dir: &Path) {
+    let mut points = mounts_under(dir);
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for p in points {
         let _ = Command::new("umount").arg("-l").arg(&p).status();
     }
+}
+
+/// The ids of the runc containers under the runc root `root`, one a line
+/// (a worker's is `exec/runc` in its state directory).
+pub fn runc_containers(root: &Path) -> String {
+    let list = Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+        .expect("runc list");
+    assert!(
+        list.status.success(),
+        "runc list: {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    String::from_utf8_lossy(&list.stdout).trim().to_string()
 }
 
 /// `GET http://127.0.0.1:port/path`: (status, body), by hand (HTTP/1.0);

@@ -8,6 +8,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output};
 use strata_tests::bin;
+use strata_tests::procs::{mounts_under, runc_containers};
 
 fn strata(home: &Path, args: &[&str]) -> Output {
     Command::new(bin("strata"))
@@ -287,15 +288,8 @@ fn ctrl_c_in_an_embedded_build_leaves_no_step_running_behind_it() {
     // The moment strata is gone, so is everything of its step: the
     // container, its processes and its mounts.
     let home_dir = fs::canonicalize(home.path()).expect("home");
-    let list = Command::new("runc")
-        .arg("--root")
-        .arg(home_dir.join("worker/exec/runc"))
-        .args(["list", "-q"])
-        .output()
-        .expect("runc list");
-    assert!(list.status.success(), "{}", stderr(&list));
     assert_eq!(
-        String::from_utf8_lossy(&list.stdout).trim(),
+        runc_containers(&home_dir.join("worker/exec/runc")),
         "",
         "a container is left"
     );
@@ -308,11 +302,6 @@ fn ctrl_c_in_an_embedded_build_leaves_no_step_running_behind_it() {
         "the step's process outlived strata: {}",
         String::from_utf8_lossy(&sleeping.stdout)
     );
-    let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter(|l| l.contains(home_dir.to_str().expect("utf-8")))
-        .map(String::from)
-        .collect();
+    let mounts = mounts_under(&home_dir);
     assert!(mounts.is_empty(), "mounts are left: {mounts:#?}");
 }

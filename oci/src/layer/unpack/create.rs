@@ -62,22 +62,7 @@ impl Unpacker<'_> {
             // The data is the file's own: read past it (the stream is
             // still counted against the limits), then set the metadata
             // as for a written file, starting from no xattrs at all.
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = read_full(data, &mut buf)
-                    .map_err(|e| LayerError::unpack(entry, "read content", e))?;
-                if n == 0 {
-                    break;
-                }
-                self.content_bytes += n as u64;
-            }
-            if self.content_bytes > self.opts.max_bytes {
-                return Err(LayerError::LimitExceeded {
-                    what: "bytes",
-                    limit: self.opts.max_bytes,
-                    field: "max_bytes",
-                });
-            }
+            self.content(data, None, entry)?;
             let names = file
                 .list_xattr()
                 .map_err(|e| LayerError::unpack(entry, "list xattrs", e))?;
@@ -98,12 +83,24 @@ impl Unpacker<'_> {
         )
         .map_err(|e| LayerError::unpack(entry, "create", e))?;
         let mut file = File::from(fd);
+        self.content(data, Some(&mut file), entry)?;
+        self.file_meta(&file, meta, entry)
+    }
+
+    /// Reads a regular file's data from the stream, counting it against
+    /// the byte limit, into `to` (or nowhere: a linked file has it).
+    fn content<R: Read>(
+        &mut self,
+        data: &mut R,
+        mut to: Option<&mut File>,
+        entry: &str,
+    ) -> Result<(), LayerError> {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = read_full(data, &mut buf)
                 .map_err(|e| LayerError::unpack(entry, "read content", e))?;
             if n == 0 {
-                break;
+                return Ok(());
             }
             self.content_bytes += n as u64;
             if self.content_bytes > self.opts.max_bytes {
@@ -113,10 +110,11 @@ impl Unpacker<'_> {
                     field: "max_bytes",
                 });
             }
-            file.write_all(&buf[..n])
-                .map_err(|e| LayerError::unpack(entry, "write", e))?;
+            if let Some(f) = to.as_deref_mut() {
+                f.write_all(&buf[..n])
+                    .map_err(|e| LayerError::unpack(entry, "write", e))?;
+            }
         }
-        self.file_meta(&file, meta, entry)
     }
 
     /// Owner, xattrs, mode and times of a regular file, in that order
