@@ -247,9 +247,25 @@ impl Drop for WorkerProc {
         // its state directory (the next worker on that state cleans it
         // up; there is none); a mounted directory cannot be removed, so
         // the state it owns would stay behind, mounted, after every test.
+        // Its step's container outlives it too: killed and deleted first.
         if let Some(state) = &self._state {
             let _ = self.proc.child.kill();
             let _ = self.proc.child.wait();
+            let root = state.path().join("exec/runc");
+            let ids = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["list", "-q"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for id in ids.lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", id])
+                    .status();
+            }
             unmount_under(state.path());
         }
     }
