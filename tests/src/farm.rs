@@ -32,6 +32,22 @@ pub struct Shared<'a> {
     pub env: Vec<(&'static str, &'static str)>,
 }
 
+impl<'a> Shared<'a> {
+    /// Both shared stores: `redis`, and `s3`'s bucket under `prefix`, with
+    /// its credentials.
+    pub fn on(
+        redis: &'a crate::services::RedisServer,
+        s3: &crate::services::S3Server,
+        prefix: &str,
+    ) -> Self {
+        Shared {
+            redis: Some(&redis.url),
+            s3: Some(s3.url(prefix)),
+            env: s3.env().to_vec(),
+        }
+    }
+}
+
 impl LocalFarm {
     /// Starts a scheduler and `workers` workers of `capacity` slots each;
     /// panics with the logs when the farm does not come up.

@@ -45,15 +45,7 @@ fn prune_running_while_builds_run_never_leaves_an_entry_without_its_blob() {
     let base = push_busybox(&registry, "busybox:latest");
     let redis = RedisServer::start();
     let s3 = S3Server::start("strata-race");
-    let farm = LocalFarm::start_shared(
-        2,
-        2,
-        &Shared {
-            redis: Some(&redis.url),
-            s3: Some(s3.url("farm/")),
-            env: s3.env().to_vec(),
-        },
-    );
+    let farm = LocalFarm::start_shared(2, 2, &Shared::on(&redis, &s3, "farm/"));
     let work = tempfile::tempdir().expect("work dir");
     // The builder stages' layers are in no image: only their cache
     // entries hold them, so every prune removes entries and blobs, and
@@ -170,15 +162,7 @@ fn prune_keep_storage_keeps_the_most_recently_used_and_until_what_is_recent() {
     let base = push_busybox(&registry, "busybox:latest");
     let redis = RedisServer::start();
     let s3 = S3Server::start("strata-prune");
-    let farm = LocalFarm::start_shared(
-        1,
-        2,
-        &Shared {
-            redis: Some(&redis.url),
-            s3: Some(s3.url("")),
-            env: s3.env().to_vec(),
-        },
-    );
+    let farm = LocalFarm::start_shared(1, 2, &Shared::on(&redis, &s3, ""));
     let work = tempfile::tempdir().expect("work dir");
     let status = |m: &Value| status_of(m, "RUN head");
 

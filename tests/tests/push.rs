@@ -106,15 +106,7 @@ fn a_push_mounts_the_base_sends_gzip_by_default_and_zstd_as_stored() {
     let base = push_busybox(&registry, "base/busybox:latest");
     let redis = RedisServer::start();
     let s3 = S3Server::start("strata");
-    let farm = LocalFarm::start_shared(
-        1,
-        2,
-        &Shared {
-            redis: Some(&redis.url),
-            s3: Some(s3.url("farm/")),
-            env: s3.env().to_vec(),
-        },
-    );
+    let farm = LocalFarm::start_shared(1, 2, &Shared::on(&redis, &s3, "farm/"));
     let ctx = tempfile::tempdir().expect("context");
     std::fs::write(
         ctx.path().join("Dockerfile"),

@@ -85,11 +85,7 @@ fn another_farm_reuses_the_cache_through_redis_and_s3_even_after_flushall() {
     let base = push_busybox(&registry, "busybox:latest");
     let redis = RedisServer::start();
     let s3 = S3Server::start("strata-cache");
-    let shared = Shared {
-        redis: Some(&redis.url),
-        s3: Some(s3.url("farm/")),
-        env: s3.env().to_vec(),
-    };
+    let shared = Shared::on(&redis, &s3, "farm/");
     let work = tempfile::tempdir().expect("work dir");
     let dockerfile = format!(
         "FROM {base}\n\
@@ -183,15 +179,7 @@ fn docker_cache_rules_on_a_shared_cache_with_two_workers() {
     let base = push_busybox(&registry, "busybox:latest");
     let redis = RedisServer::start();
     let s3 = S3Server::start("strata-rules");
-    let farm = LocalFarm::start_shared(
-        2,
-        2,
-        &Shared {
-            redis: Some(&redis.url),
-            s3: Some(s3.url("")),
-            env: s3.env().to_vec(),
-        },
-    );
+    let farm = LocalFarm::start_shared(2, 2, &Shared::on(&redis, &s3, ""));
     let work = tempfile::tempdir().expect("work dir");
 
     // A changed COPY source rebuilds that step and the later ones only.
@@ -304,15 +292,7 @@ fn no_cache_rebuilds_everything_and_no_cache_filter_one_stage_and_what_reads_it(
     let base = push_busybox(&registry, "busybox:latest");
     let redis = RedisServer::start();
     let s3 = S3Server::start("strata-nocache");
-    let farm = LocalFarm::start_shared(
-        2,
-        2,
-        &Shared {
-            redis: Some(&redis.url),
-            s3: Some(s3.url("")),
-            env: s3.env().to_vec(),
-        },
-    );
+    let farm = LocalFarm::start_shared(2, 2, &Shared::on(&redis, &s3, ""));
     let work = tempfile::tempdir().expect("work dir");
     let ctx = work.path().join("app");
     write_ctx(
@@ -380,11 +360,7 @@ fn a_big_build_log_is_kept_whole_for_another_scheduler() {
     let base = push_busybox(&registry, "busybox:latest");
     let redis = RedisServer::start();
     let s3 = S3Server::start("strata-logs");
-    let shared = Shared {
-        redis: Some(&redis.url),
-        s3: Some(s3.url("")),
-        env: s3.env().to_vec(),
-    };
+    let shared = Shared::on(&redis, &s3, "");
     let work = tempfile::tempdir().expect("work dir");
     let ctx = work.path().join("noisy");
     const LINES: usize = 50_000;
