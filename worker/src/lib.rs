@@ -12,6 +12,7 @@ pub mod copy;
 pub mod evict;
 pub mod fetch;
 pub mod job;
+pub mod keyed;
 pub mod pull;
 pub mod snapshot;
 pub mod store;

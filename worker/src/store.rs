@@ -9,6 +9,7 @@
 //! Every entry appears by an atomic rename, so a crash never leaves a
 //! partial blob or layer under its final name.
 
+use crate::keyed::{KeyGuard, KeyedLocks};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::BufReader;
@@ -103,6 +104,12 @@ pub struct Store {
     max_layer_bytes: AtomicU64,
     /// Most bytes one ADD archive may extract to.
     max_add_bytes: AtomicU64,
+    /// Blobs being fetched: one download each however many jobs want it.
+    fetching: KeyedLocks,
+    /// Layers being unpacked from their blobs, by diffID.
+    unpacking: KeyedLocks,
+    /// Layers unpacked from their blobs since the store opened.
+    unpacked: AtomicU64,
 }
 
 /// Default bound on what one layer unpacks to: [`UnpackOptions`]'.
@@ -147,6 +154,9 @@ impl Store {
             counter: AtomicU64::new(0),
             max_layer_bytes: AtomicU64::new(default_max_layer_bytes()),
             max_add_bytes: AtomicU64::new(default_max_add_bytes()),
+            fetching: KeyedLocks::default(),
+            unpacking: KeyedLocks::default(),
+            unpacked: AtomicU64::new(0),
         })
     }
 
@@ -233,6 +243,13 @@ impl Store {
             crate::evict::touch(&dir);
             return Ok(dir);
         }
+        // Jobs starting together on one parent unpack it once: the others
+        // wait here and find the directory.
+        let _one = self.unpacking.lock_blocking(&layer.diff_id);
+        if dir.is_dir() {
+            crate::evict::touch(&dir);
+            return Ok(dir);
+        }
         let blob = self.blob_path(&layer.digest)?;
         let file = File::open(&blob).map_err(|_| StoreError::MissingBlob(layer.digest.clone()))?;
         let mut parent_dirs = Vec::with_capacity(parents.len());
@@ -278,7 +295,20 @@ impl Store {
                 actual: report.diff_id,
             });
         }
+        self.unpacked.fetch_add(1, Ordering::Relaxed);
         self.install_unpacked(&tmp, &dir, report.tar_bytes)
+    }
+
+    /// How many layers were unpacked from their blobs since the store
+    /// opened (not counting those unpacked as they were written).
+    pub fn layers_unpacked(&self) -> u64 {
+        self.unpacked.load(Ordering::Relaxed)
+    }
+
+    /// Holds blob `digest` for fetching it: a job that finds another
+    /// fetching the same blob waits for it, then finds the blob stored.
+    pub async fn lock_fetch(&self, digest: &str) -> KeyGuard<'_> {
+        self.fetching.lock(digest).await
     }
 
     /// Moves a finished unpack from `tmp` to `dir`, its place in the store.
@@ -386,6 +416,53 @@ pub struct TeedUnpack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_starting_together_on_one_layer_unpack_it_once() {
+        use sha2::{Digest, Sha256};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        let mut tar = tar::Builder::new(Vec::new());
+        let data = vec![7u8; 4 << 20];
+        for i in 0..8 {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("f{i}"), &data[..])
+                .expect("tar");
+        }
+        let tar = tar.into_inner().expect("tar");
+        let blob = zstd::encode_all(&tar[..], 1).expect("zstd");
+        let layer = LayerRef {
+            diff_id: format!("sha256:{:x}", Sha256::digest(&tar)),
+            digest: format!("sha256:{:x}", Sha256::digest(&blob)),
+            media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
+            size: blob.len() as u64,
+        };
+        let staged = store.temp_path("blob");
+        std::fs::write(&staged, &blob).expect("write");
+        store.commit_blob(&staged, &layer.digest).expect("commit");
+
+        let start = std::sync::Barrier::new(4);
+        let dirs: Vec<PathBuf> = std::thread::scope(|s| {
+            let jobs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        store.ensure_unpacked(&layer, &[]).expect("unpack")
+                    })
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        assert_eq!(store.layers_unpacked(), 1, "one job unpacks, three wait");
+        assert!(dirs.iter().all(|d| *d == dirs[0]));
+        assert_eq!(
+            std::fs::read(dirs[0].join("f7")).expect("read").len(),
+            4 << 20
+        );
+    }
 
     #[test]
     fn digests_are_validated_and_paths_stable() {

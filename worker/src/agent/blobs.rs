@@ -118,6 +118,12 @@ impl RemoteBlobs {
         if self.store.has_blob(digest) {
             return Ok(false);
         }
+        // Another job may be fetching it (stages starting together on one
+        // parent): wait for that download instead of making another.
+        let _one = self.store.lock_fetch(digest).await;
+        if self.store.has_blob(digest) {
+            return Ok(false);
+        }
         let size = match &self.via {
             Via::Scheduler(client) => self.fetch_from_scheduler(client, digest).await?,
             Via::Shared(shared) => {
@@ -254,5 +260,37 @@ impl RemoteBlobs {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("reading {digest}: {e}"))?;
         Ok(if r.existed { 0 } else { total })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_store::FsBlobs;
+
+    #[tokio::test]
+    async fn jobs_wanting_one_blob_at_once_download_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let farm = FsBlobs::open(dir.path().join("farm")).unwrap();
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let digest = farm.put_bytes(data.into()).await.unwrap();
+        let store = Arc::new(Store::open(dir.path().join("worker")).unwrap());
+        let stats = Arc::new(AgentStats::new());
+        let blobs = RemoteBlobs {
+            via: Via::Shared(Arc::new(farm)),
+            store: Arc::clone(&store),
+            stats: Arc::clone(&stats),
+        };
+        // Eight jobs starting together on the same parent layer.
+        let fetched = futures::future::join_all((0..8).map(|_| blobs.fetch(&digest))).await;
+        let downloads = fetched
+            .into_iter()
+            .map(|r| r.unwrap())
+            .filter(|&d| d)
+            .count();
+        assert_eq!(downloads, 1, "one job downloads, the others find it");
+        assert_eq!(stats.blobs_fetched.get(), 1);
+        assert_eq!(stats.bytes_fetched.get(), 8 << 20);
+        assert!(store.has_blob(&digest));
     }
 }
