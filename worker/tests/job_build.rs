@@ -239,6 +239,8 @@ async fn a_failing_step_reports_its_exit_code_and_leaves_no_mount() {
     let r = worker.run_job(j, tx, cancel).await;
     assert!(r.is_err(), "cancelled job must fail");
     assert!(started.elapsed() < Duration::from_secs(20));
+    // The snapshots of the steps committed above go in the background.
+    worker.wait_idle().await;
     let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let snaps = state.path().join("snapshots");
     assert!(
@@ -278,6 +280,9 @@ async fn a_run_layer_is_unpacked_as_it_is_committed_and_equals_its_blob() {
     )
     .await
     .expect("run");
+    // Its snapshot, whose upper dir shares the layer's inodes, is removed
+    // in the background.
+    worker.wait_idle().await;
     let store = worker.store();
     // The next step on this worker stacks on it as it is: no unpack.
     let kept = store.layer_dir(&out.layer.diff_id).expect("layer dir");

@@ -15,6 +15,7 @@ use crate::snapshot::{
 use crate::store::{LayerRef, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use strata_oci::layer::{
     LayerOptions, write_layer_from_trees, write_layer_from_upper, write_layer_from_upper_teed,
@@ -22,6 +23,7 @@ use strata_oci::layer::{
 use strata_oci::registry::{Platform, RegistryClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 /// Where a worker keeps its state.
@@ -46,6 +48,11 @@ pub struct Worker {
     http: reqwest::Client,
     /// Build contexts materialised for COPY and bind mounts.
     contexts: Arc<ContextCache>,
+    /// Snapshots of committed steps being removed in the background.
+    removals: TaskTracker,
+    /// Snapshots prepared, for unique directory names: a snapshot still
+    /// being removed never shares its directory with a new one.
+    snapshots_made: AtomicU64,
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> JobError {
@@ -93,6 +100,8 @@ impl Worker {
             state,
             http,
             contexts: Arc::new(contexts),
+            removals: TaskTracker::new(),
+            snapshots_made: AtomicU64::new(0),
         })
     }
 
@@ -130,9 +139,13 @@ impl Worker {
     }
 
     /// Waits until every RUN step this worker started has stopped and
-    /// cleaned up: container deleted, its mounts and bundle removed.
+    /// cleaned up: container deleted, its mounts and bundle removed, and
+    /// the snapshots of committed steps unmounted and deleted.
     pub async fn wait_idle(&self) {
         self.executor.wait_idle().await;
+        self.removals.close();
+        self.removals.wait().await;
+        self.removals.reopen();
     }
 
     /// Runs one job; RUN output goes to `output` while it runs.
@@ -153,7 +166,11 @@ impl Worker {
         } else {
             job.parent.clone()
         };
-        let id = job.id.clone();
+        let id = format!(
+            "{}-{}",
+            job.id,
+            self.snapshots_made.fetch_add(1, Ordering::Relaxed)
+        );
         let span = tracing::info_span!("unpack", layers = parent.len());
         let (snapshot, lowers) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
             let _in = span.enter();
@@ -249,11 +266,16 @@ impl Worker {
         let store = self.store.clone();
         let (compression, sde) = (job.compression, job.source_date_epoch);
         let span = tracing::info_span!("commit");
-        let (layer, empty) = tokio::task::spawn_blocking(move || {
+        let (layer, empty, snapshot) = tokio::task::spawn_blocking(move || {
             span.in_scope(|| commit_layer(snapshot, &lowers, &store, compression, sde))
         })
         .await
         .map_err(blocking_err)??;
+        // The layer is stored: removing the snapshot (unmount, delete the
+        // upper dir) need not delay the step's result, nor the next step.
+        let span = tracing::info_span!("remove_snapshot");
+        self.removals
+            .spawn_blocking(move || span.in_scope(|| drop(snapshot)));
         Ok(JobOutcome {
             layer,
             empty,
@@ -268,14 +290,14 @@ fn state_run_files(state: &Path) -> PathBuf {
 }
 
 /// Diffs the snapshot into a layer blob in the store and keeps the
-/// unpacked form for later steps.
+/// unpacked form for later steps; gives the snapshot back for removal.
 fn commit_layer(
     snapshot: Box<dyn Snapshot>,
     lowers: &[PathBuf],
     store: &Store,
     compression: strata_oci::layer::Compression,
     source_date_epoch: Option<i64>,
-) -> Result<(LayerRef, bool), JobError> {
+) -> Result<(LayerRef, bool, Box<dyn Snapshot>), JobError> {
     let tmp = store.temp_path("blob");
     let file = std::fs::File::create(&tmp).map_err(|source| JobError::Io {
         op: "creating",
@@ -363,7 +385,5 @@ fn commit_layer(
     };
     // An empty tar is 1024 zero bytes.
     let empty = desc.uncompressed_size <= 1024;
-    let _removing = tracing::info_span!("remove_snapshot").entered();
-    drop(snapshot);
-    Ok((layer, empty))
+    Ok((layer, empty, snapshot))
 }
