@@ -35,6 +35,14 @@ pub enum JobEvent {
     },
     /// Output of the running job.
     Log(common::LogChunk),
+    /// The job's layer is made and kept by its worker, which uploads it
+    /// next: until `Done`, only that worker has it.
+    Committed {
+        /// The layer, as `Done` will report it.
+        layer: Box<common::Layer>,
+        /// The worker holding it.
+        worker_id: String,
+    },
     /// The job moved to a new phase.
     Progress(wire::JobProgress),
     /// The job succeeded.
@@ -98,6 +106,9 @@ struct Queued {
     wants: Vec<String>,
     /// Workers that refused or failed the job: others are preferred.
     avoid: HashSet<String>,
+    /// The one worker the job may go to, while that worker alone holds a
+    /// layer it reads ([`Pool::submit_on`]).
+    only: Option<String>,
 }
 
 struct Running {
@@ -288,6 +299,9 @@ impl Pool {
         }
         job.assignment.attempt += 1;
         job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
+        // Bound to a worker that failed it or went away: the build decides
+        // again (`Pool::release`, or cancelling it).
+        job.only = None;
         let _ = job.events.send(JobEvent::Requeued {
             reason: reason.to_string(),
             attempt: job.assignment.attempt,
@@ -313,8 +327,48 @@ impl Pool {
     /// earlier runs keeps counting from there. Its lease is set here.
     pub fn submit_from(
         &self,
+        assignment: wire::JobAssignment,
+        attempt: u32,
+    ) -> mpsc::UnboundedReceiver<JobEvent> {
+        self.enqueue(assignment, attempt, None)
+    }
+
+    /// Queues a job for worker `worker_id` only, as its attempt
+    /// `attempt`: a step built on a layer that worker has made and is
+    /// still uploading. It waits for a free slot there until
+    /// [`Pool::release`] lets it go anywhere (the layer is in the farm's
+    /// store), or it is cancelled. A retry after a failure or the
+    /// worker's loss may go anywhere.
+    pub fn submit_on(
+        &self,
+        assignment: wire::JobAssignment,
+        attempt: u32,
+        worker_id: &str,
+    ) -> mpsc::UnboundedReceiver<JobEvent> {
+        self.enqueue(assignment, attempt, Some(worker_id.to_string()))
+    }
+
+    /// Lets a job queued with [`Pool::submit_on`] go to any worker; a
+    /// job already running, or not bound, is left as it is.
+    pub fn release(&self, job_id: &str) {
+        let mut st = self.lock();
+        let mut changed = false;
+        for q in st.queue.iter_mut() {
+            if q.assignment.job_id == job_id && q.only.is_some() {
+                q.only = None;
+                changed = true;
+            }
+        }
+        if changed {
+            self.dispatch(&mut st);
+        }
+    }
+
+    fn enqueue(
+        &self,
         mut assignment: wire::JobAssignment,
         attempt: u32,
+        only: Option<String>,
     ) -> mpsc::UnboundedReceiver<JobEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         assignment.attempt = attempt.max(1);
@@ -326,6 +380,7 @@ impl Pool {
             events: tx,
             wants,
             avoid: HashSet::new(),
+            only,
         });
         self.dispatch(&mut st);
         rx
@@ -437,6 +492,21 @@ impl Pool {
                     let _ = r.job.events.send(JobEvent::Log(chunk));
                 }
             }
+            M::JobCommitted(c) => {
+                if current(&st, &c.job_id, &c.lease_id)
+                    && let Some(layer) = c.layer
+                {
+                    if let Some(w) = st.workers.get_mut(worker_id) {
+                        w.layers.insert(layer.diff_id.clone());
+                    }
+                    if let Some(r) = st.running.get(&c.job_id) {
+                        let _ = r.job.events.send(JobEvent::Committed {
+                            layer: Box::new(layer),
+                            worker_id: worker_id.to_string(),
+                        });
+                    }
+                }
+            }
             M::JobProgress(p) => {
                 if current(&st, &p.job_id, &p.lease_id)
                     && let Some(r) = st.running.get(&p.job_id)
@@ -514,11 +584,12 @@ impl Pool {
     fn dispatch(&self, st: &mut State) {
         let mut i = 0;
         while i < st.queue.len() {
-            let (wants, avoid) = (&st.queue[i].wants, &st.queue[i].avoid);
+            let q = &st.queue[i];
+            let (wants, avoid, only) = (&q.wants, &q.avoid, &q.only);
             let best = st
                 .workers
                 .iter()
-                .filter(|(_, w)| w.takes_jobs())
+                .filter(|(id, w)| w.takes_jobs() && only.as_ref().is_none_or(|o| o == *id))
                 .max_by(|(ia, a), (ib, b)| {
                     let held = |w: &Slot| wants.iter().filter(|d| w.layers.contains(*d)).count();
                     let free = |w: &Slot| {
@@ -532,6 +603,11 @@ impl Pool {
                 })
                 .map(|(id, _)| id.clone());
             let Some(worker_id) = best else {
+                if only.is_some() {
+                    // Its worker is busy; later jobs may go elsewhere.
+                    i += 1;
+                    continue;
+                }
                 return;
             };
             let Some(job) = st.queue.remove(i) else {

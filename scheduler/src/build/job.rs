@@ -1,5 +1,6 @@
 //! Following one step's job on the pool into the build's event log.
 
+use super::early::{Early, Link};
 use super::handle::BuildHandle;
 use crate::Inner;
 use crate::image::LayerInfo;
@@ -69,20 +70,51 @@ pub(super) fn store_failure(e: impl std::fmt::Display) -> Failure {
     )
 }
 
+fn layer_info(l: strata_proto::common::v1::Layer) -> LayerInfo {
+    let blob = l.blob.unwrap_or_default();
+    LayerInfo {
+        diff_id: l.diff_id,
+        digest: blob.digest,
+        media_type: blob.media_type,
+        size: blob.size,
+    }
+}
+
 /// Follows one job's events into the build's log. A step is reported
-/// done only once its layer is pinned and known to be in the store.
+/// done only once its layer is pinned and known to be in the store, and,
+/// for a job started on layers still uploading, once their steps are
+/// done (`link`, which also carries the job's early layer to the build
+/// loop, and its revocation when the job runs again).
 pub(super) async fn drive_job(
     handle: &BuildHandle,
     step: &Step,
     job_id: String,
     mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
     inner: &Inner,
+    link: &Link,
 ) -> Result<Driven, Failure> {
     let started = Instant::now();
     let mut tail: Vec<u8> = Vec::new();
     let mut attempt = 1;
+    // Whether the build loop holds an early layer of this job's.
+    let mut committed = false;
+    let revoke = |committed: &mut bool| {
+        if std::mem::take(committed) {
+            let _ = link.early.send(Early::Revoked {
+                step_id: step.id.clone(),
+            });
+        }
+    };
     while let Some(ev) = events.recv().await {
         match ev {
+            JobEvent::Committed { layer, worker_id } => {
+                committed = true;
+                let _ = link.early.send(Early::Committed {
+                    step_id: step.id.clone(),
+                    worker_id,
+                    layer: layer_info(*layer),
+                });
+            }
             JobEvent::Started {
                 worker_id,
                 attempt: a,
@@ -119,6 +151,7 @@ pub(super) async fn drive_job(
                 }));
             }
             JobEvent::Requeued { reason, attempt: a } => {
+                revoke(&mut committed);
                 handle.emit(Event::StepQueued(build::StepQueued {
                     step_id: step.id.clone(),
                     attempt: a,
@@ -127,14 +160,7 @@ pub(super) async fn drive_job(
                 }));
             }
             JobEvent::Done { result, worker_id } => {
-                let l = result.layer.unwrap_or_default();
-                let blob = l.blob.unwrap_or_default();
-                let layer = LayerInfo {
-                    diff_id: l.diff_id,
-                    digest: blob.digest,
-                    media_type: blob.media_type,
-                    size: blob.size,
-                };
+                let layer = layer_info(result.layer.unwrap_or_default());
                 if layer.digest.is_empty() {
                     return Err(Failure::new(
                         build::ErrorCode::WorkerLost,
@@ -143,6 +169,12 @@ pub(super) async fn drive_job(
                             step.instruction
                         ),
                     ));
+                }
+                // A rider is done once the steps it rode on are.
+                if let Some((_, gate)) = &link.ride
+                    && !gate.clone().open().await
+                {
+                    break;
                 }
                 // A worker skips uploading a layer the store already has;
                 // prune may have removed that blob since. Pin the layer and
@@ -187,6 +219,7 @@ pub(super) async fn drive_job(
             JobEvent::Retrying { failure, worker_id } => {
                 // The worker's side failed (its store, runtime, disk); the
                 // pool queues the job again, on another worker if it can.
+                revoke(&mut committed);
                 handle.emit(Event::StepFailed(build::StepFailed {
                     step_id: step.id.clone(),
                     worker_id,
@@ -266,6 +299,13 @@ mod tests {
         }
     }
 
+    fn unlinked() -> Link {
+        Link {
+            early: tokio::sync::mpsc::unbounded_channel().0,
+            ride: None,
+        }
+    }
+
     fn step_done_count(handle: &BuildHandle) -> usize {
         handle.mark_durable(u64::MAX);
         handle
@@ -302,7 +342,7 @@ mod tests {
         })
         .unwrap();
         tx.send(done(&gone)).unwrap();
-        match drive_job(&handle, step, "j1".into(), rx, inner).await {
+        match drive_job(&handle, step, "j1".into(), rx, inner, &unlinked()).await {
             Ok(Driven::LayerVanished {
                 digest, attempt, ..
             }) => {
@@ -318,7 +358,7 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tx.send(done(&there)).unwrap();
         assert!(matches!(
-            drive_job(&handle, step, "j1".into(), rx, inner).await,
+            drive_job(&handle, step, "j1".into(), rx, inner, &unlinked()).await,
             Ok(Driven::Done(_))
         ));
         assert!(inner.pins.is_pinned(&there));

@@ -3,6 +3,7 @@
 //! lookups, dispatch of ready steps to the worker pool, image assembly.
 
 mod chains;
+mod early;
 mod handle;
 mod job;
 pub mod recover;

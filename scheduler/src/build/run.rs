@@ -25,6 +25,7 @@ use strata_proto::common::v1 as common;
 use build::build_event::Event;
 
 use super::chains::Chains;
+use super::early::{Early, Link, Riding, Stopped};
 use super::job::{Failure, store_failure};
 use super::step::{Satisfied, satisfy};
 use super::wire::{
@@ -308,6 +309,42 @@ async fn pin_base(inner: &Inner, build_id: &str, r: &Resolved) -> Result<Option<
     Ok(None)
 }
 
+/// Cancels riders stopped because `cause`, a step they rode on, runs
+/// again (or ended with another layer than it reported early), and
+/// queues them again: they will be built on the layer that is stored.
+#[allow(clippy::too_many_arguments)]
+fn requeue_riders<'p>(
+    inner: &Inner,
+    handle: &BuildHandle,
+    plan: &'p BuildPlan,
+    stopped: Vec<Stopped>,
+    pending: &mut Vec<&'p Step>,
+    running_jobs: &mut BTreeSet<String>,
+    chains: &mut Chains<'p>,
+    cause: &str,
+) {
+    for s in stopped {
+        running_jobs.remove(&s.job_id);
+        inner.pool.cancel(
+            &s.job_id,
+            &format!("step {cause}, which it started on, runs again"),
+        );
+        chains.steps.remove(&s.step_id);
+        let Some(step) = plan.step(&s.step_id) else {
+            continue;
+        };
+        handle.emit(Event::StepQueued(build::StepQueued {
+            step_id: step.id.clone(),
+            attempt: 1,
+            reason: format!(
+                "step {cause}, whose layer it started on, runs again (the layer was not stored); starting again on the layer that is"
+            ),
+            cache_key: step.cache_key.clone(),
+        }));
+        pending.push(step);
+    }
+}
+
 async fn execute(
     inner: &Arc<Inner>,
     handle: &BuildHandle,
@@ -417,6 +454,9 @@ async fn execute(
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut running = FuturesUnordered::new();
     let mut running_jobs: BTreeSet<String> = BTreeSet::new();
+    // Layers made and not yet uploaded, and the steps started on them.
+    let mut riding = Riding::new();
+    let (early_tx, mut early_rx) = tokio::sync::mpsc::unbounded_channel::<Early>();
     let full_context = Some(common::ContextRef {
         manifest: Some(common::context_ref::Manifest::Inline(manifest_proto(
             &input.manifest,
@@ -426,12 +466,16 @@ async fn execute(
         let mut i = 0;
         while i < pending.len() {
             let step = pending[i];
-            if !step.depends_on.iter().all(|d| done.contains(d)) {
+            let ride = if step.depends_on.iter().all(|d| done.contains(d)) {
+                None
+            } else if let Some(on) = riding.placement(step, &done) {
+                Some(on)
+            } else {
                 i += 1;
                 continue;
-            }
+            };
             pending.remove(i);
-            let job_id = format!("{}-{}", handle.id, step.id);
+            let job_id = riding.job_id(&handle.id, &step.id);
             let a = job_assignment(&chains, step, input, &job_id, &handle.id, &full_context)
                 .map_err(|e| {
                     let mut f = Failure::new(build::ErrorCode::InvalidRequest, e);
@@ -449,15 +493,47 @@ async fn execute(
                 worker_id = tracing::field::Empty,
                 cached = tracing::field::Empty
             );
-            running.push(tracing::Instrument::instrument(
-                async move {
-                    let r = satisfy(inner, handle, step, a, ns).await;
-                    (step, job_id, r)
+            let link = Link {
+                early: early_tx.clone(),
+                ride: ride
+                    .as_ref()
+                    .map(|(worker, parents)| (worker.clone(), riding.gate(parents.clone()))),
+            };
+            let (run, abort) = futures::future::abortable(tracing::Instrument::instrument(
+                {
+                    let job_id = job_id.clone();
+                    async move {
+                        let r = satisfy(inner, handle, step, a, ns, link).await;
+                        (step, job_id, r)
+                    }
                 },
                 span,
             ));
+            if let Some((_, parents)) = ride {
+                riding.started(&step.id, &job_id, parents, abort);
+            }
+            running.push(run);
         }
         let next = tokio::select! {
+            // Early layers first: reported before the results after them.
+            biased;
+            Some(e) = early_rx.recv() => {
+                match e {
+                    Early::Committed { step_id, worker_id, layer } => {
+                        if riding.committed(&step_id, &worker_id, layer.clone()) {
+                            chains.steps.insert(step_id, layer);
+                        }
+                    }
+                    Early::Revoked { step_id } => {
+                        if !done.contains(&step_id) {
+                            chains.steps.remove(&step_id);
+                            let stopped = riding.revoke(&step_id);
+                            requeue_riders(inner, handle, &plan, stopped, &mut pending, &mut running_jobs, &mut chains, &step_id);
+                        }
+                    }
+                }
+                continue;
+            }
             n = running.next() => n,
             () = handle.cancel.cancelled() => {
                 for job in &running_jobs {
@@ -469,7 +545,7 @@ async fn execute(
                 return Err(Failure::new(build::ErrorCode::Cancelled, "build cancelled"));
             }
         };
-        let Some((step, job_id, result)) = next else {
+        let Some(next) = next else {
             if pending.is_empty() {
                 break;
             }
@@ -484,6 +560,11 @@ async fn execute(
                         .join(", ")
                 ),
             ));
+        };
+        // A rider stopped because a step it rode on runs again: it is
+        // queued again already.
+        let Ok((step, job_id, result)) = next else {
+            continue;
         };
         running_jobs.remove(&job_id);
         match result {
@@ -510,8 +591,22 @@ async fn execute(
                 if pin_times {
                     layer_times.insert(step.id.clone(), entry.created.clone());
                 }
+                let (released, stopped) = riding.done(&step.id, Some(&entry.layer));
                 chains.steps.insert(step.id.clone(), entry.layer);
                 done.insert(step.id.clone());
+                for job in released {
+                    inner.pool.release(&job);
+                }
+                requeue_riders(
+                    inner,
+                    handle,
+                    &plan,
+                    stopped,
+                    &mut pending,
+                    &mut running_jobs,
+                    &mut chains,
+                    &step.id,
+                );
             }
             Ok(Satisfied::Built(run, entry)) => {
                 inner.metrics.steps.with_label_values(&["executed"]).inc();
@@ -532,8 +627,22 @@ async fn execute(
                     layer_times.insert(step.id.clone(), entry.created);
                 }
                 workers.insert(step.id.clone(), (false, run.worker_id));
+                let (released, stopped) = riding.done(&step.id, Some(&run.layer));
                 chains.steps.insert(step.id.clone(), run.layer);
                 done.insert(step.id.clone());
+                for job in released {
+                    inner.pool.release(&job);
+                }
+                requeue_riders(
+                    inner,
+                    handle,
+                    &plan,
+                    stopped,
+                    &mut pending,
+                    &mut running_jobs,
+                    &mut chains,
+                    &step.id,
+                );
             }
             Err(mut f) => {
                 inner.metrics.steps.with_label_values(&["failed"]).inc();

@@ -3,6 +3,7 @@
 //! another build needing the same step at the same moment waits for this
 //! one's layer instead of running it again; run the job; record the layer.
 
+use super::early::Link;
 use super::handle::BuildHandle;
 use super::job::{Driven, Failure, StepRun, drive_job, store_failure};
 use crate::Inner;
@@ -86,13 +87,16 @@ impl Drop for Claim {
 }
 
 /// Satisfies `step` of namespace `ns`, running `assignment` only when
-/// neither the cache nor another build's running job can provide it.
+/// neither the cache nor another build's running job can provide it. A
+/// rider (`link.ride`) runs on the worker holding the layers it starts
+/// on.
 pub(super) async fn satisfy(
     inner: &Arc<Inner>,
     handle: &BuildHandle,
     step: &Step,
     assignment: wire::JobAssignment,
     ns: &str,
+    link: Link,
 ) -> Result<Satisfied, Failure> {
     let job_id = assignment.job_id.clone();
     let key = &step.cache_key;
@@ -169,8 +173,13 @@ pub(super) async fn satisfy(
     let run = loop {
         tries += 1;
         record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
-        let events = inner.pool.submit_from(assignment.clone(), attempt);
-        let drive = drive_job(handle, step, job_id.clone(), events, inner);
+        let events = match &link.ride {
+            Some((worker, _)) if tries == 1 => {
+                inner.pool.submit_on(assignment.clone(), attempt, worker)
+            }
+            _ => inner.pool.submit_from(assignment.clone(), attempt),
+        };
+        let drive = drive_job(handle, step, job_id.clone(), events, inner, &link);
         tokio::pin!(drive);
         let driven = loop {
             tokio::select! {
@@ -208,6 +217,11 @@ pub(super) async fn satisfy(
                 attempt: last,
             } if tries < MAX_LAYER_TRIES => {
                 attempt = last + 1;
+                // Steps started on the layer as it was made start again
+                // on the next run's.
+                let _ = link.early.send(super::early::Early::Revoked {
+                    step_id: step.id.clone(),
+                });
                 tracing::warn!(
                     "{}: layer {digest} reported by worker {worker_id} was removed (strata prune) before it was recorded; running the step again",
                     step.id,

@@ -462,3 +462,66 @@ fn a_job_its_worker_stopped_on_its_own_is_run_again() {
     assert_eq!(started(&mut j), second);
     assert_eq!(assigned(&mut other)[0].attempt, 2);
 }
+
+#[test]
+fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let (_, mut b) = register(&pool, "b", 1, &[]);
+    // The parent runs on a and reports its layer made.
+    let mut parent = pool.submit_on(job("p", &[]), 1, "a");
+    assert_eq!(started(&mut parent), "a");
+    let lease = assigned(&mut a).remove(0).lease_id;
+    let layer = common::Layer {
+        diff_id: "sha256:made".into(),
+        ..Default::default()
+    };
+    pool.on_message(
+        "a",
+        wire::worker_message::Message::JobCommitted(wire::JobCommitted {
+            job_id: "p".into(),
+            lease_id: lease.clone(),
+            layer: Some(layer.clone()),
+        }),
+    );
+    match parent.try_recv() {
+        Ok(JobEvent::Committed {
+            layer: l,
+            worker_id,
+        }) => {
+            assert_eq!((*l, worker_id.as_str()), (layer, "a"));
+        }
+        other => panic!("expected Committed, got {other:?}"),
+    }
+    // A report under another lease is dropped.
+    pool.on_message(
+        "a",
+        wire::worker_message::Message::JobCommitted(wire::JobCommitted {
+            job_id: "p".into(),
+            lease_id: "stale".into(),
+            layer: Some(common::Layer::default()),
+        }),
+    );
+    assert!(parent.try_recv().is_err());
+
+    // A rider bound to a waits while a is full, though b is free; a job
+    // queued after it is not held up.
+    let mut rider = pool.submit_on(job("r", &["sha256:made"]), 1, "a");
+    let mut other = pool.submit(job("o", &[]));
+    assert!(rider.try_recv().is_err());
+    assert_eq!(started(&mut other), "b");
+    let lease = assigned(&mut b).remove(0).lease_id;
+    pool.on_message(
+        "b",
+        wire::worker_message::Message::JobResult(wire::JobResult {
+            job_id: "o".into(),
+            lease_id: lease,
+            ..Default::default()
+        }),
+    );
+    assert!(rider.try_recv().is_err(), "still bound to a");
+    // The parent's layer is stored: the rider may go anywhere.
+    pool.release("r");
+    assert_eq!(started(&mut rider), "b");
+    assert_eq!(assigned(&mut b).remove(0).job_id, "r");
+}

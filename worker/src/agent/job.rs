@@ -113,6 +113,20 @@ pub(super) fn context_of(a: &wire::JobAssignment) -> Option<common::ContextManif
     })
 }
 
+/// A layer as the wire carries it.
+fn layer_proto(l: &crate::store::LayerRef) -> common::Layer {
+    common::Layer {
+        diff_id: l.diff_id.clone(),
+        blob: Some(common::Descriptor {
+            media_type: l.media_type.clone(),
+            digest: l.digest.clone(),
+            size: l.size,
+            ..Default::default()
+        }),
+        uncompressed_size: 0,
+    }
+}
+
 pub(super) fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
     use crate::executor::ExecError;
     match e {
@@ -288,6 +302,17 @@ async fn run_in_span(
             };
             (failure_kind(&e, cancel.is_cancelled()), e.to_string(), code)
         })?;
+        // The layer is in this worker's store: the scheduler may start the
+        // steps built on it here while it uploads.
+        send(
+            out,
+            Out::JobCommitted(wire::JobCommitted {
+                job_id: job_id.clone(),
+                lease_id: lease_id.clone(),
+                layer: Some(layer_proto(&outcome.layer)),
+            }),
+        )
+        .await;
         send(
             out,
             Out::JobProgress(wire::JobProgress {
@@ -307,20 +332,10 @@ async fn run_in_span(
         let cache_archives = cache_mounts::save(worker, blobs, &caches)
             .await
             .map_err(infra)?;
-        let l = &outcome.layer;
         Ok(wire::JobResult {
             job_id: job_id.clone(),
             lease_id: lease_id.clone(),
-            layer: Some(common::Layer {
-                diff_id: l.diff_id.clone(),
-                blob: Some(common::Descriptor {
-                    media_type: l.media_type.clone(),
-                    digest: l.digest.clone(),
-                    size: l.size,
-                    ..Default::default()
-                }),
-                uncompressed_size: 0,
-            }),
+            layer: Some(layer_proto(&outcome.layer)),
             empty_diff: outcome.empty,
             config_changes: Vec::new(),
             duration: prost_types::Duration::try_from(outcome.duration).ok(),

@@ -1,0 +1,356 @@
+//! Steps started on a layer that is still uploading.
+//!
+//! A worker reports a job's layer as soon as it is made
+//! (`JobCommitted`), then uploads it to the farm's blob store and only
+//! then sends the result. Until the result only that worker has the
+//! layer, but the steps built on it need not wait for the upload: they
+//! may start on that worker at once ("ride" on it), as BuildKit's next
+//! step starts on its parent's snapshot. Steps whose layers only other
+//! workers hold still wait for the upload.
+//!
+//! A rider counts as done (StepDone, the cache record) only once the
+//! steps it rode on are done ([`Gate`]). If one of those runs again
+//! instead (its worker failed the upload or went away, so the layer it
+//! made may never be stored and the next run makes another), the riders
+//! are cancelled and queued again, to be built on the layer that is
+//! stored ([`Riding::revoke`]).
+
+use crate::image::LayerInfo;
+use std::collections::{BTreeMap, BTreeSet};
+use strata_frontend::plan::Step;
+use tokio::sync::{mpsc, watch};
+
+/// What a step's job tells the build loop before its result.
+#[derive(Debug)]
+pub(super) enum Early {
+    /// The layer is made and only `worker_id` has it.
+    Committed {
+        step_id: String,
+        worker_id: String,
+        layer: LayerInfo,
+    },
+    /// The layer reported committed is void: the step runs again.
+    Revoked { step_id: String },
+}
+
+/// A rider's wait for the steps it rode on to be done.
+#[derive(Debug, Clone)]
+pub(super) struct Gate {
+    done: watch::Receiver<BTreeSet<String>>,
+    parents: Vec<String>,
+}
+
+impl Gate {
+    /// Waits until every step the rider rode on is done; false when the
+    /// build's loop is gone.
+    pub(super) async fn open(&mut self) -> bool {
+        let parents = &self.parents;
+        self.done
+            .wait_for(|done| parents.iter().all(|p| done.contains(p)))
+            .await
+            .is_ok()
+    }
+}
+
+/// How a step's job is tied to the build loop besides its result.
+#[derive(Debug, Clone)]
+pub(super) struct Link {
+    /// Where the job's early layer, and its revocation, go.
+    pub(super) early: mpsc::UnboundedSender<Early>,
+    /// For a rider: the worker holding the layers it starts on, and the
+    /// wait for their steps.
+    pub(super) ride: Option<(String, Gate)>,
+}
+
+struct Rider {
+    job_id: String,
+    parents: BTreeSet<String>,
+    abort: futures::future::AbortHandle,
+}
+
+/// A rider stopped because a step it rode on runs again.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Stopped {
+    pub(super) step_id: String,
+    pub(super) job_id: String,
+}
+
+/// The build loop's record of early layers and the steps riding on them.
+pub(super) struct Riding {
+    /// Step → (worker, layer) of layers only their worker has yet.
+    early: BTreeMap<String, (String, LayerInfo)>,
+    riders: BTreeMap<String, Rider>,
+    done: watch::Sender<BTreeSet<String>>,
+    /// Step → how many times its job was started, for fresh job ids.
+    runs: BTreeMap<String, u32>,
+}
+
+impl Riding {
+    pub(super) fn new() -> Self {
+        Self {
+            early: BTreeMap::new(),
+            riders: BTreeMap::new(),
+            done: watch::channel(BTreeSet::new()).0,
+            runs: BTreeMap::new(),
+        }
+    }
+
+    /// The job id of `step`'s next run: `<build>-<step>` first, then
+    /// `<build>-<step>-<n>` (a cancelled run's id stays with it until its
+    /// worker confirms it stopped).
+    pub(super) fn job_id(&mut self, build_id: &str, step_id: &str) -> String {
+        let n = self.runs.entry(step_id.to_string()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            format!("{build_id}-{step_id}")
+        } else {
+            format!("{build_id}-{step_id}-{n}")
+        }
+    }
+
+    /// Where a step not all of whose dependencies are done can start now:
+    /// the one worker holding every early layer among them, with those
+    /// steps, if the rest are done.
+    pub(super) fn placement(
+        &self,
+        step: &Step,
+        done: &BTreeSet<String>,
+    ) -> Option<(String, Vec<String>)> {
+        let mut worker: Option<&str> = None;
+        let mut parents = Vec::new();
+        for d in &step.depends_on {
+            if done.contains(d) {
+                continue;
+            }
+            let (w, _) = self.early.get(d)?;
+            if worker.is_some_and(|x| x != w) {
+                return None;
+            }
+            worker = Some(w);
+            parents.push(d.clone());
+        }
+        worker.map(|w| (w.to_string(), parents))
+    }
+
+    /// The wait for `parents` to be done.
+    pub(super) fn gate(&self, parents: Vec<String>) -> Gate {
+        Gate {
+            done: self.done.subscribe(),
+            parents,
+        }
+    }
+
+    /// `step_id`'s layer is made and held by `worker_id` alone; false
+    /// (ignored) when the step is already done.
+    pub(super) fn committed(&mut self, step_id: &str, worker_id: &str, layer: LayerInfo) -> bool {
+        if self.done.borrow().contains(step_id) {
+            return false;
+        }
+        self.early
+            .insert(step_id.to_string(), (worker_id.to_string(), layer));
+        true
+    }
+
+    /// A rider's job started, stopped by `abort` if revoked.
+    pub(super) fn started(
+        &mut self,
+        step_id: &str,
+        job_id: &str,
+        parents: Vec<String>,
+        abort: futures::future::AbortHandle,
+    ) {
+        self.riders.insert(
+            step_id.to_string(),
+            Rider {
+                job_id: job_id.to_string(),
+                parents: parents.into_iter().collect(),
+                abort,
+            },
+        );
+    }
+
+    /// `step_id` is done with `layer`. Riders whose every parent is done
+    /// now are riders no more: their job ids are returned, to be let go
+    /// to any worker if still queued. If the layer is not the one
+    /// reported early (it cannot be, from a worker that keeps its
+    /// word), the step's riders are stopped instead and returned second.
+    pub(super) fn done(
+        &mut self,
+        step_id: &str,
+        layer: Option<&LayerInfo>,
+    ) -> (Vec<String>, Vec<Stopped>) {
+        let differs = match (self.early.remove(step_id), layer) {
+            (Some((_, early)), Some(l)) => early != *l,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let stopped = if differs {
+            self.stop_riders_of(step_id)
+        } else {
+            Vec::new()
+        };
+        self.done.send_modify(|d| {
+            d.insert(step_id.to_string());
+        });
+        let done = self.done.borrow().clone();
+        let free: Vec<String> = self
+            .riders
+            .iter()
+            .filter(|(_, r)| r.parents.iter().all(|p| done.contains(p)))
+            .map(|(s, _)| s.clone())
+            .collect();
+        let released = free
+            .into_iter()
+            .filter_map(|s| self.riders.remove(&s))
+            .map(|r| r.job_id)
+            .collect();
+        (released, stopped)
+    }
+
+    /// `step_id`'s early layer is void: its riders, and theirs, are
+    /// stopped (their futures aborted) and returned, to be cancelled and
+    /// queued again.
+    pub(super) fn revoke(&mut self, step_id: &str) -> Vec<Stopped> {
+        if self.early.remove(step_id).is_none() {
+            return Vec::new();
+        }
+        self.stop_riders_of(step_id)
+    }
+
+    fn stop_riders_of(&mut self, step_id: &str) -> Vec<Stopped> {
+        let mut out = Vec::new();
+        let mut void = vec![step_id.to_string()];
+        while let Some(s) = void.pop() {
+            let on: Vec<String> = self
+                .riders
+                .iter()
+                .filter(|(_, r)| r.parents.contains(&s))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in on {
+                let Some(r) = self.riders.remove(&id) else {
+                    continue;
+                };
+                r.abort.abort();
+                // A rider may have made its own layer early, with riders
+                // of its own.
+                if self.early.remove(&id).is_some() {
+                    void.push(id.clone());
+                }
+                out.push(Stopped {
+                    step_id: id,
+                    job_id: r.job_id,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(d: &str) -> LayerInfo {
+        LayerInfo {
+            diff_id: d.into(),
+            digest: d.into(),
+            media_type: String::new(),
+            size: 1,
+        }
+    }
+
+    fn step(id: &str, deps: &[&str]) -> Step {
+        let plan = strata_frontend::plan::plan_dockerfile(
+            b"FROM scratch\nRUN true\n",
+            None,
+            &Default::default(),
+            &strata_frontend::plan::Offline,
+        )
+        .unwrap();
+        let mut s = plan.steps[0].clone();
+        s.id = id.into();
+        s.depends_on = deps.iter().map(|d| d.to_string()).collect();
+        s
+    }
+
+    fn handle() -> futures::future::AbortHandle {
+        futures::future::AbortHandle::new_pair().0
+    }
+
+    #[test]
+    fn a_step_rides_only_on_layers_one_worker_holds_and_done_steps() {
+        let mut r = Riding::new();
+        let mut done = BTreeSet::new();
+        let s = step("s", &["a", "b"]);
+        assert_eq!(r.placement(&s, &done), None, "nothing is ready");
+        assert!(r.committed("a", "w1", layer("la")));
+        assert_eq!(r.placement(&s, &done), None, "b is neither done nor early");
+        done.insert("b".to_string());
+        assert_eq!(
+            r.placement(&s, &done),
+            Some(("w1".into(), vec!["a".into()]))
+        );
+        let t = step("t", &["a", "c"]);
+        assert!(r.committed("c", "w2", layer("lc")));
+        assert_eq!(r.placement(&t, &done), None, "two workers hold its layers");
+        assert_eq!(r.job_id("b1", "s"), "b1-s");
+        assert_eq!(r.job_id("b1", "s"), "b1-s-2");
+    }
+
+    #[tokio::test]
+    async fn riders_are_let_go_when_their_parents_are_done_and_stopped_when_revoked() {
+        let mut r = Riding::new();
+        r.committed("a", "w1", layer("la"));
+        // s rides on a; t rides on s's early layer.
+        let (s_abort, s_reg) = futures::future::AbortHandle::new_pair();
+        r.started("s", "j-s", vec!["a".into()], s_abort);
+        r.committed("s", "w1", layer("ls"));
+        r.started("t", "j-t", vec!["s".into()], handle());
+        let mut gate = r.gate(vec!["a".into()]);
+        let waiting = tokio::spawn(async move { gate.open().await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a is not done");
+
+        // a is revoked: s and t, which rode on s, are stopped.
+        let stopped = r.revoke("a");
+        assert_eq!(
+            stopped,
+            vec![
+                Stopped {
+                    step_id: "s".into(),
+                    job_id: "j-s".into()
+                },
+                Stopped {
+                    step_id: "t".into(),
+                    job_id: "j-t".into()
+                }
+            ]
+        );
+        let aborted = futures::future::Abortable::new(std::future::pending::<()>(), s_reg);
+        assert!(aborted.await.is_err(), "s's future is aborted");
+        assert!(r.revoke("a").is_empty(), "revoked once");
+
+        // a commits again and is done: s rode on it and is let go.
+        assert!(r.committed("a", "w1", layer("la2")));
+        r.started("s", "j-s-2", vec!["a".into()], handle());
+        let (released, stopped) = r.done("a", Some(&layer("la2")));
+        assert_eq!(released, vec!["j-s-2".to_string()]);
+        assert!(stopped.is_empty());
+        assert!(waiting.await.unwrap(), "the gate opens once a is done");
+        assert!(
+            !r.committed("a", "w1", layer("la2")),
+            "a late report is ignored"
+        );
+    }
+
+    #[test]
+    fn a_done_layer_other_than_the_early_one_stops_the_riders() {
+        let mut r = Riding::new();
+        r.committed("a", "w1", layer("la"));
+        r.started("s", "j-s", vec!["a".into()], handle());
+        let (released, stopped) = r.done("a", Some(&layer("other")));
+        assert!(released.is_empty());
+        assert_eq!(stopped.len(), 1);
+    }
+}
