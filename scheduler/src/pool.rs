@@ -498,6 +498,9 @@ impl Pool {
                 {
                     if let Some(w) = st.workers.get_mut(worker_id) {
                         w.layers.insert(layer.diff_id.clone());
+                        // Uploading takes no slot on the worker either.
+                        w.running.remove(&c.job_id);
+                        w.info.running_jobs = w.busy();
                     }
                     if let Some(r) = st.running.get(&c.job_id) {
                         let _ = r.job.events.send(JobEvent::Committed {

@@ -225,11 +225,13 @@ impl WorkerProc {
             state.display().to_string(),
             "--name".to_string(),
             name.to_string(),
-            "--capacity".to_string(),
-            "2".to_string(),
             "--metrics-listen".to_string(),
             format!("127.0.0.1:{metrics_port}"),
         ];
+        // Two slots unless `extra` says otherwise.
+        if !extra.iter().any(|a| a.starts_with("--capacity")) {
+            args.extend(["--capacity".to_string(), "2".to_string()]);
+        }
         args.extend_from_slice(extra);
         let mut proc = Proc::start(dir, name, "strata-worker", &args, env);
         proc.wait_port(metrics_port);

@@ -174,16 +174,11 @@ impl Riding {
     /// to any worker if still queued. If the layer is not the one
     /// reported early (it cannot be, from a worker that keeps its
     /// word), the step's riders are stopped instead and returned second.
-    pub(super) fn done(
-        &mut self,
-        step_id: &str,
-        layer: Option<&LayerInfo>,
-    ) -> (Vec<String>, Vec<Stopped>) {
-        let differs = match (self.early.remove(step_id), layer) {
-            (Some((_, early)), Some(l)) => early != *l,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
+    pub(super) fn done(&mut self, step_id: &str, layer: &LayerInfo) -> (Vec<String>, Vec<Stopped>) {
+        let differs = self
+            .early
+            .remove(step_id)
+            .is_some_and(|(_, early)| early != *layer);
         let stopped = if differs {
             self.stop_riders_of(step_id)
         } else {
@@ -334,7 +329,7 @@ mod tests {
         // a commits again and is done: s rode on it and is let go.
         assert!(r.committed("a", "w1", layer("la2")));
         r.started("s", "j-s-2", vec!["a".into()], handle());
-        let (released, stopped) = r.done("a", Some(&layer("la2")));
+        let (released, stopped) = r.done("a", &layer("la2"));
         assert_eq!(released, vec!["j-s-2".to_string()]);
         assert!(stopped.is_empty());
         assert!(waiting.await.unwrap(), "the gate opens once a is done");
@@ -349,7 +344,7 @@ mod tests {
         let mut r = Riding::new();
         r.committed("a", "w1", layer("la"));
         r.started("s", "j-s", vec!["a".into()], handle());
-        let (released, stopped) = r.done("a", Some(&layer("other")));
+        let (released, stopped) = r.done("a", &layer("other"));
         assert!(released.is_empty());
         assert_eq!(stopped.len(), 1);
     }

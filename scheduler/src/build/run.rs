@@ -567,7 +567,7 @@ async fn execute(
             continue;
         };
         running_jobs.remove(&job_id);
-        match result {
+        let layer = match result {
             Ok(Satisfied::Cached(hit)) => {
                 inner.metrics.steps.with_label_values(&["cached"]).inc();
                 let Hit { entry, .. } = hit;
@@ -591,22 +591,7 @@ async fn execute(
                 if pin_times {
                     layer_times.insert(step.id.clone(), entry.created.clone());
                 }
-                let (released, stopped) = riding.done(&step.id, Some(&entry.layer));
-                chains.steps.insert(step.id.clone(), entry.layer);
-                done.insert(step.id.clone());
-                for job in released {
-                    inner.pool.release(&job);
-                }
-                requeue_riders(
-                    inner,
-                    handle,
-                    &plan,
-                    stopped,
-                    &mut pending,
-                    &mut running_jobs,
-                    &mut chains,
-                    &step.id,
-                );
+                entry.layer
             }
             Ok(Satisfied::Built(run, entry)) => {
                 inner.metrics.steps.with_label_values(&["executed"]).inc();
@@ -627,22 +612,7 @@ async fn execute(
                     layer_times.insert(step.id.clone(), entry.created);
                 }
                 workers.insert(step.id.clone(), (false, run.worker_id));
-                let (released, stopped) = riding.done(&step.id, Some(&run.layer));
-                chains.steps.insert(step.id.clone(), run.layer);
-                done.insert(step.id.clone());
-                for job in released {
-                    inner.pool.release(&job);
-                }
-                requeue_riders(
-                    inner,
-                    handle,
-                    &plan,
-                    stopped,
-                    &mut pending,
-                    &mut running_jobs,
-                    &mut chains,
-                    &step.id,
-                );
+                run.layer
             }
             Err(mut f) => {
                 inner.metrics.steps.with_label_values(&["failed"]).inc();
@@ -677,7 +647,25 @@ async fn execute(
                 }
                 return Err(f);
             }
+        };
+        // Steps that rode on this one are riders no more; if its layer is
+        // not the one it reported early, they start again.
+        let (released, stopped) = riding.done(&step.id, &layer);
+        chains.steps.insert(step.id.clone(), layer);
+        done.insert(step.id.clone());
+        for job in released {
+            inner.pool.release(&job);
         }
+        requeue_riders(
+            inner,
+            handle,
+            &plan,
+            stopped,
+            &mut pending,
+            &mut running_jobs,
+            &mut chains,
+            &step.id,
+        );
     }
     drop(running);
 

@@ -127,6 +127,14 @@ fn layer_proto(l: &crate::store::LayerRef) -> common::Layer {
     }
 }
 
+/// The session's hold on a running job: its cancellation, and whether
+/// its layer is made (the job then only uploads, and frees its slot).
+#[derive(Clone, Default)]
+pub(super) struct JobSlot {
+    pub(super) cancel: CancellationToken,
+    pub(super) uploading: Arc<std::sync::atomic::AtomicBool>,
+}
+
 pub(super) fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
     use crate::executor::ExecError;
     match e {
@@ -162,7 +170,7 @@ pub(super) async fn run_assignment(
     blobs: &RemoteBlobs,
     a: wire::JobAssignment,
     out: &mpsc::Sender<wire::WorkerMessage>,
-    cancel: CancellationToken,
+    slot: JobSlot,
     stats: &AgentStats,
     worker_id: &str,
 ) {
@@ -175,7 +183,7 @@ pub(super) async fn run_assignment(
         worker_id = %worker_id
     );
     strata_telemetry::set_parent(&span, &a.trace_context.clone().into_iter().collect());
-    run_in_span(worker, blobs, a, out, cancel, stats)
+    run_in_span(worker, blobs, a, out, slot, stats)
         .instrument(span)
         .await;
 }
@@ -185,9 +193,10 @@ async fn run_in_span(
     blobs: &RemoteBlobs,
     a: wire::JobAssignment,
     out: &mpsc::Sender<wire::WorkerMessage>,
-    cancel: CancellationToken,
+    slot: JobSlot,
     stats: &AgentStats,
 ) {
+    let cancel = slot.cancel;
     let (job_id, lease_id) = (a.job_id.clone(), a.lease_id.clone());
     stats.jobs_running.inc();
     send(
@@ -303,7 +312,9 @@ async fn run_in_span(
             (failure_kind(&e, cancel.is_cancelled()), e.to_string(), code)
         })?;
         // The layer is in this worker's store: the scheduler may start the
-        // steps built on it here while it uploads.
+        // steps built on it here while it uploads, which takes no slot.
+        slot.uploading
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         send(
             out,
             Out::JobCommitted(wire::JobCommitted {

@@ -14,6 +14,7 @@ pub use stats::AgentStats;
 use crate::job::Worker;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use strata_proto::common::v1 as common;
@@ -50,6 +51,9 @@ pub struct AgentConfig {
 struct Running {
     lease: String,
     cancel: CancellationToken,
+    /// Set once the job's layer is made: it only uploads from then on,
+    /// and no longer takes a slot.
+    uploading: Arc<AtomicBool>,
     /// Layers (diffIDs, digests) the job reads: eviction keeps them.
     reads: std::collections::HashSet<String>,
 }
@@ -224,7 +228,7 @@ async fn session(
                         lease_id: r.lease.clone(),
                     })
                     .collect();
-                let free_slots = capacity.saturating_sub(jobs.len() as u32);
+                let free_slots = capacity.saturating_sub(slots_taken(&running));
                 let (free, _) = disk(worker.store().root());
                 stats.free_disk.set(free as i64);
                 send(
@@ -299,8 +303,7 @@ async fn session(
         use wire::scheduler_message::Message as In;
         match msg.message {
             Some(In::AssignJob(a)) => {
-                let full = running.lock().unwrap_or_else(|e| e.into_inner()).len() as u32
-                    >= config.capacity.max(1);
+                let full = slots_taken(&running) >= config.capacity.max(1);
                 if full || drain_deadline.is_some() {
                     send(
                         &out,
@@ -313,12 +316,13 @@ async fn session(
                     .await;
                     continue;
                 }
-                let cancel = CancellationToken::new();
+                let slot = job::JobSlot::default();
                 running.lock().unwrap_or_else(|e| e.into_inner()).insert(
                     a.job_id.clone(),
                     Running {
                         lease: a.lease_id.clone(),
-                        cancel: cancel.clone(),
+                        cancel: slot.cancel.clone(),
+                        uploading: Arc::clone(&slot.uploading),
                         reads: job::in_use(&a),
                     },
                 );
@@ -333,7 +337,7 @@ async fn session(
                 let me = worker_id.clone();
                 tokio::spawn(async move {
                     let id = a.job_id.clone();
-                    job::run_assignment(&worker, &blobs, a, &out, cancel, &stats, &me).await;
+                    job::run_assignment(&worker, &blobs, a, &out, slot, &stats, &me).await;
                     let in_use: std::collections::HashSet<String> = {
                         let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
                         r.remove(&id);
@@ -393,6 +397,16 @@ async fn session(
         r.cancel.cancel();
     }
     result
+}
+
+/// Slots the running jobs take: all but those only uploading their layer.
+fn slots_taken(running: &Mutex<HashMap<String, Running>>) -> u32 {
+    running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|r| !r.uploading.load(Ordering::Relaxed))
+        .count() as u32
 }
 
 pub(super) async fn send(out: &mpsc::Sender<wire::WorkerMessage>, m: Out) {
