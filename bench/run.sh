@@ -91,6 +91,10 @@ fail() { # fail LOG WHAT
     exit 1
 }
 
+# Before every timed build: write back what earlier builds left dirty in
+# the page cache, so that no build pays for the one before it.
+settle() { sync; }
+
 # sb WHERE NAME CTX [strata build args...] -> seconds. WHERE is a
 # scheduler URL or "embedded".
 sb() {
@@ -99,6 +103,7 @@ sb() {
     local env=(env STRATA_SCHEDULER="$where")
     [[ "$where" == embedded ]] && env=(env -u STRATA_SCHEDULER STRATA_HOME="$work/embedded-home")
     echo "=== $(date +%T) $where $*" >>"$log"
+    settle
     t0="$EPOCHREALTIME"
     "${env[@]}" "$strata" build --progress plain -t "bench/$name:latest" "$@" "$ctx" >>"$log" 2>&1 ||
         fail "$log" "strata build ($name)"
@@ -112,6 +117,7 @@ bkb() {
     local output=()
     [[ "$bk_output" == image ]] && output=(--output "type=image,name=$registry/bench/$name:latest,push=false")
     echo "=== $(date +%T) $host $*" >>"$log"
+    settle
     t0="$EPOCHREALTIME"
     "$buildctl" --addr "$host" build --frontend dockerfile.v0 --local context="$ctx" \
         --local dockerfile="$ctx" --progress plain "${output[@]}" "$@" >>"$log" 2>&1 ||
