@@ -92,8 +92,12 @@ fail() { # fail LOG WHAT
 }
 
 # Before every timed build: write back what earlier builds left dirty in
-# the page cache, so that no build pays for the one before it.
-settle() { sync; }
+# the page cache, and let the filesystem's journal commit that follows
+# pass, so that no build pays for the one before it.
+settle() {
+    sync
+    sleep 0.5
+}
 
 # sb WHERE NAME CTX [strata build args...] -> seconds. WHERE is a
 # scheduler URL or "embedded".

@@ -57,6 +57,22 @@ pub mod common {
     }
 }
 
+impl common::v1::Layer {
+    /// A layer: its diffID, and its blob's media type, digest and size.
+    pub fn of_blob(diff_id: &str, media_type: &str, digest: &str, size: u64) -> Self {
+        Self {
+            diff_id: diff_id.to_string(),
+            blob: Some(common::v1::Descriptor {
+                media_type: media_type.to_string(),
+                digest: digest.to_string(),
+                size,
+                ..Default::default()
+            }),
+            uncompressed_size: 0,
+        }
+    }
+}
+
 /// `strata.build.v1`: the client-facing build API.
 pub mod build {
     /// Version 1 of the build API: `BuildService` and its messages.

@@ -68,16 +68,7 @@ fn snapshot(layers: &[LayerInfo]) -> common::Snapshot {
         manifest_digest: String::new(),
         layers: layers
             .iter()
-            .map(|l| common::Layer {
-                diff_id: l.diff_id.clone(),
-                blob: Some(common::Descriptor {
-                    media_type: l.media_type.clone(),
-                    digest: l.digest.clone(),
-                    size: l.size,
-                    ..Default::default()
-                }),
-                uncompressed_size: 0,
-            })
+            .map(|l| common::Layer::of_blob(&l.diff_id, &l.media_type, &l.digest, l.size))
             .collect(),
     }
 }

@@ -28,16 +28,7 @@ pub(super) fn location(input: &BuildInput, line: usize) -> common::SourceLocatio
 }
 
 pub(super) fn layer_proto(l: &LayerInfo) -> common::Layer {
-    common::Layer {
-        diff_id: l.diff_id.clone(),
-        blob: Some(common::Descriptor {
-            media_type: l.media_type.clone(),
-            digest: l.digest.clone(),
-            size: l.size,
-            ..Default::default()
-        }),
-        uncompressed_size: 0,
-    }
+    common::Layer::of_blob(&l.diff_id, &l.media_type, &l.digest, l.size)
 }
 
 pub(super) fn kind_of(step: &Step) -> common::StepKind {

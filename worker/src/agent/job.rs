@@ -115,16 +115,7 @@ pub(super) fn context_of(a: &wire::JobAssignment) -> Option<common::ContextManif
 
 /// A layer as the wire carries it.
 fn layer_proto(l: &crate::store::LayerRef) -> common::Layer {
-    common::Layer {
-        diff_id: l.diff_id.clone(),
-        blob: Some(common::Descriptor {
-            media_type: l.media_type.clone(),
-            digest: l.digest.clone(),
-            size: l.size,
-            ..Default::default()
-        }),
-        uncompressed_size: 0,
-    }
+    common::Layer::of_blob(&l.diff_id, &l.media_type, &l.digest, l.size)
 }
 
 /// The session's hold on a running job: its cancellation, and whether
