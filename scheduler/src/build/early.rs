@@ -26,11 +26,12 @@ pub(super) enum Early {
     /// The layer is made and only `worker_id` has it.
     Committed {
         step_id: String,
+        job_id: String,
         worker_id: String,
         layer: LayerInfo,
     },
     /// The layer reported committed is void: the step runs again.
-    Revoked { step_id: String },
+    Revoked { step_id: String, job_id: String },
 }
 
 /// A rider's wait for the steps it rode on to be done.
@@ -83,6 +84,9 @@ pub(super) struct Riding {
     done: watch::Sender<BTreeSet<String>>,
     /// Step → how many times its job was started, for fresh job ids.
     runs: BTreeMap<String, u32>,
+    /// Step → the job id of its current run: what a stopped run still
+    /// had on its way is ignored.
+    current: BTreeMap<String, String>,
 }
 
 impl Riding {
@@ -92,6 +96,7 @@ impl Riding {
             riders: BTreeMap::new(),
             done: watch::channel(BTreeSet::new()).0,
             runs: BTreeMap::new(),
+            current: BTreeMap::new(),
         }
     }
 
@@ -101,11 +106,17 @@ impl Riding {
     pub(super) fn job_id(&mut self, build_id: &str, step_id: &str) -> String {
         let n = self.runs.entry(step_id.to_string()).or_insert(0);
         *n += 1;
-        if *n == 1 {
+        let id = if *n == 1 {
             format!("{build_id}-{step_id}")
         } else {
             format!("{build_id}-{step_id}-{n}")
-        }
+        };
+        self.current.insert(step_id.to_string(), id.clone());
+        id
+    }
+
+    fn is_current(&self, step_id: &str, job_id: &str) -> bool {
+        self.current.get(step_id).is_some_and(|j| j == job_id)
     }
 
     /// Where a step not all of whose dependencies are done can start now:
@@ -140,10 +151,17 @@ impl Riding {
         }
     }
 
-    /// `step_id`'s layer is made and held by `worker_id` alone; false
-    /// (ignored) when the step is already done.
-    pub(super) fn committed(&mut self, step_id: &str, worker_id: &str, layer: LayerInfo) -> bool {
-        if self.done.borrow().contains(step_id) {
+    /// `step_id`'s layer is made by its job `job_id` and held by
+    /// `worker_id` alone; false (ignored) when the step is already done,
+    /// or the job is a run since stopped.
+    pub(super) fn committed(
+        &mut self,
+        step_id: &str,
+        job_id: &str,
+        worker_id: &str,
+        layer: LayerInfo,
+    ) -> bool {
+        if self.done.borrow().contains(step_id) || !self.is_current(step_id, job_id) {
             return false;
         }
         self.early
@@ -202,14 +220,16 @@ impl Riding {
         (released, stopped)
     }
 
-    /// `step_id`'s early layer is void: its riders, and theirs, are
-    /// stopped (their futures aborted) and returned, to be cancelled and
-    /// queued again.
-    pub(super) fn revoke(&mut self, step_id: &str) -> Vec<Stopped> {
-        if self.early.remove(step_id).is_none() {
-            return Vec::new();
+    /// The early layer of `step_id`'s job `job_id` is void: its riders,
+    /// and theirs, are stopped (their futures aborted) and returned, to be
+    /// cancelled and queued again. `None` when there was no such layer
+    /// (the step is done, or the job is a run since stopped).
+    pub(super) fn revoke(&mut self, step_id: &str, job_id: &str) -> Option<Vec<Stopped>> {
+        if !self.is_current(step_id, job_id) {
+            return None;
         }
-        self.stop_riders_of(step_id)
+        self.early.remove(step_id)?;
+        Some(self.stop_riders_of(step_id))
     }
 
     fn stop_riders_of(&mut self, step_id: &str) -> Vec<Stopped> {
@@ -279,7 +299,9 @@ mod tests {
         let mut done = BTreeSet::new();
         let s = step("s", &["a", "b"]);
         assert_eq!(r.placement(&s, &done), None, "nothing is ready");
-        assert!(r.committed("a", "w1", layer("la")));
+        let a = r.job_id("b1", "a");
+        assert_eq!(a, "b1-a");
+        assert!(r.committed("a", &a, "w1", layer("la")));
         assert_eq!(r.placement(&s, &done), None, "b is neither done nor early");
         done.insert("b".to_string());
         assert_eq!(
@@ -287,54 +309,63 @@ mod tests {
             Some(("w1".into(), vec!["a".into()]))
         );
         let t = step("t", &["a", "c"]);
-        assert!(r.committed("c", "w2", layer("lc")));
+        let c = r.job_id("b1", "c");
+        assert!(r.committed("c", &c, "w2", layer("lc")));
         assert_eq!(r.placement(&t, &done), None, "two workers hold its layers");
-        assert_eq!(r.job_id("b1", "s"), "b1-s");
-        assert_eq!(r.job_id("b1", "s"), "b1-s-2");
     }
 
     #[tokio::test]
     async fn riders_are_let_go_when_their_parents_are_done_and_stopped_when_revoked() {
         let mut r = Riding::new();
-        r.committed("a", "w1", layer("la"));
+        let a = r.job_id("b1", "a");
+        r.committed("a", &a, "w1", layer("la"));
         // s rides on a; t rides on s's early layer.
+        let s = r.job_id("b1", "s");
         let (s_abort, s_reg) = futures::future::AbortHandle::new_pair();
-        r.started("s", "j-s", vec!["a".into()], s_abort);
-        r.committed("s", "w1", layer("ls"));
-        r.started("t", "j-t", vec!["s".into()], handle());
+        r.started("s", &s, vec!["a".into()], s_abort);
+        assert!(r.committed("s", &s, "w1", layer("ls")));
+        let t = r.job_id("b1", "t");
+        r.started("t", &t, vec!["s".into()], handle());
         let mut gate = r.gate(vec!["a".into()]);
         let waiting = tokio::spawn(async move { gate.open().await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "a is not done");
 
         // a is revoked: s and t, which rode on s, are stopped.
-        let stopped = r.revoke("a");
+        let stopped = r.revoke("a", &a).expect("a's layer was early");
         assert_eq!(
             stopped,
             vec![
                 Stopped {
                     step_id: "s".into(),
-                    job_id: "j-s".into()
+                    job_id: "b1-s".into()
                 },
                 Stopped {
                     step_id: "t".into(),
-                    job_id: "j-t".into()
+                    job_id: "b1-t".into()
                 }
             ]
         );
         let aborted = futures::future::Abortable::new(std::future::pending::<()>(), s_reg);
         assert!(aborted.await.is_err(), "s's future is aborted");
-        assert!(r.revoke("a").is_empty(), "revoked once");
+        assert_eq!(r.revoke("a", &a), None, "revoked once");
+
+        // s starts again under a new job id: what its stopped run still
+        // had on its way counts for nothing.
+        let s2 = r.job_id("b1", "s");
+        assert_eq!(s2, "b1-s-2");
+        assert!(!r.committed("s", &s, "w1", layer("stale")));
+        assert_eq!(r.revoke("s", &s), None);
 
         // a commits again and is done: s rode on it and is let go.
-        assert!(r.committed("a", "w1", layer("la2")));
-        r.started("s", "j-s-2", vec!["a".into()], handle());
+        assert!(r.committed("a", &a, "w1", layer("la2")));
+        r.started("s", &s2, vec!["a".into()], handle());
         let (released, stopped) = r.done("a", &layer("la2"));
-        assert_eq!(released, vec!["j-s-2".to_string()]);
+        assert_eq!(released, vec![s2]);
         assert!(stopped.is_empty());
         assert!(waiting.await.unwrap(), "the gate opens once a is done");
         assert!(
-            !r.committed("a", "w1", layer("la2")),
+            !r.committed("a", &a, "w1", layer("la2")),
             "a late report is ignored"
         );
     }
@@ -342,8 +373,10 @@ mod tests {
     #[test]
     fn a_done_layer_other_than_the_early_one_stops_the_riders() {
         let mut r = Riding::new();
-        r.committed("a", "w1", layer("la"));
-        r.started("s", "j-s", vec!["a".into()], handle());
+        let a = r.job_id("b1", "a");
+        r.committed("a", &a, "w1", layer("la"));
+        let s = r.job_id("b1", "s");
+        r.started("s", &s, vec!["a".into()], handle());
         let (released, stopped) = r.done("a", &layer("other"));
         assert!(released.is_empty());
         assert_eq!(stopped.len(), 1);

@@ -102,6 +102,7 @@ pub(super) async fn drive_job(
         if std::mem::take(committed) {
             let _ = link.early.send(Early::Revoked {
                 step_id: step.id.clone(),
+                job_id: job_id.clone(),
             });
         }
     };
@@ -111,6 +112,7 @@ pub(super) async fn drive_job(
                 committed = true;
                 let _ = link.early.send(Early::Committed {
                     step_id: step.id.clone(),
+                    job_id: job_id.clone(),
                     worker_id,
                     layer: layer_info(*layer),
                 });

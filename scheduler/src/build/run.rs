@@ -519,15 +519,14 @@ async fn execute(
             biased;
             Some(e) = early_rx.recv() => {
                 match e {
-                    Early::Committed { step_id, worker_id, layer } => {
-                        if riding.committed(&step_id, &worker_id, layer.clone()) {
+                    Early::Committed { step_id, job_id, worker_id, layer } => {
+                        if riding.committed(&step_id, &job_id, &worker_id, layer.clone()) {
                             chains.steps.insert(step_id, layer);
                         }
                     }
-                    Early::Revoked { step_id } => {
-                        if !done.contains(&step_id) {
+                    Early::Revoked { step_id, job_id } => {
+                        if let Some(stopped) = riding.revoke(&step_id, &job_id) {
                             chains.steps.remove(&step_id);
-                            let stopped = riding.revoke(&step_id);
                             requeue_riders(inner, handle, &plan, stopped, &mut pending, &mut running_jobs, &mut chains, &step_id);
                         }
                     }

@@ -221,6 +221,7 @@ pub(super) async fn satisfy(
                 // on the next run's.
                 let _ = link.early.send(super::early::Early::Revoked {
                     step_id: step.id.clone(),
+                    job_id: job_id.clone(),
                 });
                 tracing::warn!(
                     "{}: layer {digest} reported by worker {worker_id} was removed (strata prune) before it was recorded; running the step again",
