@@ -169,13 +169,13 @@ cmd_start() {
     local addr="unix://${sock}"
     # sun_path holds 108 bytes, the NUL included.
     [[ ${#sock} -lt 108 ]] || die "socket path too long for a unix socket (${#sock} bytes): ${sock}"
-    rm -f "$sock"
-    # buildkitd listens on a fixed trace socket too; one killed without a
-    # chance to clean up leaves it behind and every later start fails with
-    # "address already in use". Remove it when no buildkitd runs.
-    if ! pgrep -x buildkitd >/dev/null 2>&1; then
-        rm -f /run/buildkit/otel-grpc.sock
-    fi
+    # buildkitd also listens on a trace socket, by default one fixed path
+    # (/run/buildkit/otel-grpc.sock) that two buildkitds started at once,
+    # or one killed without cleaning up, make the next start fail with
+    # "address already in use": each gets its own, in its state directory.
+    local otel_sock="${dir}/otel-grpc.sock"
+    [[ ${#otel_sock} -lt 108 ]] || die "socket path too long for a unix socket (${#otel_sock} bytes): ${otel_sock}"
+    rm -f "$sock" "$otel_sock"
     write_config "${dir}/buildkitd.toml" "$@"
     mkdir -p "${dir}/root"
 
@@ -183,6 +183,7 @@ cmd_start() {
         --config "${dir}/buildkitd.toml"
         --root "${dir}/root"
         --addr "$addr"
+        --otel-socket-path "$otel_sock"
         --oci-worker=true
         --containerd-worker=false
         --oci-worker-snapshotter=overlayfs

@@ -299,9 +299,16 @@ impl Pool {
         }
         job.assignment.attempt += 1;
         job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
-        // Bound to a worker that failed it or went away: the build decides
-        // again (`Pool::release`, or cancelling it).
-        job.only = None;
+        // A job bound to a worker stays bound while that worker is there
+        // (only it has the layer the job reads); if it went away, the
+        // build stops the job or lets it go anywhere.
+        if job
+            .only
+            .as_ref()
+            .is_some_and(|w| !st.workers.contains_key(w))
+        {
+            job.only = None;
+        }
         let _ = job.events.send(JobEvent::Requeued {
             reason: reason.to_string(),
             attempt: job.assignment.attempt,
@@ -395,9 +402,11 @@ impl Pool {
         st.queue.retain(|q| q.assignment.job_id != job_id);
         if let Some(r) = st.running.remove(job_id) {
             if let Some(w) = st.workers.get_mut(&r.worker_id) {
-                w.running.remove(job_id);
-                w.cancelling
-                    .insert(job_id.to_string(), r.job.assignment.lease_id.clone());
+                // A job only uploading holds no slot to keep.
+                if w.running.remove(job_id) {
+                    w.cancelling
+                        .insert(job_id.to_string(), r.job.assignment.lease_id.clone());
+                }
                 send(
                     &w.tx,
                     wire::scheduler_message::Message::CancelJob(wire::CancelJob {
@@ -501,6 +510,7 @@ impl Pool {
                         // Uploading takes no slot on the worker either.
                         w.running.remove(&c.job_id);
                         w.info.running_jobs = w.busy();
+                        w.full = false;
                     }
                     if let Some(r) = st.running.get(&c.job_id) {
                         let _ = r.job.events.send(JobEvent::Committed {

@@ -51,6 +51,33 @@ impl Gate {
             .await
             .is_ok()
     }
+
+    /// Whether every step the rider rode on is done already.
+    pub(super) fn is_open(&self) -> bool {
+        let done = self.done.borrow();
+        self.parents.iter().all(|p| done.contains(p))
+    }
+}
+
+impl Link {
+    /// For a rider: waits until the steps it rode on are done (a step is
+    /// recorded only then, from the cache or not); false when the build's
+    /// loop is gone. True at once for other steps.
+    pub(super) async fn settled(&self) -> bool {
+        match &self.ride {
+            Some((_, gate)) => gate.clone().open().await,
+            None => true,
+        }
+    }
+
+    /// The worker a rider's job must go to: the one holding the layers it
+    /// starts on, unless they are all stored by now.
+    pub(super) fn bound_to(&self) -> Option<&str> {
+        self.ride
+            .as_ref()
+            .filter(|(_, gate)| !gate.is_open())
+            .map(|(w, _)| w.as_str())
+    }
 }
 
 /// How a step's job is tied to the build loop besides its result.
@@ -152,21 +179,27 @@ impl Riding {
     }
 
     /// `step_id`'s layer is made by its job `job_id` and held by
-    /// `worker_id` alone; false (ignored) when the step is already done,
-    /// or the job is a run since stopped.
+    /// `worker_id` alone: `Some` with the riders stopped because they
+    /// started on another early layer of the step (none, from a worker
+    /// that keeps its word); `None` (ignored) when the step is already
+    /// done, or the job is a run since stopped.
     pub(super) fn committed(
         &mut self,
         step_id: &str,
         job_id: &str,
         worker_id: &str,
         layer: LayerInfo,
-    ) -> bool {
+    ) -> Option<Vec<Stopped>> {
         if self.done.borrow().contains(step_id) || !self.is_current(step_id, job_id) {
-            return false;
+            return None;
         }
+        let stopped = match self.early.get(step_id) {
+            Some((_, earlier)) if *earlier != layer => self.stop_riders_of(step_id),
+            _ => Vec::new(),
+        };
         self.early
             .insert(step_id.to_string(), (worker_id.to_string(), layer));
-        true
+        Some(stopped)
     }
 
     /// A rider's job started, stopped by `abort` if revoked.
@@ -202,6 +235,9 @@ impl Riding {
         } else {
             Vec::new()
         };
+        // A rider done (a cache hit waits for its parents too) is no
+        // rider any more.
+        self.riders.remove(step_id);
         self.done.send_modify(|d| {
             d.insert(step_id.to_string());
         });
@@ -247,6 +283,9 @@ impl Riding {
                     continue;
                 };
                 r.abort.abort();
+                // Its run is over: whatever it still had on its way is
+                // ignored.
+                self.current.remove(&id);
                 // A rider may have made its own layer early, with riders
                 // of its own.
                 if self.early.remove(&id).is_some() {
@@ -301,7 +340,7 @@ mod tests {
         assert_eq!(r.placement(&s, &done), None, "nothing is ready");
         let a = r.job_id("b1", "a");
         assert_eq!(a, "b1-a");
-        assert!(r.committed("a", &a, "w1", layer("la")));
+        assert_eq!(r.committed("a", &a, "w1", layer("la")), Some(vec![]));
         assert_eq!(r.placement(&s, &done), None, "b is neither done nor early");
         done.insert("b".to_string());
         assert_eq!(
@@ -310,7 +349,7 @@ mod tests {
         );
         let t = step("t", &["a", "c"]);
         let c = r.job_id("b1", "c");
-        assert!(r.committed("c", &c, "w2", layer("lc")));
+        assert_eq!(r.committed("c", &c, "w2", layer("lc")), Some(vec![]));
         assert_eq!(r.placement(&t, &done), None, "two workers hold its layers");
     }
 
@@ -323,7 +362,7 @@ mod tests {
         let s = r.job_id("b1", "s");
         let (s_abort, s_reg) = futures::future::AbortHandle::new_pair();
         r.started("s", &s, vec!["a".into()], s_abort);
-        assert!(r.committed("s", &s, "w1", layer("ls")));
+        assert_eq!(r.committed("s", &s, "w1", layer("ls")), Some(vec![]));
         let t = r.job_id("b1", "t");
         r.started("t", &t, vec!["s".into()], handle());
         let mut gate = r.gate(vec!["a".into()]);
@@ -354,18 +393,19 @@ mod tests {
         // had on its way counts for nothing.
         let s2 = r.job_id("b1", "s");
         assert_eq!(s2, "b1-s-2");
-        assert!(!r.committed("s", &s, "w1", layer("stale")));
+        assert_eq!(r.committed("s", &s, "w1", layer("stale")), None);
         assert_eq!(r.revoke("s", &s), None);
 
         // a commits again and is done: s rode on it and is let go.
-        assert!(r.committed("a", &a, "w1", layer("la2")));
+        assert_eq!(r.committed("a", &a, "w1", layer("la2")), Some(vec![]));
         r.started("s", &s2, vec!["a".into()], handle());
         let (released, stopped) = r.done("a", &layer("la2"));
         assert_eq!(released, vec![s2]);
         assert!(stopped.is_empty());
         assert!(waiting.await.unwrap(), "the gate opens once a is done");
-        assert!(
-            !r.committed("a", &a, "w1", layer("la2")),
+        assert_eq!(
+            r.committed("a", &a, "w1", layer("la2")),
+            None,
             "a late report is ignored"
         );
     }
@@ -380,5 +420,26 @@ mod tests {
         let (released, stopped) = r.done("a", &layer("other"));
         assert!(released.is_empty());
         assert_eq!(stopped.len(), 1);
+    }
+
+    #[test]
+    fn riders_of_a_replaced_early_layer_stop_and_a_done_rider_is_no_rider() {
+        let mut r = Riding::new();
+        let a = r.job_id("b1", "a");
+        r.committed("a", &a, "w1", layer("la"));
+        let s = r.job_id("b1", "s");
+        r.started("s", &s, vec!["a".into()], handle());
+        // The same run reports another layer: s started on the first.
+        let stopped = r.committed("a", &a, "w1", layer("other")).expect("current");
+        assert_eq!(stopped.len(), 1);
+
+        // A rider done from the cache (once a is done) is not stopped
+        // when a later step is revoked.
+        let t = r.job_id("b1", "t");
+        r.started("t", &t, vec!["a".into()], handle());
+        let _ = r.done("a", &layer("other"));
+        let _ = r.done("t", &layer("lt"));
+        assert!(r.revoke("a", &a).is_none());
+        assert!(r.stop_riders_of("a").is_empty());
     }
 }

@@ -173,9 +173,7 @@ pub(super) async fn drive_job(
                     ));
                 }
                 // A rider is done once the steps it rode on are.
-                if let Some((_, gate)) = &link.ride
-                    && !gate.clone().open().await
-                {
+                if !link.settled().await {
                     break;
                 }
                 // A worker skips uploading a layer the store already has;

@@ -520,8 +520,9 @@ async fn execute(
             Some(e) = early_rx.recv() => {
                 match e {
                     Early::Committed { step_id, job_id, worker_id, layer } => {
-                        if riding.committed(&step_id, &job_id, &worker_id, layer.clone()) {
-                            chains.steps.insert(step_id, layer);
+                        if let Some(stopped) = riding.committed(&step_id, &job_id, &worker_id, layer.clone()) {
+                            chains.steps.insert(step_id.clone(), layer);
+                            requeue_riders(inner, handle, &plan, stopped, &mut pending, &mut running_jobs, &mut chains, &step_id);
                         }
                     }
                     Early::Revoked { step_id, job_id } => {

@@ -59,6 +59,16 @@ async fn lookup(
     }
 }
 
+/// A cache hit, for a rider once the steps it rode on are done: it is
+/// recorded no earlier than a rider that ran.
+async fn cached(hit: Hit, link: &Link) -> Result<Satisfied, Failure> {
+    if link.settled().await {
+        Ok(Satisfied::Cached(hit))
+    } else {
+        Err(Failure::new(build::ErrorCode::Cancelled, "cancelled"))
+    }
+}
+
 /// Releases a claim when the step ends or its future is dropped (build
 /// cancelled, another step failed).
 struct Claim {
@@ -111,7 +121,7 @@ pub(super) async fn satisfy(
             .inc();
         tracing::Span::current().record("cached", found.is_some());
         if let Some(hit) = found {
-            return Ok(Satisfied::Cached(hit));
+            return cached(hit, &link).await;
         }
         let mut told = false;
         loop {
@@ -146,7 +156,7 @@ pub(super) async fn satisfy(
                     }
                     tokio::time::sleep(WAIT_POLL).await;
                     if let Some(hit) = lookup(inner, &handle.id, ns, step).await? {
-                        return Ok(Satisfied::Cached(hit));
+                        return cached(hit, &link).await;
                     }
                 }
                 Err(e) => {
@@ -173,10 +183,10 @@ pub(super) async fn satisfy(
     let run = loop {
         tries += 1;
         record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
-        let events = match &link.ride {
-            Some((worker, _)) if tries == 1 => {
-                inner.pool.submit_on(assignment.clone(), attempt, worker)
-            }
+        // A rider goes to the worker holding its parents' layers, unless
+        // they were stored meanwhile (then nothing would let it go).
+        let events = match link.bound_to() {
+            Some(worker) if tries == 1 => inner.pool.submit_on(assignment.clone(), attempt, worker),
             _ => inner.pool.submit_from(assignment.clone(), attempt),
         };
         let drive = drive_job(handle, step, job_id.clone(), events, inner, &link);
