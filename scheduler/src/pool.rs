@@ -344,8 +344,8 @@ impl Pool {
     /// `attempt`: a step built on a layer that worker has made and is
     /// still uploading. It waits for a free slot there until
     /// [`Pool::release`] lets it go anywhere (the layer is in the farm's
-    /// store), or it is cancelled. A retry after a failure or the
-    /// worker's loss may go anywhere.
+    /// store), or it is cancelled. A retry stays bound while that worker
+    /// is connected; after its loss it may go anywhere.
     pub fn submit_on(
         &self,
         assignment: wire::JobAssignment,
