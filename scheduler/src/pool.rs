@@ -276,6 +276,13 @@ impl Pool {
     }
 
     fn requeue_worker_jobs(&self, st: &mut State, worker_id: &str, reason: &str) {
+        // Jobs waiting for this worker alone wait no more: the build stops
+        // them (the layer they read is lost with it) or they go anywhere.
+        for q in st.queue.iter_mut() {
+            if q.only.as_deref() == Some(worker_id) {
+                q.only = None;
+            }
+        }
         let lost: Vec<String> = st
             .running
             .iter()
@@ -299,13 +306,13 @@ impl Pool {
         }
         job.assignment.attempt += 1;
         job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
-        // A job bound to a worker stays bound while that worker is there
-        // (only it has the layer the job reads); if it went away, the
-        // build stops the job or lets it go anywhere.
+        // A job bound to a worker stays bound while that worker takes
+        // jobs (only it has the layer the job reads); if it went away or
+        // drains, the build stops the job or lets it go anywhere.
         if job
             .only
             .as_ref()
-            .is_some_and(|w| !st.workers.contains_key(w))
+            .is_some_and(|w| st.workers.get(w).is_none_or(|s| s.draining))
         {
             job.only = None;
         }
@@ -359,6 +366,10 @@ impl Pool {
     /// job already running, or not bound, is left as it is.
     pub fn release(&self, job_id: &str) {
         let mut st = self.lock();
+        // Running: a retry of it need not wait for that worker either.
+        if let Some(r) = st.running.get_mut(job_id) {
+            r.job.only = None;
+        }
         let mut changed = false;
         for q in st.queue.iter_mut() {
             if q.assignment.job_id == job_id && q.only.is_some() {

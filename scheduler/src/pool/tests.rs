@@ -530,3 +530,41 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
     assert_eq!(started(&mut second), "b");
     assert_eq!(assigned(&mut b).remove(0).job_id, "r2");
 }
+
+#[test]
+fn a_released_or_orphaned_bound_job_is_never_left_waiting_for_its_worker() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 1, &[]);
+    let (session_b, _b) = register(&pool, "b", 1, &[]);
+    // Bound to a and running there; its parent is stored meanwhile.
+    let mut rider = pool.submit_on(job("r", &[]), 1, "a");
+    assert_eq!(started(&mut rider), "a");
+    pool.release("r");
+    // a drains and hands it back: it goes to b.
+    let lease = assigned(&mut a).remove(0).lease_id;
+    pool.on_message(
+        "a",
+        wire::worker_message::Message::GoingAway(wire::GoingAway {
+            reason: "shutting down".into(),
+            drain: false,
+            drain_timeout: None,
+        }),
+    );
+    assert!(matches!(rider.try_recv(), Ok(JobEvent::Requeued { .. })));
+    assert_eq!(started(&mut rider), "b");
+    drop(lease);
+
+    // A job queued for b alone while b is full: b goes away, and the job
+    // may go anywhere.
+    let (_, _c) = register(&pool, "c", 2, &[]);
+    let mut waiting = pool.submit_on(job("w", &[]), 1, "b");
+    assert!(waiting.try_recv().is_err(), "b is full");
+    pool.disconnect("b", session_b);
+    let mut got = None;
+    while let Ok(ev) = waiting.try_recv() {
+        if let JobEvent::Started { worker_id, .. } = ev {
+            got = Some(worker_id);
+        }
+    }
+    assert_eq!(got.as_deref(), Some("c"));
+}
