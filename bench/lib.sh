@@ -10,8 +10,8 @@
 #   work         a scratch directory the script owns (removed on exit by
 #                bench_cleanup)
 # It defines the globals bench_pids (processes to kill on exit), bin,
-# strata, buildctl, s3s, registry and shared (the farm's --redis/--s3
-# arguments).
+# strata, buildctl, s3s, registry, shared (the farm's --redis/--s3
+# arguments), redis_pid and s3s_pid.
 
 bench_pids=()
 
@@ -85,11 +85,13 @@ bench_start_redis_s3() {
     redis_port="$(free_port)"
     redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
     bench_pids+=($!)
+    redis_pid=$!
     s3_port="$(free_port)"
     mkdir -p "$work/s3/bench"
     export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
     "$s3s" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key bench-secret "$work/s3" >/dev/null 2>&1 &
     bench_pids+=($!)
+    s3s_pid=$!
     wait_port "$redis_port"
     wait_port "$s3_port"
 }
@@ -167,12 +169,14 @@ bench_busybox_base() {
 }
 
 # farm NAME WORKERS: a scheduler and WORKERS workers on the shared Redis
-# and S3, state in $work/farm-NAME; prints the scheduler URL.
+# and S3 (more up.sh arguments in $BENCH_FARM_ARGS), state in
+# $work/farm-NAME; prints the scheduler URL.
 farm() {
-    local port
+    local port extra=()
     port="$(free_port)"
+    read -r -a extra <<<"${BENCH_FARM_ARGS:-}"
     STRATA_BIN_DIR="$bin" "$repo/deploy/local/up.sh" --dir "$work/farm-$1" --port "$port" \
-        --workers "$2" "${shared[@]}" 2>>"$work/farm.log" | sed -n 's/^export STRATA_SCHEDULER=//p'
+        --workers "$2" "${extra[@]}" "${shared[@]}" 2>>"$work/farm.log" | sed -n 's/^export STRATA_SCHEDULER=//p'
 }
 farm_down() { "$repo/deploy/local/down.sh" --dir "$work/farm-$1" >/dev/null 2>&1; }
 
@@ -183,6 +187,21 @@ buildkitd() {
         sed -n 's/^BUILDKIT_HOST=//p'
 }
 buildkitd_stop() { bash "$repo/scripts/buildkit.sh" stop "$work/bk-$1" >/dev/null 2>&1; }
+
+# CPU seconds (user + system, all threads) the processes $@ have used so
+# far; processes that are gone count nothing. Their children (runc, a RUN
+# step's processes) are not counted.
+cpu_seconds() {
+    local p ticks=0 stat f
+    for p in "$@"; do
+        stat="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+        # Fields after the command name (which may hold spaces): state is
+        # field 3, utime 14 and stime 15.
+        read -r -a f <<<"${stat##*) }"
+        ticks=$((ticks + f[11] + f[12]))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
 
 # Seconds since $1 (an $EPOCHREALTIME), three decimals.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }

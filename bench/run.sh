@@ -40,8 +40,12 @@
 #   BENCH_EMBEDDED="1 2 3"  cases also timed with embedded strata ("" for none)
 #   BENCH_PERF=N            after case N (1-4), one more (untimed) strata
 #                           farm build under `perf record -g` of the
-#                           workers and the scheduler: perf-caseN.txt (top
+#                           farm's processes (workers, scheduler, Redis,
+#                           s3s-fs): perf-caseN.txt (top
 #                           symbols), perf-caseN-callers.txt (call chains)
+#   BENCH_FARM_ARGS="..."   more deploy/local/up.sh arguments for every
+#                           farm (e.g. "--capacity 2"; default none: the
+#                           workers' own defaults)
 #   BENCH_OUT=DIR           results directory (default
 #                           /var/tmp/strata-bench-results/DATE-TIME):
 #                           results.tsv (every time, run 0 being the
@@ -68,7 +72,7 @@ bench_require_root
 mkdir -p "$out/logs"
 out="$(cd "$out" && pwd -P)"
 results="$out/results.tsv"
-printf 'case\tbuilder\trun\tseconds\tload1\n' >"$results"
+printf 'case\tbuilder\trun\tseconds\tcpu\tload1\n' >"$results"
 : >"$out/notes.txt"
 started=$SECONDS
 
@@ -80,10 +84,18 @@ note() {
     bench_log "$*"
 }
 
-declare -A times=() case_load=()
-record() { # record CASE BUILDER RUN SECONDS; run 0 is an untimed first build
-    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(load1)" >>"$results"
-    [[ "$3" == 0 ]] || times["$1|$2"]+=" $4"
+declare -A times=() cpus=() case_load=() builder_pids=()
+# record CASE BUILDER RUN "SECONDS [CPU]"; run 0 is an untimed first build.
+# CPU is the CPU seconds the builder's daemons spent during the build
+# ("-" where not measured).
+record() {
+    local secs cpu
+    read -r secs cpu <<<"$4"
+    cpu="${cpu:--}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$secs" "$cpu" "$(load1)" >>"$results"
+    [[ "$3" == 0 ]] && return
+    times["$1|$2"]+=" $secs"
+    [[ "$cpu" == - ]] || cpus["$1|$2"]+=" $cpu"
 }
 fail() { # fail LOG WHAT
     bench_log "$2 failed; the end of $1:"
@@ -99,38 +111,60 @@ settle() {
     sleep 0.5
 }
 
-# sb WHERE NAME CTX [strata build args...] -> seconds. WHERE is a
-# scheduler URL or "embedded".
+# sb WHERE NAME CTX [strata build args...] -> "SECONDS CPU". WHERE is a
+# scheduler URL or "embedded"; CPU is what the farm's processes
+# (builder_pids[WHERE]) spent, "-" for embedded (the strata process is
+# the client too).
 sb() {
-    local where="$1" name="$2" ctx="$3" log="$out/logs/strata-$2.log" t0
+    local where="$1" name="$2" ctx="$3" log="$out/logs/strata-$2.log" t0 c0
     shift 3
-    local env=(env STRATA_SCHEDULER="$where")
+    local env=(env STRATA_SCHEDULER="$where") pids=()
     [[ "$where" == embedded ]] && env=(env -u STRATA_SCHEDULER STRATA_HOME="$work/embedded-home")
+    read -r -a pids <<<"${builder_pids[$where]:-}"
     echo "=== $(date +%T) $where $*" >>"$log"
     settle
+    c0="$(cpu_seconds "${pids[@]}")"
     t0="$EPOCHREALTIME"
     "${env[@]}" "$strata" build --progress plain -t "bench/$name:latest" "$@" "$ctx" >>"$log" 2>&1 ||
         fail "$log" "strata build ($name)"
-    since "$t0"
+    echo "$(since "$t0") $(cpu_since "$c0" "${pids[@]}")"
 }
 
-# bkb HOST NAME CTX [buildctl build args...] -> seconds.
+# bkb HOST NAME CTX [buildctl build args...] -> "SECONDS CPU", CPU being
+# what buildkitd (builder_pids[HOST]) spent.
 bkb() {
-    local host="$1" name="$2" ctx="$3" log="$out/logs/buildkit-$2.log" t0
+    local host="$1" name="$2" ctx="$3" log="$out/logs/buildkit-$2.log" t0 c0
     shift 3
-    local output=()
+    local output=() pids=()
     [[ "$bk_output" == image ]] && output=(--output "type=image,name=$registry/bench/$name:latest,push=false")
+    read -r -a pids <<<"${builder_pids[$host]:-}"
     echo "=== $(date +%T) $host $*" >>"$log"
     settle
+    c0="$(cpu_seconds "${pids[@]}")"
     t0="$EPOCHREALTIME"
     "$buildctl" --addr "$host" build --frontend dockerfile.v0 --local context="$ctx" \
         --local dockerfile="$ctx" --progress plain "${output[@]}" "$@" >>"$log" 2>&1 ||
         fail "$log" "buildctl build ($name)"
-    since "$t0"
+    echo "$(since "$t0") $(cpu_since "$c0" "${pids[@]}")"
 }
 
-# Pids of the main farm's workers and scheduler, comma-separated.
-farm_pids() { cat "$work/farm-main/pids/"*.pid | paste -sd, -; }
+# cpu_since C0 PIDS...: the CPU seconds PIDS spent since they had spent C0;
+# "-" without PIDS.
+cpu_since() {
+    local c0="$1"
+    shift
+    [[ $# -gt 0 ]] || { echo -; return; }
+    awk -v a="$c0" -v b="$(cpu_seconds "$@")" 'BEGIN { printf "%.2f", b - a }'
+}
+
+# The processes whose CPU a build on farm NAME (URL) or buildkitd NAME
+# (HOST) counts: the farm's scheduler and workers with Redis and S3, or
+# buildkitd.
+farm_counted() { builder_pids[$2]="$(cat "$work/farm-$1/pids/"*.pid | tr '\n' ' ') $redis_pid $s3s_pid"; }
+bk_counted() { builder_pids[$2]="$(cat "$work/bk-$1/buildkitd.pid")"; }
+
+# Pids of the main farm's processes (builder_pids), comma-separated.
+farm_pids() { tr -s " " "\n" <<<"${builder_pids[$s_url]}" | grep . | paste -sd, -; }
 
 # profile CASE CTX [strata build args...]: one untimed farm build under
 # perf; the report in $out/perf-caseN.txt.
@@ -145,7 +179,7 @@ profile() {
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
     {
-        echo "# perf record -g -F 499 of the farm's workers and scheduler during one strata build of case $n"
+        echo "# perf record -g -F 499 of the farm's workers, scheduler, redis-server and s3s-fs during one strata build of case $n"
         perf report -i "$data" --stdio --no-children -g none --sort comm,dso,symbol \
             --percent-limit 0.5 2>/dev/null | grep -E '^ +[0-9]' | head -n 60
     } >"$out/perf-case$n.txt"
@@ -171,14 +205,14 @@ cold_case() {
     local first
     t="$(sb "$s_url" "$name" "$ctx" "${s_args[@]}")"
     record "$n" strata 0 "$t"
-    first="strata $t s"
+    first="strata ${t% *} s"
     t="$(bkb "$bk_host" "$name" "$ctx" "${b_args[@]}")"
     record "$n" buildkit 0 "$t"
-    first="$first, BuildKit $t s"
+    first="$first, BuildKit ${t% *} s"
     if embedded_too "$n"; then
         t="$(sb embedded "$name" "$ctx" "${s_args[@]}")"
         record "$n" strata-embedded 0 "$t"
-        first="$first, strata embedded $t s"
+        first="$first, strata embedded ${t% *} s"
     fi
     note "case $n: first builds (untimed in the table): $first"
     for i in $(seq 1 "$runs"); do
@@ -222,6 +256,8 @@ cat "$out/machine.txt" >&2
 s_url="$(farm main 2)"
 bk_host="$(buildkitd main)"
 [[ -n "$s_url" && -n "$bk_host" ]] || bench_die "the farm or buildkitd did not start; see $work/farm.log, $work/bk.log"
+farm_counted main "$s_url"
+bk_counted main "$bk_host"
 
 if selected 1; then
     cold_case 1 case1 "$repo/bench/cases/1" "BASE=$busybox"
@@ -281,6 +317,7 @@ if selected 5 || selected 6 || selected 7; then
             # Started before the clock runs.
             url2="$(farm "fresh-$i" 1)"
             [[ -n "$url2" ]] || bench_die "the fresh farm did not start; see $work/farm.log"
+            farm_counted "fresh-$i" "$url2"
             t="$(sb "$url2" flask "$flask" "${fl_s[@]}")"
             record 7 strata "$i" "$t"
             # Worker counters travel in heartbeats (every 5 s).
@@ -295,6 +332,7 @@ print("jobs_completed=%d blobs_downloaded=%d bytes_downloaded=%d" % tuple(
             farm_down "fresh-$i"
             host2="$(buildkitd "fresh-$i")"
             [[ -n "$host2" ]] || bench_die "the fresh buildkitd did not start; see $work/bk.log"
+            bk_counted "fresh-$i" "$host2"
             t="$(bkb "$host2" flask "$flask" "${fl_b[@]}" --import-cache "type=registry,ref=$cache_ref")"
             record 7 buildkit "$i" "$t"
             note "case 7 run $i: the fresh buildkitd's state directory holds $(du -sb "$work/bk-fresh-$i/root" | cut -f1) bytes after the build"
@@ -410,6 +448,17 @@ declare -A titles=(
             printf '%-57s %7s %7s %7s   %7s %7s %7s   %6s  %5s\n' "$title" "$smin" "$smed" "$smax" \
                 "$bmin" "$bmed" "$bmax" "$(ratio "$smed" "$bmed")" "${case_load[$n]:-}"
         done
+    done
+    printf '\nCPU seconds per build (median) of the builder'"'"'s daemons: the farm'"'"'s scheduler, workers,\n'
+    printf 'redis-server and s3s-fs, or buildkitd; not the processes of RUN steps; embedded not measured\n'
+    printf '%-57s %7s %7s\n' case strata BuildKit
+    for n in 1 2 3 4 5 6 7; do
+        [[ -n "${cpus["$n|strata"]:-}" && -n "${cpus["$n|buildkit"]:-}" ]] || continue
+        # shellcheck disable=SC2086
+        read -r _ scpu _ <<<"$(stats ${cpus["$n|strata"]})"
+        # shellcheck disable=SC2086
+        read -r _ bcpu _ <<<"$(stats ${cpus["$n|buildkit"]})"
+        printf '%-57s %7s %7s\n' "${titles[$n]}" "$scpu" "$bcpu"
     done
     if [[ -n "${times["5|strata"]:-}" && -n "${times["7|strata"]:-}" ]]; then
         # shellcheck disable=SC2086

@@ -33,7 +33,7 @@ usage: $0 [--workers N] [--port P] [--dir DIR] [--release|--debug]
   --release        binaries from target/release (default)
   --debug          binaries from target/debug
                    (\$STRATA_BIN_DIR, when set, wins over both)
-  --capacity N     jobs each worker runs at once (default: the worker's CPUs)
+  --capacity N     jobs each worker runs at once (default: the worker's, two per CPU, at least four)
 
   --redis URL      shared state, e.g. redis://127.0.0.1:6379/0
   --s3 URL         shared layer store,

@@ -26,7 +26,7 @@ pub struct Args {
     /// one the scheduler assigns and this worker then keeps).
     #[arg(long, env = "STRATA_WORKER_NAME")]
     pub name: Option<String>,
-    /// Jobs to run at once (default: the number of CPUs).
+    /// Jobs to run at once (default: two per CPU, at least four).
     #[arg(long)]
     pub capacity: Option<u32>,
     /// Placement label `key=value`; repeatable.
@@ -243,15 +243,27 @@ impl Args {
         };
         Ok(AgentConfig {
             worker_id,
-            capacity: self.capacity.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
-            }),
+            capacity: self.capacity.unwrap_or_else(default_capacity),
             labels,
             outgoing,
             drain_timeout: std::time::Duration::from_secs(self.drain_timeout),
             max_store_bytes: self.max_store_bytes,
         })
     }
+}
+
+/// Jobs a worker runs at once unless told: two per CPU, at least four.
+/// BuildKit runs every ready step at once; steps sleep and wait on the
+/// network and the disk, so one job per CPU leaves CPUs idle (four
+/// independent stages on two cores ran two by two). Steps built on a
+/// layer that is still uploading start on the worker that made it while
+/// it has a free slot, so this is also how far a fan-out of stages stays
+/// on that worker before the others get a share.
+pub fn default_capacity() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get() as u32)
+        .saturating_mul(2)
+        .max(4)
 }
 
 #[cfg(test)]

@@ -178,13 +178,7 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
                 .await;
         });
     }
-    // Two jobs per CPU, at least four: like BuildKit, which runs every
-    // ready step at once, so sleep- and I/O-bound stages overlap (one job
-    // per CPU ran four independent stages two by two on two cores).
-    let capacity = std::thread::available_parallelism()
-        .map_or(2, |n| n.get() as u32)
-        .saturating_mul(2)
-        .max(4);
+    let capacity = strata_worker::config::default_capacity();
     let connect: Connector = {
         let socket = socket.clone();
         Arc::new(move || Box::pin(channel_to(socket.clone())))

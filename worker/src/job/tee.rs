@@ -11,28 +11,39 @@ const CHUNKS: usize = 8;
 
 /// A pipe: what is written to the [`PipeWriter`] is read, in order, from
 /// the [`PipeReader`]. Dropping the writer ends the stream; dropping the
-/// reader makes writes fail with `BrokenPipe`.
+/// reader makes writes fail with `BrokenPipe`. The reader hands each chunk
+/// back once read, and the writer fills it again: a layer's megabytes
+/// cross in a few reused buffers, not one fresh allocation (and page
+/// faults) per chunk.
 pub(crate) fn pipe() -> (PipeWriter, PipeReader) {
     let (tx, rx) = sync_channel(CHUNKS);
+    let (give_back, reuse) = sync_channel(CHUNKS + 1);
     (
-        PipeWriter(tx),
+        PipeWriter { tx, reuse },
         PipeReader {
             rx,
+            give_back,
             chunk: Vec::new(),
             pos: 0,
         },
     )
 }
 
-pub(crate) struct PipeWriter(SyncSender<Vec<u8>>);
+pub(crate) struct PipeWriter {
+    tx: SyncSender<Vec<u8>>,
+    reuse: Receiver<Vec<u8>>,
+}
 
 impl Write for PipeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.0
-            .send(buf.to_vec())
+        let mut chunk = self.reuse.try_recv().unwrap_or_default();
+        chunk.clear();
+        chunk.extend_from_slice(buf);
+        self.tx
+            .send(chunk)
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
         Ok(buf.len())
     }
@@ -44,6 +55,7 @@ impl Write for PipeWriter {
 
 pub(crate) struct PipeReader {
     rx: Receiver<Vec<u8>>,
+    give_back: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
@@ -53,7 +65,12 @@ impl Read for PipeReader {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(next) => {
-                    self.chunk = next;
+                    let done = std::mem::replace(&mut self.chunk, next);
+                    // A full return channel (or a writer that is gone)
+                    // just drops the buffer.
+                    if done.capacity() > 0 {
+                        let _ = self.give_back.try_send(done);
+                    }
                     self.pos = 0;
                 }
                 // The writer is gone: the end of the stream.
@@ -86,6 +103,21 @@ mod tests {
         r.read_to_end(&mut got).expect("read");
         writer.join().expect("writer");
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn read_chunks_go_back_to_the_writer() {
+        let (mut w, mut r) = pipe();
+        let mut got = [0u8; 4];
+        w.write_all(b"abcd").expect("write");
+        w.write_all(b"efgh").expect("write");
+        r.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"abcd");
+        // Taking the second chunk hands the first one back.
+        r.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"efgh");
+        let reused = w.reuse.try_recv().expect("the first chunk came back");
+        assert!(reused.capacity() >= 4);
     }
 
     #[test]
