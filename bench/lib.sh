@@ -203,6 +203,15 @@ cpu_seconds() {
     awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
 }
 
+# The CPU seconds (utime + stime) in one line of /proc/PID/stat; "-" for
+# an empty line.
+cpu_seconds_of_stat() {
+    local f
+    [[ -n "$1" ]] || { echo -; return; }
+    read -r -a f <<<"${1##*) }"
+    awk -v t="$((f[11] + f[12]))" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+
 # Seconds since $1 (an $EPOCHREALTIME), three decimals.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
 

@@ -5,7 +5,9 @@
 //! Stages: walking and diffing the tree, writing the tar (reading the files
 //! from the page cache), compressing the tar with zstd and gzip, hashing
 //! it, and the whole pipeline as `write_layer_from_trees` runs it. Every
-//! stage reports MB/s of tree content (criterion's "thrpt").
+//! stage reports MB/s of tree content (criterion's "thrpt"). Then the way
+//! back: unpacking the (uncompressed) tar of the 20,000 small files alone
+//! into a fresh directory, in files per second.
 //!
 //! `cargo bench -p strata-oci --bench layer_pack`
 
@@ -15,10 +17,11 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use criterion::{Criterion, SamplingMode, Throughput};
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use sha2::{Digest, Sha256};
 use strata_oci::layer::{
-    Change, Compression, Compressor, LayerOptions, diff_trees, write_layer_from_trees, write_tar,
+    Change, Compression, Compressor, LayerOptions, UnpackOptions, diff_trees, unpack,
+    write_layer_from_trees, write_tar,
 };
 
 const BIG: usize = 256 << 20;
@@ -114,6 +117,15 @@ fn compress(tar: &[u8], compression: Compression, threads: usize) -> u64 {
     counter.0
 }
 
+/// A directory removed when dropped.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Counts what it is given, like a writer to a fast disk would.
 struct Counter(u64);
 
@@ -181,6 +193,43 @@ fn bench(c: &mut Criterion, corpus: &Corpus) {
                 .expect("layer"),
             )
         })
+    });
+    g.finish();
+
+    // Unpacking many small files: per-file costs, not bytes, dominate.
+    let small: Vec<Change> = changes
+        .iter()
+        .filter(|c| !c.path.starts_with("data"))
+        .cloned()
+        .collect();
+    let small_tar = tar_bytes(&small, &opts);
+    let scratch = tempfile::Builder::new()
+        .prefix("strata-unpack-bench")
+        .tempdir()
+        .expect("scratch dir");
+    let mut g = c.benchmark_group("layer_unpack");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Elements(SMALL_FILES as u64));
+    let mut round = 0u64;
+    g.bench_function("small_files", |b| {
+        b.iter_batched(
+            || {
+                round += 1;
+                let dir = scratch.path().join(format!("r{round}"));
+                fs::create_dir_all(&dir).expect("dir");
+                dir
+            },
+            |dir| {
+                black_box(unpack(&small_tar[..], &dir, &UnpackOptions::default()).expect("unpack"));
+                // Removed after the clock stops (criterion drops outputs
+                // outside the measurement).
+                Removed(dir)
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 

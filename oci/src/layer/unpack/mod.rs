@@ -161,7 +161,13 @@ struct Unpacker<'a> {
     dir_times: Vec<(Vec<OsString>, TimeSpec)>,
     entries: u64,
     content_bytes: u64,
+    /// The buffer regular files' contents pass through (empty until the
+    /// first one).
+    content_buf: Vec<u8>,
 }
+
+/// Bytes of a file's content read from the stream at a time.
+const CONTENT_CHUNK: usize = 1 << 20;
 
 /// Hashes and counts the uncompressed tar as the tar reader consumes it,
 /// failing once it grows beyond the limit.
@@ -205,6 +211,7 @@ impl<'a> Unpacker<'a> {
             dir_times: Vec::new(),
             entries: 0,
             content_bytes: 0,
+            content_buf: Vec::new(),
         })
     }
 
