@@ -123,7 +123,10 @@ fn layer_proto(l: &crate::store::LayerRef) -> common::Layer {
 #[derive(Clone, Default)]
 pub(super) struct JobSlot {
     pub(super) cancel: CancellationToken,
-    pub(super) uploading: Arc<std::sync::atomic::AtomicBool>,
+    /// The layer the job made (diffID, digest), once it is made: from then
+    /// on the job only uploads it, takes no slot, and store eviction
+    /// keeps it.
+    pub(super) made: Arc<std::sync::OnceLock<[String; 2]>>,
 }
 
 pub(super) fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
@@ -304,8 +307,9 @@ async fn run_in_span(
         })?;
         // The layer is in this worker's store: the scheduler may start the
         // steps built on it here while it uploads, which takes no slot.
-        slot.uploading
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = slot
+            .made
+            .set([outcome.layer.diff_id.clone(), outcome.layer.digest.clone()]);
         send(
             out,
             Out::JobCommitted(wire::JobCommitted {
