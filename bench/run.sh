@@ -114,41 +114,53 @@ settle() {
 # sb WHERE NAME CTX [strata build args...] -> "SECONDS CPU". WHERE is a
 # scheduler URL or "embedded"; CPU is what the farm's processes
 # (builder_pids[WHERE]) spent, or for embedded the strata process itself
-# (client, scheduler and worker; see cpu_at_exit).
+# (client, scheduler and worker; see cpu_sampler). The clock stops as
+# soon as strata exits, before any CPU figure is worked out.
 sb() {
-    local where="$1" name="$2" ctx="$3" log="$out/logs/strata-$2.log" t0 c0 spid cpu
+    local where="$1" name="$2" ctx="$3" log="$out/logs/strata-$2.log" t0 c0 secs spid sampler
     shift 3
     local env=(env STRATA_SCHEDULER="$where") pids=()
     [[ "$where" == embedded ]] && env=(env -u STRATA_SCHEDULER STRATA_HOME="$work/embedded-home")
     read -r -a pids <<<"${builder_pids[$where]:-}"
     echo "=== $(date +%T) $where $*" >>"$log"
     settle
-    c0="$(cpu_seconds "${pids[@]}")"
+    if [[ "$where" != embedded ]]; then
+        c0="$(cpu_seconds "${pids[@]}")"
+        t0="$EPOCHREALTIME"
+        "${env[@]}" "$strata" build --progress plain -t "bench/$name:latest" "$@" "$ctx" >>"$log" 2>&1 ||
+            fail "$log" "strata build ($name)"
+        secs="$(since "$t0")"
+        echo "$secs $(cpu_since "$c0" "${pids[@]}")"
+        return
+    fi
     t0="$EPOCHREALTIME"
     "${env[@]}" "$strata" build --progress plain -t "bench/$name:latest" "$@" "$ctx" >>"$log" 2>&1 &
     spid=$!
-    cpu="$(cpu_at_exit "$spid")"
+    # A background command ignores Ctrl-C here: pass it on.
+    trap 'kill "$spid" 2>/dev/null' INT TERM
+    cpu_sampler "$spid" >"$work/cpu-sample" &
+    sampler=$!
     wait "$spid" || fail "$log" "strata build ($name)"
-    [[ "$where" == embedded ]] || cpu="$(cpu_since "$c0" "${pids[@]}")"
-    echo "$(since "$t0") $cpu"
+    secs="$(since "$t0")"
+    trap - INT TERM
+    wait "$sampler" || true
+    echo "$secs $(cpu_seconds_of_stat "$(<"$work/cpu-sample")")"
 }
 
-# cpu_at_exit PID: the CPU seconds the child PID used (its own threads),
-# as last read from /proc every 10 ms until it exits (bash reaps it at
-# once, so up to 10 ms at the end are not counted). Waiting is a read
-# timing out on a FIFO nobody writes: no process is started meanwhile.
-cpu_at_exit() {
-    local stat="" line fields=() tick
+# cpu_sampler PID: reads /proc/PID/stat every 10 ms until PID is gone,
+# then prints the last line read: the CPU its threads used, but for up to
+# its last 10 ms. Waiting is a read timing out on a FIFO nobody writes,
+# so no process is started while the build runs.
+cpu_sampler() {
+    local stat="" line tick
     [[ -p "$work/tick" ]] || mkfifo "$work/tick"
     exec {tick}<>"$work/tick"
     while { read -r line <"/proc/$1/stat"; } 2>/dev/null; do
         stat="$line"
-        read -r -a fields <<<"${line##*) }"
-        [[ "${fields[0]}" == Z ]] && break
         read -rt 0.01 -u "$tick" _ || true
     done
     exec {tick}>&-
-    cpu_seconds_of_stat "$stat"
+    printf '%s\n' "$stat"
 }
 
 # bkb HOST NAME CTX [buildctl build args...] -> "SECONDS CPU", CPU being

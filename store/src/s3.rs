@@ -329,7 +329,7 @@ impl BlobStore for S3Blobs {
 
     async fn put_object(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
         let key = self.object_key(key)?;
-        self.put_single(&key, bytes).await
+        self.put_named(&key, bytes).await
     }
 
     async fn get_object(&self, key: &str) -> Result<Option<Bytes>, BlobError> {

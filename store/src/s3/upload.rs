@@ -3,11 +3,12 @@
 //! a medium one; a multipart upload for a large one, hashed while its
 //! parts are in flight and completed only if the hash matches.
 //!
-//! Bodies go up unsigned (`UNSIGNED-PAYLOAD`; the headers are still
+//! Blob bodies go up unsigned (`UNSIGNED-PAYLOAD`; the headers are still
 //! signed): a blob's key is its sha256, checked here before a PUT and
 //! before a multipart upload completes, and checked again by every reader,
 //! so signing the payload would only hash every byte twice more (once
-//! here, once on the server).
+//! here, once on the server). Named objects (records, pointers), which no
+//! digest vouches for, keep their bodies signed ([`S3Blobs::put_named`]).
 
 use super::{MAX_PARTS, MIB, S3Blobs, status_of};
 use crate::{BlobError, Put, blocking, check_digest, io_err, sha256_of};
@@ -108,8 +109,9 @@ impl S3Blobs {
         Ok(digest)
     }
 
-    /// One PUT of `bytes` as `key`.
-    pub(super) async fn put_single(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+    /// One PUT of the blob `bytes` as `key`, its body unsigned (the key is
+    /// the body's sha256).
+    async fn put_single(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
         let len = bytes.len() as i64;
         self.client
             .put_object()
@@ -119,6 +121,22 @@ impl S3Blobs {
             .body(SdkByteStream::from(bytes))
             .customize()
             .disable_payload_signing()
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.sdk_err("PUT", key, e))
+    }
+
+    /// One PUT of a named object (a record, a pointer: no digest names
+    /// its body, and no reader checks one), its body signed.
+    pub(super) async fn put_named(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        let len = bytes.len() as i64;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(len)
+            .body(SdkByteStream::from(bytes))
             .send()
             .await
             .map(|_| ())
