@@ -170,8 +170,9 @@ impl Store {
 
     /// Removes least recently used layers and blobs until the store holds
     /// at most `limit` bytes, skipping `in_use` (diffIDs and digests that
-    /// running jobs read). A limit the in-use entries alone exceed is
-    /// reached as nearly as it can be.
+    /// running jobs read) and what is held ([`Store::hold`]: layers just
+    /// made, until they are uploaded). A limit the kept entries alone
+    /// exceed is reached as nearly as it can be.
     pub fn evict(&self, limit: u64, in_use: &HashSet<String>) -> Evicted {
         let mut entries = self.entries();
         let mut total: u64 = entries.iter().fold(0u64, |t, e| t.saturating_add(e.size));
@@ -184,7 +185,7 @@ impl Store {
             if total <= limit {
                 break;
             }
-            if in_use.contains(&e.id) {
+            if in_use.contains(&e.id) || self.is_held(&e.id) {
                 continue;
             }
             let removed = if e.layer {
@@ -253,6 +254,26 @@ mod tests {
         assert!(store.layers_held().contains(&a));
         // An evicted layer's size goes with it.
         assert!(!size_file(store.root(), &store.layer_dir(&b).unwrap()).exists());
+    }
+
+    #[test]
+    fn a_layer_held_while_it_uploads_stays_whatever_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = fake_layer(&store, 1, 400, 300);
+        // Just made (the newest), bigger than the whole limit, and not
+        // read by any running job: only the hold keeps it.
+        let new = fake_layer(&store, 2, 800, 0);
+        let held = store.hold(&[&new]);
+        let again = store.hold(&[&new]);
+        let evicted = store.evict(100, &HashSet::new());
+        assert_eq!(evicted.layers, vec![old]);
+        assert_eq!(store.layers_held(), vec![new.clone()]);
+        // Holds nest: the layer stays until the last one goes.
+        drop(held);
+        assert!(store.evict(100, &HashSet::new()).layers.is_empty());
+        drop(again);
+        assert_eq!(store.evict(100, &HashSet::new()).layers, vec![new]);
     }
 
     #[test]

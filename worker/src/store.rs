@@ -11,10 +11,12 @@
 
 use crate::keyed::{KeyGuard, KeyedLocks};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use strata_oci::layer::{LayerError, UnpackOptions, unpack_to_overlay_layer_dir};
 use thiserror::Error;
 
@@ -110,6 +112,32 @@ pub struct Store {
     unpacking: KeyedLocks,
     /// Layers unpacked from their blobs since the store opened.
     unpacked: AtomicU64,
+    /// Layers and blobs (diffIDs, digests) just made here and held until
+    /// the farm's store has them: eviction keeps them ([`Store::hold`]).
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A hold on layers and blobs a job has just made: until it is dropped,
+/// [`Store::evict`] leaves them alone (this worker may have the only copy
+/// while they upload).
+#[derive(Debug)]
+pub struct Held {
+    held: Arc<Mutex<HashMap<String, usize>>>,
+    ids: Vec<String>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            if let Some(n) = held.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(id);
+                }
+            }
+        }
+    }
 }
 
 /// Default bound on what one layer unpacks to: [`UnpackOptions`]'.
@@ -157,7 +185,29 @@ impl Store {
             fetching: KeyedLocks::default(),
             unpacking: KeyedLocks::default(),
             unpacked: AtomicU64::new(0),
+            held: Arc::default(),
         })
+    }
+
+    /// Holds the layers and blobs `ids` (diffIDs, digests) against
+    /// eviction until the returned [`Held`] is dropped; holds nest.
+    pub fn hold(&self, ids: &[&str]) -> Held {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            *held.entry((*id).to_string()).or_default() += 1;
+        }
+        Held {
+            held: Arc::clone(&self.held),
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Whether a layer or blob is held ([`Store::hold`]).
+    pub(crate) fn is_held(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
     }
 
     /// Bounds decompression bombs: what one layer may unpack to and one

@@ -123,10 +123,7 @@ fn layer_proto(l: &crate::store::LayerRef) -> common::Layer {
 #[derive(Clone, Default)]
 pub(super) struct JobSlot {
     pub(super) cancel: CancellationToken,
-    /// The layer the job made (diffID, digest), once it is made: from then
-    /// on the job only uploads it, takes no slot, and store eviction
-    /// keeps it.
-    pub(super) made: Arc<std::sync::OnceLock<[String; 2]>>,
+    pub(super) uploading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(super) fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
@@ -307,9 +304,8 @@ async fn run_in_span(
         })?;
         // The layer is in this worker's store: the scheduler may start the
         // steps built on it here while it uploads, which takes no slot.
-        let _ = slot
-            .made
-            .set([outcome.layer.diff_id.clone(), outcome.layer.digest.clone()]);
+        slot.uploading
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         send(
             out,
             Out::JobCommitted(wire::JobCommitted {

@@ -14,6 +14,7 @@ pub use stats::AgentStats;
 use crate::job::Worker;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use strata_proto::common::v1 as common;
@@ -50,33 +51,11 @@ pub struct AgentConfig {
 struct Running {
     lease: String,
     cancel: CancellationToken,
-    /// Set once the job's layer is made ([`job::JobSlot::made`]): it only
-    /// uploads from then on, and no longer takes a slot.
-    made: Arc<std::sync::OnceLock<[String; 2]>>,
+    /// Set once the job's layer is made: it only uploads from then on,
+    /// and no longer takes a slot.
+    uploading: Arc<AtomicBool>,
     /// Layers (diffIDs, digests) the job reads: eviction keeps them.
     reads: std::collections::HashSet<String>,
-}
-
-impl Running {
-    /// Whether the job only uploads the layer it made.
-    fn uploading(&self) -> bool {
-        self.made.get().is_some()
-    }
-}
-
-/// What store eviction must keep for the running jobs: the layers they
-/// read, and the layer each uploading job made (until it is stored in the
-/// farm, that is the only copy).
-fn kept_for(running: &HashMap<String, Running>) -> std::collections::HashSet<String> {
-    running
-        .values()
-        .flat_map(|j| {
-            j.reads
-                .iter()
-                .cloned()
-                .chain(j.made.get().into_iter().flatten().cloned())
-        })
-        .collect()
 }
 
 fn host_name() -> String {
@@ -343,7 +322,7 @@ async fn session(
                     Running {
                         lease: a.lease_id.clone(),
                         cancel: slot.cancel.clone(),
-                        made: Arc::clone(&slot.made),
+                        uploading: Arc::clone(&slot.uploading),
                         reads: job::in_use(&a),
                     },
                 );
@@ -359,10 +338,10 @@ async fn session(
                 tokio::spawn(async move {
                     let id = a.job_id.clone();
                     job::run_assignment(&worker, &blobs, a, &out, slot, &stats, &me).await;
-                    let in_use = {
+                    let in_use: std::collections::HashSet<String> = {
                         let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
                         r.remove(&id);
-                        kept_for(&r)
+                        r.values().flat_map(|j| j.reads.iter().cloned()).collect()
                     };
                     if let Some(limit) = limit {
                         let evicted = tokio::task::spawn_blocking(move || {
@@ -426,58 +405,10 @@ fn slots_taken(running: &Mutex<HashMap<String, Running>>) -> u32 {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
-        .filter(|r| !r.uploading())
+        .filter(|r| !r.uploading.load(Ordering::Relaxed))
         .count() as u32
 }
 
 pub(super) async fn send(out: &mpsc::Sender<wire::WorkerMessage>, m: Out) {
     let _ = out.send(wire::WorkerMessage { message: Some(m) }).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Running, kept_for, slots_taken};
-    use std::collections::{HashMap, HashSet};
-    use std::sync::{Arc, Mutex, OnceLock};
-    use tokio_util::sync::CancellationToken;
-
-    fn job(reads: &[&str]) -> Running {
-        Running {
-            lease: "lease".into(),
-            cancel: CancellationToken::new(),
-            made: Arc::new(OnceLock::new()),
-            reads: reads.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn an_uploading_job_keeps_the_layer_it_made_and_frees_its_slot() {
-        let running = Mutex::new(HashMap::from([
-            ("a".to_string(), job(&["sha256:base", "sha256:base-blob"])),
-            ("b".to_string(), job(&["sha256:base", "sha256:base-blob"])),
-        ]));
-        assert_eq!(slots_taken(&running), 2);
-        let kept = kept_for(&running.lock().unwrap());
-        assert_eq!(
-            kept,
-            HashSet::from(["sha256:base".to_string(), "sha256:base-blob".to_string()])
-        );
-
-        // Job a made its layer and uploads it: until it is in the farm's
-        // store this worker holds the only copy.
-        running.lock().unwrap()["a"]
-            .made
-            .set(["sha256:new".to_string(), "sha256:new-blob".to_string()])
-            .unwrap();
-        assert_eq!(slots_taken(&running), 1);
-        let kept = kept_for(&running.lock().unwrap());
-        assert!(kept.contains("sha256:new"), "{kept:?}");
-        assert!(kept.contains("sha256:new-blob"), "{kept:?}");
-        assert!(kept.contains("sha256:base"), "{kept:?}");
-
-        // Once it is done (gone from the running jobs) nothing holds it.
-        running.lock().unwrap().remove("a");
-        let kept = kept_for(&running.lock().unwrap());
-        assert!(!kept.contains("sha256:new-blob"), "{kept:?}");
-    }
 }

@@ -169,6 +169,9 @@ pub struct Job {
 pub struct JobOutcome {
     /// The layer, stored locally (blob and unpacked dir).
     pub layer: LayerRef,
+    /// Keeps the layer from store eviction while the outcome lives (drop
+    /// it once the layer is uploaded).
+    pub held: std::sync::Arc<crate::store::Held>,
     /// The layer is empty (the step changed nothing).
     pub empty: bool,
     /// How a RUN ended.

@@ -266,7 +266,7 @@ impl Worker {
         let store = self.store.clone();
         let (compression, sde) = (job.compression, job.source_date_epoch);
         let span = tracing::info_span!("commit");
-        let (layer, empty, snapshot) = tokio::task::spawn_blocking(move || {
+        let (layer, empty, snapshot, held) = tokio::task::spawn_blocking(move || {
             span.in_scope(|| commit_layer(snapshot, &lowers, &store, compression, sde))
         })
         .await
@@ -278,6 +278,7 @@ impl Worker {
             .spawn_blocking(move || span.in_scope(|| drop(snapshot)));
         Ok(JobOutcome {
             layer,
+            held: std::sync::Arc::new(held),
             empty,
             exit,
             duration: started.elapsed(),
@@ -290,14 +291,15 @@ fn state_run_files(state: &Path) -> PathBuf {
 }
 
 /// Diffs the snapshot into a layer blob in the store and keeps the
-/// unpacked form for later steps; gives the snapshot back for removal.
+/// unpacked form for later steps; gives the snapshot back for removal, and
+/// a hold that keeps the new layer from eviction (taken before it appears).
 fn commit_layer(
     snapshot: Box<dyn Snapshot>,
     lowers: &[PathBuf],
     store: &Store,
     compression: strata_oci::layer::Compression,
     source_date_epoch: Option<i64>,
-) -> Result<(LayerRef, bool, Box<dyn Snapshot>), JobError> {
+) -> Result<(LayerRef, bool, Box<dyn Snapshot>, crate::store::Held), JobError> {
     let tmp = store.temp_path("blob");
     let file = std::fs::File::create(&tmp).map_err(|source| JobError::Io {
         op: "creating",
@@ -364,6 +366,7 @@ fn commit_layer(
             &opts,
         )?,
     };
+    let held = store.hold(&[&desc.digest, &desc.diff_id]);
     if let Err(e) = store.commit_blob(&tmp, &desc.digest) {
         if let Some(t) = teed {
             store.discard_unpacked(t);
@@ -385,5 +388,5 @@ fn commit_layer(
     };
     // An empty tar is 1024 zero bytes.
     let empty = desc.uncompressed_size <= 1024;
-    Ok((layer, empty, snapshot))
+    Ok((layer, empty, snapshot, held))
 }
