@@ -192,25 +192,31 @@ buildkitd_stop() { bash "$repo/scripts/buildkit.sh" stop "$work/bk-$1" >/dev/nul
 # far; processes that are gone count nothing. Their children (runc, a RUN
 # step's processes) are not counted.
 cpu_seconds() {
-    local p ticks=0 stat f
+    local p ticks=0 stat
     for p in "$@"; do
         stat="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
-        # Fields after the command name (which may hold spaces): state is
-        # field 3, utime 14 and stime 15.
-        read -r -a f <<<"${stat##*) }"
-        ticks=$((ticks + f[11] + f[12]))
+        ticks=$((ticks + $(stat_ticks "$stat")))
     done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+    ticks_to_seconds "$ticks"
 }
 
 # The CPU seconds (utime + stime) in one line of /proc/PID/stat; "-" for
 # an empty line.
 cpu_seconds_of_stat() {
-    local f
     [[ -n "$1" ]] || { echo -; return; }
-    read -r -a f <<<"${1##*) }"
-    awk -v t="$((f[11] + f[12]))" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+    ticks_to_seconds "$(stat_ticks "$1")"
 }
+
+# utime + stime, in clock ticks, of one line of /proc/PID/stat. The fields
+# after the command name (which may hold spaces): state is field 3, utime
+# 14 and stime 15.
+stat_ticks() {
+    local f
+    read -r -a f <<<"${1##*) }"
+    echo $((f[11] + f[12]))
+}
+
+ticks_to_seconds() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
 
 # Seconds since $1 (an $EPOCHREALTIME), three decimals.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }

@@ -112,32 +112,31 @@ impl S3Blobs {
     /// One PUT of the blob `bytes` as `key`, its body unsigned (the key is
     /// the body's sha256).
     async fn put_single(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
-        let len = bytes.len() as i64;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(len)
-            .body(SdkByteStream::from(bytes))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.sdk_err("PUT", key, e))
+        self.put(key, bytes, false).await
     }
 
     /// One PUT of a named object (a record, a pointer: no digest names
     /// its body, and no reader checks one), its body signed.
     pub(super) async fn put_named(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        self.put(key, bytes, true).await
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes, sign_body: bool) -> Result<(), BlobError> {
         let len = bytes.len() as i64;
-        self.client
+        let put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_length(len)
             .body(SdkByteStream::from(bytes))
-            .send()
+            .customize();
+        let put = if sign_body {
+            put
+        } else {
+            put.disable_payload_signing()
+        };
+        put.send()
             .await
             .map(|_| ())
             .map_err(|e| self.sdk_err("PUT", key, e))
