@@ -322,6 +322,39 @@ async fn a_run_layer_is_unpacked_as_it_is_committed_and_equals_its_blob() {
 }
 
 #[tokio::test]
+async fn a_step_runs_on_a_volatile_overlay_and_its_fsynced_file_is_in_the_layer() {
+    let state = tempfile::tempdir().expect("state");
+    let worker = open(state.path(), false).await;
+    let base = base_layer(&worker);
+    // The step's root as the kernel lists it, and a file it syncs (busybox
+    // `sync -d` calls fdatasync, which a volatile overlay skips).
+    let (out, log) = exec(
+        &worker,
+        job(
+            "volatile",
+            std::slice::from_ref(&base),
+            run("grep ' / / ' /proc/self/mountinfo; echo kept > /synced && /bin/busybox sync -d /synced"),
+        ),
+    )
+    .await
+    .expect("run");
+    assert!(
+        log.contains(" overlay "),
+        "the root is not an overlay: {log}"
+    );
+    assert!(
+        log.contains("volatile"),
+        "the step's overlay is not mounted volatile (this kernel knows the option): {log}"
+    );
+    worker.wait_idle().await;
+    let tree = flatten(&worker, &[base, out.layer]);
+    assert_eq!(
+        fs::read_to_string(tree.path().join("synced")).expect("the synced file"),
+        "kept\n"
+    );
+}
+
+#[tokio::test]
 async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
     let state = tempfile::tempdir().expect("state");
     let worker = open(state.path(), false).await;

@@ -3,17 +3,40 @@
 use super::{ChangeSource, Snapshot, SnapshotError, Snapshotter, io_err, remove_tree};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Stacks unpacked layers with overlayfs.
+///
+/// Snapshots are mounted `volatile` where the kernel offers it (5.10 and
+/// later): overlayfs then skips every sync of the upper filesystem. A
+/// snapshot never outlives its step in a form anyone relies on (the layer
+/// is what the commit writes, and a worker that restarts removes every
+/// snapshot it finds), so those syncs buy nothing; without the option
+/// each unmount syncs the whole filesystem the state directory is on,
+/// writing back everything dirty there (the new layer's blob included)
+/// while the next steps start, and every `fsync` in a step (dpkg issues
+/// many) waits for the disk.
 #[derive(Debug, Clone)]
 pub struct OverlaySnapshotter {
     root: PathBuf,
+    /// Cleared after the kernel refused `volatile` once.
+    volatile: Arc<AtomicBool>,
 }
 
 impl OverlaySnapshotter {
     /// Snapshots live under `root` (one directory each).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            volatile: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Whether snapshots are mounted `volatile` (until the kernel refuses
+    /// the option, when the first snapshot is mounted without it).
+    pub fn volatile(&self) -> bool {
+        self.volatile.load(Ordering::Relaxed)
     }
 }
 
@@ -105,24 +128,22 @@ impl Snapshotter for OverlaySnapshotter {
         }
         let lowerdir = names.join(":");
         let opts = format!("lowerdir={lowerdir},upperdir=upper,workdir=work,index=off");
-        // Relative option paths resolve against the current directory, so
-        // mount from inside the snapshot dir, on a helper thread that first
-        // unshares its filesystem context: its chdir stays its own.
-        let result = std::thread::scope(|s| {
-            s.spawn(|| {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
-                nix::unistd::chdir(&dir)?;
-                mount(
-                    Some("overlay"),
-                    &merged,
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(opts.as_str()),
-                )
-            })
-            .join()
-            .unwrap_or(Err(nix::Error::EIO))
-        });
+        let mut result = if self.volatile() {
+            mount_in(&dir, &merged, &format!("{opts},volatile"))
+        } else {
+            mount_in(&dir, &merged, &opts)
+        };
+        if self.volatile() && result == Err(nix::Error::EINVAL) {
+            // A kernel before 5.10 does not know the option: without it
+            // the mount works, and later ones go without it at once.
+            result = mount_in(&dir, &merged, &opts);
+            if result.is_ok() {
+                tracing::info!(
+                    "overlayfs refused the volatile option: snapshots are mounted without it"
+                );
+                self.volatile.store(false, Ordering::Relaxed);
+            }
+        }
         result.map_err(|source| SnapshotError::Mount {
             target: merged.clone(),
             lowers: lowers
@@ -135,4 +156,25 @@ impl Snapshotter for OverlaySnapshotter {
         snap.mounted = true;
         Ok(Box::new(snap))
     }
+}
+
+/// Mounts an overlay on `merged` with `opts`, whose relative paths
+/// resolve against `dir`: from a helper thread that first unshares its
+/// filesystem context, so its chdir stays its own.
+fn mount_in(dir: &Path, merged: &Path, opts: &str) -> nix::Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+            nix::unistd::chdir(dir)?;
+            mount(
+                Some("overlay"),
+                merged,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(opts),
+            )
+        })
+        .join()
+        .unwrap_or(Err(nix::Error::EIO))
+    })
 }
