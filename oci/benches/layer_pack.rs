@@ -7,7 +7,8 @@
 //! it, and the whole pipeline as `write_layer_from_trees` runs it. Every
 //! stage reports MB/s of tree content (criterion's "thrpt"). Then the way
 //! back: unpacking the (uncompressed) tar of the 20,000 small files alone
-//! into a fresh directory, in files per second.
+//! into a fresh directory, in files per second. Then zstd's job size, its
+//! default against strata's, and how compression scales with threads.
 //!
 //! `cargo bench -p strata-oci --bench layer_pack`
 
@@ -20,8 +21,8 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use sha2::{Digest, Sha256};
 use strata_oci::layer::{
-    Change, Compression, Compressor, LayerOptions, UnpackOptions, diff_trees, unpack,
-    write_layer_from_trees, write_tar,
+    Change, Compression, Compressor, LayerOptions, UnpackOptions, ZSTD_JOB_SIZE, diff_trees,
+    unpack, write_layer_from_trees, write_tar,
 };
 
 const BIG: usize = 256 << 20;
@@ -114,6 +115,24 @@ fn compress(tar: &[u8], compression: Compression, threads: usize) -> u64 {
         c.write_all(chunk).expect("compress");
     }
     c.finish().expect("finish");
+    counter.0
+}
+
+/// zstd level 3 on `threads` workers with jobs of `job_size` bytes (0:
+/// zstd's default), as `Compressor` runs it otherwise; the output size.
+fn zstd_with_job_size(input: &[u8], threads: usize, job_size: u32) -> u64 {
+    let mut counter = Counter(0);
+    let mut e = zstd::stream::write::Encoder::new(&mut counter, 3).expect("encoder");
+    e.multithread(threads as u32).expect("workers");
+    if job_size > 0 {
+        e.set_parameter(zstd::zstd_safe::CParameter::JobSize(job_size))
+            .expect("job size");
+    }
+    e.include_checksum(true).expect("checksum");
+    for chunk in input.chunks(1 << 20) {
+        e.write_all(chunk).expect("compress");
+    }
+    e.finish().expect("finish");
     counter.0
 }
 
@@ -231,6 +250,39 @@ fn bench(c: &mut Criterion, corpus: &Corpus) {
             BatchSize::PerIteration,
         )
     });
+    g.finish();
+
+    // zstd's job size (what each of its workers compresses at a time):
+    // its own default against the one `Compressor` sets, on 32 MiB of
+    // random bytes (zstd stores them) and on the small files' tar (text).
+    let random = fs::read(corpus.new.join("data/random.bin")).expect("random data");
+    let inputs = [
+        ("random_32MiB", &random[..32 << 20]),
+        ("text", &small_tar[..]),
+    ];
+    for (name, input) in inputs {
+        for (job, size) in [("zstd_default", 0), ("strata_4MiB", ZSTD_JOB_SIZE)] {
+            let out = zstd_with_job_size(input, threads, size);
+            eprintln!(
+                "compress_job_size {name}/{job}: {} -> {} bytes",
+                input.len(),
+                out
+            );
+        }
+    }
+    let mut g = c.benchmark_group("compress_job_size");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, input) in inputs {
+        g.throughput(Throughput::Bytes(input.len() as u64));
+        for (job, size) in [("zstd_default", 0), ("strata_4MiB", ZSTD_JOB_SIZE)] {
+            g.bench_function(format!("{name}/{job}"), |b| {
+                b.iter(|| black_box(zstd_with_job_size(input, threads, size)))
+            });
+        }
+    }
     g.finish();
 
     // How compression scales with cores: the same tar with 1, 2, 4, ...

@@ -112,6 +112,19 @@ pub struct LayerDescriptor {
     pub media_type: String,
 }
 
+/// How much of the stream each zstd worker compresses at a time.
+///
+/// zstd's own default at level 3 (8 MiB, four times its window) leaves
+/// the workers idle while the caller fills the next job and exposes the
+/// last job's whole time at the end. On this project's 2-CPU machine
+/// (`cargo bench -p strata-oci --bench layer_pack -- compress_job_size`),
+/// 4 MiB jobs compress 32 MiB of random bytes (which zstd stores) in
+/// 10.3 ms instead of 22.4 ms, and the tar of 20,000 small text files in
+/// 60 ms instead of 73 ms, for output 0.01 % larger. The bytes depend on
+/// this value, never on the worker count, so it is fixed, not tuned per
+/// machine.
+pub const ZSTD_JOB_SIZE: u32 = 4 << 20;
+
 /// A compressing writer for one of the [`Compression`] variants.
 pub enum Compressor<W: Write> {
     /// zstd, multi-threaded.
@@ -135,6 +148,7 @@ impl<W: Write> Compressor<W> {
             Compression::Zstd { level } => {
                 let mut enc = zstd::stream::write::Encoder::new(out, level)?;
                 enc.multithread(u32::try_from(threads).unwrap_or(u32::MAX))?;
+                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 enc.include_checksum(true)?;
                 Compressor::Zstd(enc)
             }
@@ -349,7 +363,7 @@ mod tests {
 
     #[test]
     fn zstd_blobs_do_not_depend_on_thread_count() {
-        // Larger than three zstd multi-threading jobs (8 MiB at level 3).
+        // Seven zstd multi-threading jobs ([`ZSTD_JOB_SIZE`] each).
         let data = sample(28 << 20);
         let (one, _) = blob(&data, Compression::ZSTD, 1);
         let (two, _) = blob(&data, Compression::ZSTD, 2);

@@ -113,7 +113,7 @@ use std::path::Path;
 
 pub use compress::{
     Compression, CompressionKind, Compressor, LayerDescriptor, LayerWriter, MEDIA_TYPE_TAR,
-    MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, decompress, recompress,
+    MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, ZSTD_JOB_SIZE, decompress, recompress,
 };
 pub use diff::{Change, ChangeKind, diff_trees, diff_upper};
 pub use error::LayerError;
