@@ -79,7 +79,8 @@ pub fn materialize(
             }
             Ok(common::EntryKind::File) => {
                 let blob = store.blob_path(&e.digest).map_err(|e| e.to_string())?;
-                std::fs::copy(&blob, &to).map_err(|x| format!("{p} ({}): {x}", e.digest))?;
+                copy_verified(&blob, &to, &e.digest)
+                    .map_err(|x| format!("{p} ({}): {x}", e.digest))?;
                 std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
                     .map_err(err)?;
@@ -102,6 +103,43 @@ pub fn materialize(
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
             .map_err(|x| format!("{}: {x}", to.display()))?;
         set_mtime(&to, e.mtime.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Copies a context file's blob to `to`, checking on the way that its
+/// bytes hash to `digest`. The tree is used as found by every COPY from
+/// it, so a blob damaged on disk (say, cut short by the machine going
+/// down) must not reach it; one that fails is removed, to be fetched
+/// again by the next job.
+fn copy_verified(blob: &Path, to: &Path, digest: &str) -> std::io::Result<()> {
+    struct Hashing<W> {
+        out: W,
+        hasher: Sha256,
+    }
+    impl<W: std::io::Write> std::io::Write for Hashing<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    let mut src = std::io::BufReader::with_capacity(256 << 10, std::fs::File::open(blob)?);
+    let mut out = Hashing {
+        out: std::fs::File::create(to)?,
+        hasher: Sha256::new(),
+    };
+    std::io::copy(&mut src, &mut out)?;
+    let actual = format!("sha256:{}", hex::encode(out.hasher.finalize()));
+    if actual != digest {
+        let _ = std::fs::remove_file(blob);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the stored blob hashes to {actual}: removed, to be fetched again"),
+        ));
     }
     Ok(())
 }
@@ -214,6 +252,27 @@ impl ContextCache {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, String> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        if crate::boot::opened_in_another_boot(&root) {
+            // A tree is used as found by every COPY from it: after the
+            // machine went down one may hold a torn file. They are made
+            // again from the context's blobs.
+            tracing::warn!(
+                dir = %root.display(),
+                "the machine went down since these build contexts were made: they are dropped"
+            );
+            let listing =
+                std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+            for entry in listing.filter_map(Result::ok) {
+                let path = entry.path();
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(|e| format!("dropping {}: {e}", path.display()))?;
+            }
+        }
+        crate::boot::record_boot(&root);
         crate::snapshot::spread_new_dirs(&root);
         let listing = std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let names: Vec<String> = listing
@@ -470,6 +529,50 @@ mod tests {
                 & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn trees_from_before_the_machine_went_down_are_dropped_and_made_again() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let contexts = tmp.path().join("contexts");
+        let m = manifest_of(&store, &[("app/a.txt", "a\n")]);
+        let cache = Arc::new(ContextCache::open(&contexts).expect("open"));
+        let dir = cache
+            .acquire(&store, &m)
+            .expect("first")
+            .dir()
+            .to_path_buf();
+        drop(cache);
+        // Reopened in the same boot: the tree is reused as it is.
+        let cache = ContextCache::open(&contexts).expect("reopen");
+        assert_eq!(cache.len(), 1);
+        drop(cache);
+        // Torn by a crash, then reopened after the reboot.
+        std::fs::write(dir.join("app/a.txt"), "").expect("tear");
+        crate::boot::pretend_opened_in(&contexts, "an-earlier-boot");
+        let cache = Arc::new(ContextCache::open(&contexts).expect("reopen after a reboot"));
+        assert_eq!(cache.len(), 0, "a tree from another boot was kept");
+        let again = cache.acquire(&store, &m).expect("again");
+        assert_eq!(
+            std::fs::read_to_string(again.dir().join("app/a.txt")).expect("made again"),
+            "a\n"
+        );
+    }
+
+    #[test]
+    fn a_damaged_context_blob_never_reaches_a_tree_and_goes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path().join("store")).expect("store");
+        let cache = Arc::new(ContextCache::open(tmp.path().join("contexts")).expect("open"));
+        let m = manifest_of(&store, &[("app/a.txt", "whole\n")]);
+        let blob = store.blob_path(&m.entries[0].digest).expect("path");
+        std::fs::write(&blob, "who").expect("damage");
+        let err = cache.acquire(&store, &m).expect_err("a damaged blob");
+        assert!(err.to_string().contains("app/a.txt"), "{err}");
+        assert!(err.to_string().contains("hashes to"), "{err}");
+        assert!(!blob.exists(), "the damaged blob is still there");
+        assert_eq!(cache.len(), 0, "a tree was kept");
     }
 
     #[test]

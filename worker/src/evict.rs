@@ -24,6 +24,11 @@ pub(crate) fn touch(path: &Path) {
     }
 }
 
+/// Where the store under `store_root` records its layers' sizes.
+pub(crate) fn sizes_dir(store_root: &Path) -> PathBuf {
+    store_root.join(SIZES)
+}
+
 /// The file recording the size of the layer directory `dir`.
 fn size_file(store_root: &Path, dir: &Path) -> PathBuf {
     store_root

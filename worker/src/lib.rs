@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod assignment;
+mod boot;
 pub mod config;
 pub mod context;
 pub mod copy;

@@ -171,9 +171,27 @@ impl Store {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io_err("cleaning", &tmp))?;
         }
+        std::fs::create_dir_all(&root).map_err(io_err("creating", &root))?;
+        if crate::boot::opened_in_another_boot(&root) {
+            // Unpacked layers are used as found, never checked again: after
+            // the machine went down one may hold a torn file. Blobs stay:
+            // each is checked against its digest or diffID where it is used.
+            tracing::warn!(
+                store = %root.display(),
+                "the machine went down since this store was last used: its unpacked layers are dropped, to be unpacked again from their blobs"
+            );
+            for d in [root.join("layers"), crate::evict::sizes_dir(&root)] {
+                if let Err(e) = std::fs::remove_dir_all(&d)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(io_err("dropping", &d)(e));
+                }
+            }
+        }
         for d in [root.join("blobs/sha256"), root.join("layers"), tmp.clone()] {
             std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
+        crate::boot::record_boot(&root);
         // Layers are unpacked in tmp/.
         crate::snapshot::spread_new_dirs(&tmp);
         crate::evict::move_old_size_files(&root);
@@ -334,11 +352,15 @@ impl Store {
             Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
+                if matches!(e, StoreError::Unpack { .. }) {
+                    self.drop_if_corrupt(&layer.digest);
+                }
                 return Err(e);
             }
         };
         if report.diff_id != layer.diff_id {
             let _ = std::fs::remove_dir_all(&tmp);
+            self.drop_if_corrupt(&layer.digest);
             return Err(StoreError::DiffIdMismatch {
                 digest: layer.digest.clone(),
                 expected: layer.diff_id.clone(),
@@ -347,6 +369,27 @@ impl Store {
         }
         self.unpacked.fetch_add(1, Ordering::Relaxed);
         self.install_unpacked(&tmp, &dir, report.tar_bytes)
+    }
+
+    /// Removes blob `digest` when its bytes do not hash to it (cut short
+    /// by the machine going down, or damaged on disk), so that the next
+    /// job needing it fetches it again instead of failing on it forever.
+    fn drop_if_corrupt(&self, digest: &str) {
+        let Ok(path) = self.blob_path(digest) else {
+            return;
+        };
+        let actual = match sha256_of_file(&path) {
+            Ok(d) => d,
+            Err(_) => return,
+        };
+        if actual != digest {
+            tracing::warn!(
+                %digest,
+                %actual,
+                "a stored blob does not hash to its digest: removed, to be fetched again"
+            );
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     /// How many layers were unpacked from their blobs since the store
@@ -454,6 +497,14 @@ impl Store {
     }
 }
 
+/// `sha256:<hex>` of a file's bytes.
+fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut File::open(path)?, &mut hasher)?;
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
 /// A layer unpacked by [`Store::unpack_teed`], not yet in its place.
 #[derive(Debug)]
 pub struct TeedUnpack {
@@ -467,14 +518,13 @@ pub struct TeedUnpack {
 mod tests {
     use super::*;
 
-    #[test]
-    fn jobs_starting_together_on_one_layer_unpack_it_once() {
+    /// A zstd layer of `files` files of 4 MiB each, its blob in `store`;
+    /// the blob's bytes too.
+    fn stored_layer(store: &Store, files: usize) -> (LayerRef, Vec<u8>) {
         use sha2::{Digest, Sha256};
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(tmp.path()).expect("open");
         let mut tar = tar::Builder::new(Vec::new());
         let data = vec![7u8; 4 << 20];
-        for i in 0..8 {
+        for i in 0..files {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
@@ -493,7 +543,14 @@ mod tests {
         let staged = store.temp_path("blob");
         std::fs::write(&staged, &blob).expect("write");
         store.commit_blob(&staged, &layer.digest).expect("commit");
+        (layer, blob)
+    }
 
+    #[test]
+    fn jobs_starting_together_on_one_layer_unpack_it_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        let (layer, _) = stored_layer(&store, 8);
         let start = std::sync::Barrier::new(4);
         let dirs: Vec<PathBuf> = std::thread::scope(|s| {
             let jobs: Vec<_> = (0..4)
@@ -512,6 +569,60 @@ mod tests {
             std::fs::read(dirs[0].join("f7")).expect("read").len(),
             4 << 20
         );
+    }
+
+    #[test]
+    fn unpacked_layers_from_before_the_machine_went_down_are_dropped_and_blobs_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        let (layer, _) = stored_layer(&store, 1);
+        let dir = store.ensure_unpacked(&layer, &[]).expect("unpack");
+        drop(store);
+        // The worker restarts, the machine did not go down: all is kept.
+        let store = Store::open(tmp.path()).expect("reopen");
+        assert!(dir.join("f0").is_file(), "dropped within one boot");
+        drop(store);
+        // The store was last opened in another boot.
+        crate::boot::pretend_opened_in(tmp.path(), "an-earlier-boot");
+        let store = Store::open(tmp.path()).expect("reopen after a reboot");
+        assert!(!dir.exists(), "an unpacked layer survived a reboot");
+        assert!(store.has_blob(&layer.digest), "the blob must stay");
+        assert!(store.layers_held().is_empty());
+        // It is unpacked again from its blob, and then kept.
+        let again = store.ensure_unpacked(&layer, &[]).expect("unpack again");
+        assert_eq!(store.layers_unpacked(), 1);
+        drop(store);
+        Store::open(tmp.path()).expect("reopen");
+        assert!(again.join("f0").is_file());
+    }
+
+    #[test]
+    fn a_blob_that_does_not_hash_to_its_digest_goes_when_it_fails_to_unpack() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        let (layer, blob) = stored_layer(&store, 2);
+        // A sound blob named with a wrong diffID fails, and stays: the
+        // fault is the name's, and fetching it again would not help.
+        let misnamed = LayerRef {
+            diff_id: format!("sha256:{}", "0".repeat(64)),
+            ..layer.clone()
+        };
+        let err = store
+            .ensure_unpacked(&misnamed, &[])
+            .expect_err("wrong diffID");
+        assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{err}");
+        assert!(store.has_blob(&layer.digest));
+        // The same blob cut short, as a crash can leave it: it fails and
+        // goes, so that the next job fetches it again.
+        let path = store.blob_path(&layer.digest).expect("path");
+        std::fs::write(&path, &blob[..blob.len() / 2]).expect("truncate");
+        let err = store.ensure_unpacked(&layer, &[]).expect_err("torn blob");
+        assert!(matches!(err, StoreError::Unpack { .. }), "{err}");
+        assert!(!path.exists(), "the torn blob is still there");
+        assert!(matches!(
+            store.ensure_unpacked(&layer, &[]),
+            Err(StoreError::MissingBlob(_))
+        ));
     }
 
     #[test]
