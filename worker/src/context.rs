@@ -79,8 +79,13 @@ pub fn materialize(
             }
             Ok(common::EntryKind::File) => {
                 let blob = store.blob_path(&e.digest).map_err(|e| e.to_string())?;
-                copy_verified(&blob, &to, &e.digest)
-                    .map_err(|x| format!("{p} ({}): {x}", e.digest))?;
+                copy_verified(&blob, &to, &e.digest).map_err(|x| {
+                    if x.kind() == std::io::ErrorKind::InvalidData {
+                        // Removed, to be fetched again.
+                        let _ = store.verify_blob(&e.digest);
+                    }
+                    format!("{p} ({}): {x}", e.digest)
+                })?;
                 std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
                     .map_err(err)?;
@@ -108,10 +113,9 @@ pub fn materialize(
 }
 
 /// Copies a context file's blob to `to`, checking on the way that its
-/// bytes hash to `digest`. The tree is used as found by every COPY from
-/// it, so a blob damaged on disk (say, cut short by the machine going
-/// down) must not reach it; one that fails is removed, to be fetched
-/// again by the next job.
+/// bytes hash to `digest` (`InvalidData` if not). The tree is used as
+/// found by every COPY from it, so a blob damaged on disk (say, cut short
+/// by the machine going down) must not reach it.
 fn copy_verified(blob: &Path, to: &Path, digest: &str) -> std::io::Result<()> {
     struct Hashing<W> {
         out: W,
@@ -135,7 +139,6 @@ fn copy_verified(blob: &Path, to: &Path, digest: &str) -> std::io::Result<()> {
     std::io::copy(&mut src, &mut out)?;
     let actual = format!("sha256:{}", hex::encode(out.hasher.finalize()));
     if actual != digest {
-        let _ = std::fs::remove_file(blob);
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("the stored blob hashes to {actual}: removed, to be fetched again"),
@@ -252,27 +255,17 @@ impl ContextCache {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, String> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        if crate::boot::opened_in_another_boot(&root) {
-            // A tree is used as found by every COPY from it: after the
-            // machine went down one may hold a torn file. They are made
-            // again from the context's blobs.
+        // A tree is used as found by every COPY from it: after the
+        // machine went down one may hold a torn file. Then none is kept
+        // (the sweep below removes them) and they are made again from the
+        // context's blobs.
+        let another_boot = crate::boot::opened_in_another_boot(&root);
+        if another_boot {
             tracing::warn!(
                 dir = %root.display(),
                 "the machine went down since these build contexts were made: they are dropped"
             );
-            let listing =
-                std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-            for entry in listing.filter_map(Result::ok) {
-                let path = entry.path();
-                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                removed.map_err(|e| format!("dropping {}: {e}", path.display()))?;
-            }
         }
-        crate::boot::record_boot(&root);
         crate::snapshot::spread_new_dirs(&root);
         let listing = std::fs::read_dir(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let names: Vec<String> = listing
@@ -281,7 +274,7 @@ impl ContextCache {
             .collect();
         let (now, system_now) = (Instant::now(), SystemTime::now());
         let mut entries = HashMap::new();
-        for name in &names {
+        for name in names.iter().filter(|_| !another_boot) {
             let is_key = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
             if !is_key || !root.join(name).is_dir() {
                 continue;
@@ -310,7 +303,7 @@ impl ContextCache {
         }
         for name in &names {
             let key = name.strip_suffix(".size").unwrap_or(name);
-            if entries.contains_key(key) {
+            if entries.contains_key(key) || crate::boot::is_record(name) {
                 continue;
             }
             let path = root.join(name);
@@ -321,6 +314,8 @@ impl ContextCache {
             };
             removed.map_err(|e| format!("{}: {e}", path.display()))?;
         }
+        // Only now: a worker stopped before the sweep ended sweeps again.
+        crate::boot::record_boot(&root);
         let cache = Self {
             root,
             entries: Mutex::new(entries),
@@ -648,11 +643,12 @@ mod tests {
         let err = cache.acquire(&store, &m).expect_err("escaping entry");
         assert!(err.contains("not a clean relative path"), "{err}");
         assert!(cache.is_empty());
-        assert_eq!(
-            std::fs::read_dir(tmp.path().join("contexts"))
-                .expect("dir")
-                .count(),
-            0
-        );
+        let left = std::fs::read_dir(tmp.path().join("contexts"))
+            .expect("dir")
+            .filter(|e| {
+                !crate::boot::is_record(&e.as_ref().expect("entry").file_name().to_string_lossy())
+            })
+            .count();
+        assert_eq!(left, 0, "only the boot record may stay");
     }
 }

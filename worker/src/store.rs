@@ -61,6 +61,16 @@ pub enum StoreError {
         #[source]
         source: LayerError,
     },
+    /// A stored blob does not hash to its digest; it was removed.
+    #[error(
+        "the stored blob {digest} hashes to {actual}: it is damaged, and was removed to be fetched again"
+    )]
+    Corrupt {
+        /// The blob.
+        digest: String,
+        /// What its bytes hashed to.
+        actual: String,
+    },
     /// The blob's content does not hash to the layer's diffID.
     #[error(
         "layer {digest} unpacks to diffID {actual}, expected {expected}; the blob is corrupt and was not used"
@@ -371,25 +381,38 @@ impl Store {
         self.install_unpacked(&tmp, &dir, report.tar_bytes)
     }
 
-    /// Removes blob `digest` when its bytes do not hash to it (cut short
-    /// by the machine going down, or damaged on disk), so that the next
-    /// job needing it fetches it again instead of failing on it forever.
-    fn drop_if_corrupt(&self, digest: &str) {
-        let Ok(path) = self.blob_path(digest) else {
-            return;
-        };
-        let actual = match sha256_of_file(&path) {
-            Ok(d) => d,
-            Err(_) => return,
-        };
-        if actual != digest {
-            tracing::warn!(
-                %digest,
-                %actual,
-                "a stored blob does not hash to its digest: removed, to be fetched again"
-            );
+    /// Checks that blob `digest` (present) hashes to its digest. One that
+    /// does not (cut short by the machine going down, or damaged on disk)
+    /// is removed, so that the next job needing it fetches it again
+    /// instead of failing on it forever, and the error says so.
+    pub fn verify_blob(&self, digest: &str) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = self.blob_path(digest)?;
+        let mut file = File::open(&path).map_err(io_err("reading blob", &path))?;
+        let inode = file.metadata().map(|m| m.ino()).ok();
+        let actual = sha256_of(&mut file).map_err(io_err("reading blob", &path))?;
+        if actual == digest {
+            return Ok(());
+        }
+        tracing::warn!(
+            %digest,
+            %actual,
+            "a stored blob does not hash to its digest: removed, to be fetched again"
+        );
+        // Unless a job has fetched it again meanwhile.
+        if std::fs::symlink_metadata(&path).map(|m| m.ino()).ok() == inode {
             let _ = std::fs::remove_file(&path);
         }
+        Err(StoreError::Corrupt {
+            digest: digest.to_string(),
+            actual,
+        })
+    }
+
+    /// [`Store::verify_blob`] where the failure that called for it is the
+    /// one to report.
+    fn drop_if_corrupt(&self, digest: &str) {
+        let _ = self.verify_blob(digest);
     }
 
     /// How many layers were unpacked from their blobs since the store
@@ -497,11 +520,11 @@ impl Store {
     }
 }
 
-/// `sha256:<hex>` of a file's bytes.
-fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+/// `sha256:<hex>` of what `reader` reads.
+fn sha256_of(reader: &mut impl std::io::Read) -> std::io::Result<String> {
     use sha2::{Digest as _, Sha256};
     let mut hasher = Sha256::new();
-    std::io::copy(&mut File::open(path)?, &mut hasher)?;
+    std::io::copy(reader, &mut hasher)?;
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
@@ -623,6 +646,21 @@ mod tests {
             store.ensure_unpacked(&layer, &[]),
             Err(StoreError::MissingBlob(_))
         ));
+    }
+
+    #[test]
+    fn verify_blob_keeps_a_sound_blob_and_removes_a_damaged_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("open");
+        let (layer, blob) = stored_layer(&store, 1);
+        store.verify_blob(&layer.digest).expect("a sound blob");
+        assert!(store.has_blob(&layer.digest));
+        let path = store.blob_path(&layer.digest).expect("path");
+        std::fs::write(&path, &blob[1..]).expect("damage");
+        let err = store.verify_blob(&layer.digest).expect_err("damaged");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(&layer.digest), "{err}");
+        assert!(!store.has_blob(&layer.digest), "a damaged blob stayed");
     }
 
     #[test]

@@ -231,8 +231,15 @@ async fn a_corrupted_blob_is_caught_when_unpacked() {
             .expect("dir")
             .exists()
     );
+    // The blob, which does not hash to its digest either, is removed, so
+    // that the next job fetches it again instead of failing on it forever.
+    assert!(
+        !worker.store().has_blob(&etc.digest),
+        "the tampered blob stayed"
+    );
 
     // A job on the image fails the same way instead of running on it.
+    fs::write(&blob, image_support::zstd(&other)).expect("tamper again");
     let run = JobAction::Run {
         argv: vec!["/bin/sh".into(), "-c".into(), "cat /etc/motd".into()],
         network: Network::None,
@@ -252,6 +259,7 @@ async fn a_corrupted_blob_is_caught_when_unpacked() {
         .ensure_unpacked(etc, &pulled.layers[..1])
         .expect_err("garbage");
     assert!(err.to_string().contains(&etc.digest), "{err}");
+    assert!(!worker.store().has_blob(&etc.digest), "the garbage stayed");
 }
 
 fn archive_tar(dir: &str) -> Vec<u8> {

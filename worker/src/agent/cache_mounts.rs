@@ -76,6 +76,14 @@ pub(super) async fn restore(
             continue;
         }
         blobs.fetch(digest).await?;
+        // Unpacked as found, an archive cut short would restore the cache
+        // empty or fail every time: checked first (and, if damaged,
+        // removed, so that the next job fetches it again).
+        let (store, digest2) = (worker.store_arc(), digest.clone());
+        tokio::task::spawn_blocking(move || store.verify_blob(&digest2))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("restoring cache mount {id}: {e}"))?;
         let blob = worker
             .store()
             .blob_path(digest)

@@ -219,19 +219,36 @@ async fn run_in_span(
             .map_err(|e| infra(format!("fetching the step's layers: {e}")))?;
         let context = match context_of(&a) {
             Some(m) => {
-                blobs
-                    .fetch_all(&context::file_digests(&m))
-                    .instrument(tracing::info_span!("fetch_context"))
-                    .await
-                    .map_err(|e| infra(format!("fetching the build context's files: {e}")))?;
-                let (cache, store) = (Arc::clone(worker.contexts()), worker.store_arc());
-                let lease = tokio::task::spawn_blocking(move || cache.acquire(&store, &m))
-                    .await
-                    .map_err(|e| infra(e.to_string()))?
-                    .map_err(|e| {
-                        let e = format!("materialising the build context: {e}");
-                        (wire::FailureKind::Source, e, None)
-                    })?;
+                let digests = context::file_digests(&m);
+                let mut refetched = false;
+                let lease = loop {
+                    blobs
+                        .fetch_all(&digests)
+                        .instrument(tracing::info_span!("fetch_context"))
+                        .await
+                        .map_err(|e| infra(format!("fetching the build context's files: {e}")))?;
+                    let (cache, store, m) =
+                        (Arc::clone(worker.contexts()), worker.store_arc(), m.clone());
+                    let acquired = tokio::task::spawn_blocking(move || cache.acquire(&store, &m))
+                        .await
+                        .map_err(|e| infra(e.to_string()))?;
+                    match acquired {
+                        Ok(lease) => break lease,
+                        // A blob found damaged is removed as it is found:
+                        // fetched again, once.
+                        Err(e)
+                            if !refetched
+                                && digests.iter().any(|d| !worker.store().has_blob(d)) =>
+                        {
+                            tracing::warn!("materialising the build context: {e}; fetching again");
+                            refetched = true;
+                        }
+                        Err(e) => {
+                            let e = format!("materialising the build context: {e}");
+                            return Err((wire::FailureKind::Source, e, None));
+                        }
+                    }
+                };
                 Some(lease)
             }
             None => None,

@@ -76,6 +76,17 @@ impl Worker {
             tokio::task::spawn_blocking(move || -> Result<_, JobError> {
                 recover(&snaps)?;
                 spread_new_dirs(&snaps);
+                // Cache mounts are never synced either: after the machine
+                // went down they start empty, or from the fleet's archive.
+                let caches = config.state_dir.join("cache-mounts");
+                if crate::boot::empty_if_opened_in_another_boot(&caches)
+                    .map_err(|e| JobError::Invalid(format!("{}: {e}", caches.display())))?
+                {
+                    tracing::warn!(
+                        dir = %caches.display(),
+                        "the machine went down since these cache mounts were used: they are dropped"
+                    );
+                }
                 let _ = std::fs::remove_dir_all(state_run_files(&config.state_dir));
                 let store = Store::open(config.state_dir.join("store"))?;
                 let contexts = ContextCache::open(config.state_dir.join("contexts"))

@@ -9,14 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Stacks unpacked layers with overlayfs.
 ///
 /// Snapshots are mounted `volatile` where the kernel offers it (5.10 and
-/// later): overlayfs then skips every sync of the upper filesystem. A
-/// snapshot never outlives its step in a form anyone relies on (the layer
-/// is what the commit writes, and a worker that restarts removes every
-/// snapshot it finds), so those syncs buy nothing; without the option
-/// each unmount syncs the whole filesystem the state directory is on,
-/// writing back everything dirty there (the new layer's blob included)
-/// while the next steps start, and every `fsync` in a step (dpkg issues
-/// many) waits for the disk.
+/// later): overlayfs then skips every sync of the upper filesystem.
+/// Without the option each unmount syncs the whole filesystem the state
+/// directory is on, writing back everything dirty there (the new layer's
+/// blob included) while the next steps start, and every `fsync` in a step
+/// (dpkg issues many) waits for the disk. Those syncs buy nothing: a
+/// worker that restarts removes every snapshot it finds, and what outlives
+/// a snapshot was never made durable by them either (the new layer's
+/// unpacked form, whose files are the upper dir's, hardlinked; its blob).
+/// After the machine went down, the worker drops the unpacked layers it
+/// holds and makes them again from their blobs (`boot.rs`).
 #[derive(Debug, Clone)]
 pub struct OverlaySnapshotter {
     root: PathBuf,
@@ -128,14 +130,22 @@ impl Snapshotter for OverlaySnapshotter {
         }
         let lowerdir = names.join(":");
         let opts = format!("lowerdir={lowerdir},upperdir=upper,workdir=work,index=off");
-        let mut result = if self.volatile() {
+        // Read once: steps mounting at the same moment on an old kernel
+        // each retry their own refused mount, whoever clears the flag.
+        let volatile = self.volatile();
+        let mut result = if volatile {
             mount_in(&dir, &merged, &format!("{opts},volatile"))
         } else {
             mount_in(&dir, &merged, &opts)
         };
-        if self.volatile() && result == Err(nix::Error::EINVAL) {
+        if volatile && result == Err(nix::Error::EINVAL) {
             // A kernel before 5.10 does not know the option: without it
-            // the mount works, and later ones go without it at once.
+            // the mount works, and later ones go without it at once. The
+            // work dir is made afresh, in case the refusal came after
+            // overlayfs had marked it for a volatile mount; if the plain
+            // mount fails too, its error is the one reported.
+            let _ = remove_tree(&work);
+            std::fs::create_dir_all(&work).map_err(io_err("creating", &work))?;
             result = mount_in(&dir, &merged, &opts);
             if result.is_ok() {
                 tracing::info!(
