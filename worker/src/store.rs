@@ -125,6 +125,9 @@ pub struct Store {
     /// Layers and blobs (diffIDs, digests) just made here and held until
     /// the farm's store has them: eviction keeps them ([`Store::hold`]).
     held: Arc<Mutex<HashMap<String, usize>>>,
+    /// Whether this store is also the build's blob store (embedded mode),
+    /// so a new blob is synced before its step reports ([`Store::settle`]).
+    durable: std::sync::atomic::AtomicBool,
 }
 
 /// A hold on layers and blobs a job has just made: until it is dropped,
@@ -214,7 +217,30 @@ impl Store {
             unpacking: KeyedLocks::default(),
             unpacked: AtomicU64::new(0),
             held: Arc::default(),
+            durable: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks this store as the build's only blob store (embedded mode,
+    /// where the scheduler keeps its blobs in the same directory): no
+    /// other copy of a blob made here exists, so [`Store::settle`] syncs
+    /// each one before its step reports and the build records it.
+    pub fn set_durable(&self, durable: bool) {
+        self.durable.store(durable, Ordering::Relaxed);
+    }
+
+    /// Makes blob `digest` durable where this store is the only copy
+    /// ([`Store::set_durable`]); nothing otherwise (a worker's store is a
+    /// cache of the farm's, which has its own copy once it is uploaded).
+    /// Blocking.
+    pub fn settle(&self, digest: &str) -> Result<(), StoreError> {
+        if !self.durable.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let path = self.blob_path(digest)?;
+        File::open(&path)
+            .and_then(|f| f.sync_data())
+            .map_err(io_err("syncing blob", &path))
     }
 
     /// Holds the layers and blobs `ids` (diffIDs, digests) against

@@ -148,7 +148,10 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
     .await
     .map_err(|e| anyhow!("starting the embedded worker: {e}"))?;
     let mut config = SchedulerConfig::new(home.join("scheduler"));
+    // The scheduler keeps its blobs in the worker's store: the only copy,
+    // synced before a step reports.
     config.blob_root = Some(worker.store().root().to_path_buf());
+    worker.store().set_durable(true);
     config.registry = registry_config();
     // The worker lives in this process: it cannot be cut off, and a long
     // blocking step must not look like a silent worker (its lease would
