@@ -4,7 +4,7 @@
 //! The worker never syncs what it derives from verified data: the
 //! unpacked layers (from blobs whose diffID is checked as they unpack,
 //! or hardlinked from the step that made them) and the materialised
-//! build contexts. Within one boot the page cache keeps them whole
+//! build contexts; nor the cache mounts that steps write. Within one boot the page cache keeps them whole
 //! whatever happens to the worker process. After the machine went down
 //! (a crash, a power cut, a reboot that did not stop the worker first)
 //! any file written shortly before may be empty or torn, and nothing

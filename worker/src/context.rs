@@ -539,10 +539,15 @@ mod tests {
             .dir()
             .to_path_buf();
         drop(cache);
-        // Reopened in the same boot: the tree is reused as it is.
+        // Reopened in the same boot: the tree is reused as it is, and the
+        // boot stays on record (the sweep of unknown names spares it).
         let cache = ContextCache::open(&contexts).expect("reopen");
         assert_eq!(cache.len(), 1);
         drop(cache);
+        assert!(
+            contexts.join(".boot-id").is_file(),
+            "the boot is not on record"
+        );
         // Torn by a crash, then reopened after the reboot.
         std::fs::write(dir.join("app/a.txt"), "").expect("tear");
         crate::boot::pretend_opened_in(&contexts, "an-earlier-boot");
