@@ -336,8 +336,8 @@ fn absent(e: &std::io::Error) -> bool {
 }
 
 /// Copies `input` to `output` in [`CHUNK`]s, hashing; returns the digest
-/// and the size.
-fn copy_hashing(
+/// and the size. (To hash only, copy to [`std::io::sink`].)
+pub fn copy_hashing(
     input: &mut impl Read,
     input_path: &Path,
     output: &mut impl std::io::Write,

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use thiserror::Error;
 
-pub use fs::{BlobWriter, FsBlobs, Staged, write_atomic};
+pub use fs::{BlobWriter, FsBlobs, Staged, copy_hashing, write_atomic};
 pub use s3::{S3Blobs, S3Config};
 
 /// Why a store operation failed.
@@ -175,7 +175,7 @@ pub(crate) fn check_prefix(prefix: &str) -> Result<(), BlobError> {
 }
 
 /// `Mismatch` unless `actual` is `expected`.
-pub(crate) fn check_digest(expected: &str, actual: String, size: u64) -> Result<(), BlobError> {
+pub fn check_digest(expected: &str, actual: String, size: u64) -> Result<(), BlobError> {
     if actual == expected {
         Ok(())
     } else {

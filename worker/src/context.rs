@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 use strata_proto::common::v1 as common;
+use strata_store::BlobError;
 
 fn set_mtime(path: &Path, mtime: Option<&prost_types::Timestamp>) -> Result<(), String> {
     if let Some(t) = mtime {
@@ -79,12 +80,12 @@ pub fn materialize(
             }
             Ok(common::EntryKind::File) => {
                 let blob = store.blob_path(&e.digest).map_err(|e| e.to_string())?;
-                copy_verified(&blob, &to, &e.digest).map_err(|x| {
-                    if x.kind() == std::io::ErrorKind::InvalidData {
-                        // Removed, to be fetched again.
+                copy_verified(&blob, &to, &e.digest).map_err(|x| match x {
+                    BlobError::Mismatch { .. } => {
                         let _ = store.verify_blob(&e.digest);
+                        format!("{p}: the stored {x}; removed, to be fetched again")
                     }
-                    format!("{p} ({}): {x}", e.digest)
+                    x => format!("{p} ({}): {x}", e.digest),
                 })?;
                 std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
@@ -113,38 +114,14 @@ pub fn materialize(
 }
 
 /// Copies a context file's blob to `to`, checking on the way that its
-/// bytes hash to `digest` (`InvalidData` if not). The tree is used as
-/// found by every COPY from it, so a blob damaged on disk (say, cut short
-/// by the machine going down) must not reach it.
-fn copy_verified(blob: &Path, to: &Path, digest: &str) -> std::io::Result<()> {
-    struct Hashing<W> {
-        out: W,
-        hasher: Sha256,
-    }
-    impl<W: std::io::Write> std::io::Write for Hashing<W> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = self.out.write(buf)?;
-            self.hasher.update(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.out.flush()
-        }
-    }
-    let mut src = std::io::BufReader::with_capacity(256 << 10, std::fs::File::open(blob)?);
-    let mut out = Hashing {
-        out: std::fs::File::create(to)?,
-        hasher: Sha256::new(),
-    };
-    std::io::copy(&mut src, &mut out)?;
-    let actual = format!("sha256:{}", hex::encode(out.hasher.finalize()));
-    if actual != digest {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("the stored blob hashes to {actual}: removed, to be fetched again"),
-        ));
-    }
-    Ok(())
+/// bytes hash to `digest` (`Mismatch` if not). The tree is used as found
+/// by every COPY from it, so a blob damaged on disk (say, cut short by
+/// the machine going down) must not reach it.
+fn copy_verified(blob: &Path, to: &Path, digest: &str) -> Result<(), BlobError> {
+    let mut src = std::fs::File::open(blob).map_err(strata_store::io_err("opening", blob))?;
+    let mut out = std::fs::File::create(to).map_err(strata_store::io_err("creating", to))?;
+    let (actual, size) = strata_store::copy_hashing(&mut src, blob, &mut out, to)?;
+    strata_store::check_digest(digest, actual, size)
 }
 
 /// File digests of a manifest.

@@ -229,12 +229,18 @@ impl Store {
         self.durable.store(durable, Ordering::Relaxed);
     }
 
+    /// Whether this store is the build's only blob store
+    /// ([`Store::set_durable`]).
+    pub fn is_durable(&self) -> bool {
+        self.durable.load(Ordering::Relaxed)
+    }
+
     /// Makes blob `digest` durable where this store is the only copy
     /// ([`Store::set_durable`]); nothing otherwise (a worker's store is a
     /// cache of the farm's, which has its own copy once it is uploaded).
     /// Blocking.
     pub fn settle(&self, digest: &str) -> Result<(), StoreError> {
-        if !self.durable.load(Ordering::Relaxed) {
+        if !self.is_durable() {
             return Ok(());
         }
         let path = self.blob_path(digest)?;
@@ -416,7 +422,12 @@ impl Store {
         let path = self.blob_path(digest)?;
         let mut file = File::open(&path).map_err(io_err("reading blob", &path))?;
         let inode = file.metadata().map(|m| m.ino()).ok();
-        let actual = sha256_of(&mut file).map_err(io_err("reading blob", &path))?;
+        let (actual, _) = strata_store::copy_hashing(&mut file, &path, &mut std::io::sink(), &path)
+            .map_err(|e| StoreError::Io {
+                op: "reading blob",
+                path: path.clone(),
+                source: std::io::Error::other(e),
+            })?;
         if actual == digest {
             return Ok(());
         }
@@ -544,14 +555,6 @@ impl Store {
         out.sort();
         out
     }
-}
-
-/// `sha256:<hex>` of what `reader` reads.
-fn sha256_of(reader: &mut impl std::io::Read) -> std::io::Result<String> {
-    use sha2::{Digest as _, Sha256};
-    let mut hasher = Sha256::new();
-    std::io::copy(reader, &mut hasher)?;
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 /// A layer unpacked by [`Store::unpack_teed`], not yet in its place.

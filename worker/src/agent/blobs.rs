@@ -196,11 +196,13 @@ impl RemoteBlobs {
         // Embedded, the scheduler's store is this one: the blob is synced
         // here, before the step reports, or a crash could leave a record
         // of it and a torn blob.
-        let (store, d) = (Arc::clone(&self.store), digest.to_string());
-        tokio::task::spawn_blocking(move || store.settle(&d))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("storing {digest}: {e}"))?;
+        if self.store.is_durable() {
+            let (store, d) = (Arc::clone(&self.store), digest.to_string());
+            tokio::task::spawn_blocking(move || store.settle(&d))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("storing {digest}: {e}"))?;
+        }
         let client = match &self.via {
             Via::Scheduler(client) => client,
             Via::Shared(shared) => {
