@@ -97,12 +97,22 @@ pub fn is_url(source: &str) -> bool {
 
 /// The HTTP client ADD downloads with.
 pub fn http_client() -> Result<reqwest::Client, FetchError> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_TIMEOUT)
-        .build()
-        .map_err(FetchError::Client)
+        .read_timeout(READ_TIMEOUT);
+    // The system's roots, read once per process (see
+    // `strata_oci::registry::system_root_certs`).
+    let roots = strata_oci::registry::system_root_certs();
+    if !roots.is_empty() {
+        let certs = roots
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(FetchError::Client)?;
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(FetchError::Client)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

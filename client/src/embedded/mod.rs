@@ -136,22 +136,12 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
         move || lock(&home)
     })
     .await??;
-    let worker = Worker::open(WorkerConfig {
-        state_dir: home.join("worker"),
-        force_copy_snapshotter: false,
-        // As a farm's workers: steps run with no-new-privileges unless
-        // STRATA_ALLOW_NEW_PRIVILEGES is true (read as strata-worker reads it).
-        no_new_privileges: !allow_new_privileges(
-            std::env::var_os("STRATA_ALLOW_NEW_PRIVILEGES").as_deref(),
-        )?,
-    })
-    .await
-    .map_err(|e| anyhow!("starting the embedded worker: {e}"))?;
     let mut config = SchedulerConfig::new(home.join("scheduler"));
     // The scheduler keeps its blobs in the worker's store: the only copy,
     // synced before a step reports.
-    config.blob_root = Some(worker.store().root().to_path_buf());
-    worker.store().set_durable(true);
+    let worker_dir = home.join("worker");
+    let blob_root = Worker::store_root(&worker_dir);
+    config.blob_root = Some(blob_root.clone());
     config.registry = registry_config();
     // The worker lives in this process: it cannot be cut off, and a long
     // blocking step must not look like a silent worker (its lease would
@@ -163,7 +153,22 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
     config
         .allowed_entitlements
         .insert("security.insecure".to_string());
+    // The scheduler first: its registry client starts building its HTTP
+    // clients on threads of their own while the worker opens.
     let scheduler = Scheduler::open(config).await?;
+    let worker = Worker::open(WorkerConfig {
+        state_dir: worker_dir,
+        force_copy_snapshotter: false,
+        // As a farm's workers: steps run with no-new-privileges unless
+        // STRATA_ALLOW_NEW_PRIVILEGES is true (read as strata-worker reads it).
+        no_new_privileges: !allow_new_privileges(
+            std::env::var_os("STRATA_ALLOW_NEW_PRIVILEGES").as_deref(),
+        )?,
+    })
+    .await
+    .map_err(|e| anyhow!("starting the embedded worker: {e}"))?;
+    worker.store().set_durable(true);
+    debug_assert_eq!(worker.store().root(), blob_root);
 
     let socket = home.join("embedded.sock");
     let _ = std::fs::remove_file(&socket);
@@ -205,12 +210,14 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
     let channel = channel_to(socket)
         .await
         .map_err(|e| anyhow!("connecting to the embedded scheduler: {e}"))?;
-    // Commands like `strata workers` should see the worker.
-    for _ in 0..100 {
+    // Commands like `strata workers` should see the worker. It registers
+    // a few milliseconds after the channel is up: look often, since every
+    // embedded command waits here (up to two seconds).
+    for _ in 0..1000 {
         if !scheduler.inner().pool.workers().is_empty() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok((
         channel,

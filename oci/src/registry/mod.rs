@@ -26,6 +26,7 @@ mod pull;
 mod push;
 mod reference;
 mod registry_client;
+mod roots;
 mod verify;
 
 pub use auth::{DockerConfig, RegistryCredentials};
@@ -41,4 +42,5 @@ pub use push::{
 };
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, ImageRef};
 pub use registry_client::{RegistryClient, RegistryConfig};
+pub use roots::system_root_certs;
 pub use verify::{BlobStream, sha256_digest};

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 
 use super::auth::{DockerConfig, RegistryCredentials};
@@ -39,8 +39,7 @@ const USER_AGENT: &str = concat!("strata/", env!("CARGO_PKG_VERSION"));
 /// another repository). Cheap to share behind an `Arc`; it keeps bearer
 /// tokens between calls.
 pub struct RegistryClient {
-    tls: oci_client::Client,
-    plain: oci_client::Client,
+    transports: Transports,
     insecure: Vec<String>,
     credentials: Option<DockerConfig>,
     /// (API host, digest) → a repository of that registry known to hold
@@ -88,8 +87,7 @@ impl RegistryClient {
             },
         };
         Ok(Self {
-            tls: build_client(ClientProtocol::Https)?,
-            plain: build_client(ClientProtocol::Http)?,
+            transports: Transports::start(),
             insecure: config.insecure,
             credentials,
             known_blobs: Mutex::new(HashMap::new()),
@@ -128,11 +126,9 @@ impl RegistryClient {
     ) -> Result<Session<'_>, RegistryError> {
         let auth = self.credentials_for(reference.registry())?.to_oci();
         let anonymous = auth == RegistryAuth::Anonymous;
-        let client = if self.uses_plain_http(reference.api_host()) {
-            &self.plain
-        } else {
-            &self.tls
-        };
+        let client = self
+            .transports
+            .client(self.uses_plain_http(reference.api_host()))?;
         let oci_ref = reference.to_oci();
         client
             .store_auth_if_needed(oci_ref.resolve_registry(), &auth)
@@ -171,7 +167,56 @@ impl RegistryClient {
     }
 }
 
-fn build_client(protocol: ClientProtocol) -> Result<oci_client::Client, RegistryError> {
+type Built = Arc<OnceLock<Result<oci_client::Client, String>>>;
+
+/// The two `oci-client`s (plain HTTP and TLS), built on a thread of their
+/// own as the [`RegistryClient`] is made, plain HTTP first (a loopback
+/// registry is the one a build is most likely to reach at once), and
+/// waited for on first use. Building one takes tens of milliseconds:
+/// besides its own client, `oci-client` builds a default reqwest client
+/// that reads the system's certificate directory again. An embedded build
+/// would otherwise spend that before its first step.
+struct Transports {
+    plain: Built,
+    tls: Built,
+}
+
+impl Transports {
+    fn start() -> Self {
+        let (plain, tls): (Built, Built) = Default::default();
+        let (p, t) = (Arc::clone(&plain), Arc::clone(&tls));
+        // Without the thread each client is built on first use.
+        let _ = std::thread::Builder::new()
+            .name("registry-clients".to_string())
+            .spawn(move || {
+                p.get_or_init(|| build_client(ClientProtocol::Http));
+                t.get_or_init(|| build_client(ClientProtocol::Https));
+            });
+        Self { plain, tls }
+    }
+
+    /// The client for plain HTTP or TLS, built now if the thread has not
+    /// started on it (`get_or_init` waits for a build in progress: once
+    /// per process, briefly, and before the first request it would need
+    /// anyway).
+    fn client(&self, plain: bool) -> Result<&oci_client::Client, RegistryError> {
+        let (slot, protocol) = if plain {
+            (&self.plain, ClientProtocol::Http)
+        } else {
+            (&self.tls, ClientProtocol::Https)
+        };
+        slot.get_or_init(|| build_client(protocol))
+            .as_ref()
+            .map_err(|detail| RegistryError::Protocol {
+                registry: "(all)".to_string(),
+                reference: "(none)".to_string(),
+                action: "building the HTTP client".to_string(),
+                detail: detail.clone(),
+            })
+    }
+}
+
+fn build_client(protocol: ClientProtocol) -> Result<oci_client::Client, String> {
     let config = ClientConfig {
         protocol,
         // Indexes are resolved here, with the caller's platform.
@@ -179,16 +224,22 @@ fn build_client(protocol: ClientProtocol) -> Result<oci_client::Client, Registry
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         user_agent: USER_AGENT,
+        // The system's roots, read once per process rather than by every
+        // client built (the plain-HTTP client too: a registry may redirect
+        // a blob to an https URL). Without any, the client's own default
+        // reports that.
+        tls_certs_only: super::roots::system_root_certs()
+            .iter()
+            .map(|der| Certificate {
+                encoding: CertificateEncoding::Der,
+                data: der.clone(),
+            })
+            .collect(),
         ..ClientConfig::default()
     };
     // `Client::new` would fall back to a default (TLS) client on error;
     // `try_from` lets the error out.
-    oci_client::Client::try_from(config).map_err(|e| RegistryError::Protocol {
-        registry: "(all)".to_string(),
-        reference: "(none)".to_string(),
-        action: "building the HTTP client".to_string(),
-        detail: e.to_string(),
-    })
+    oci_client::Client::try_from(config).map_err(|e| e.to_string())
 }
 
 /// `registry` without its port (`[::1]` keeps its brackets).

@@ -44,8 +44,9 @@ pub struct Worker {
     snapshotter: Arc<dyn Snapshotter>,
     executor: RuncExecutor,
     state: PathBuf,
-    /// Downloads ADD's URL sources.
-    http: reqwest::Client,
+    /// Downloads ADD's URL sources; built by the first such step (building
+    /// it reads the system's TLS roots, which no other step needs).
+    http: std::sync::OnceLock<reqwest::Client>,
     /// Build contexts materialised for COPY and bind mounts.
     contexts: Arc<ContextCache>,
     /// Snapshots of committed steps being removed in the background.
@@ -60,6 +61,12 @@ fn blocking_err(e: tokio::task::JoinError) -> JobError {
 }
 
 impl Worker {
+    /// Where the worker with state directory `state_dir` keeps its store
+    /// (an embedded scheduler keeps its blobs there too).
+    pub fn store_root(state_dir: &Path) -> PathBuf {
+        state_dir.join("store")
+    }
+
     /// Opens the state directory, cleaning what a crashed worker left
     /// (containers, mounts, partial files).
     pub async fn open(config: WorkerConfig) -> Result<Self, JobError> {
@@ -72,7 +79,7 @@ impl Worker {
         .await?;
         executor.cleanup_leftovers().await?;
         let snaps = state.join("snapshots");
-        let (store, snapshotter, http, contexts) =
+        let (store, snapshotter, contexts) =
             tokio::task::spawn_blocking(move || -> Result<_, JobError> {
                 recover(&snaps)?;
                 spread_new_dirs(&snaps);
@@ -88,7 +95,7 @@ impl Worker {
                     );
                 }
                 let _ = std::fs::remove_dir_all(state_run_files(&config.state_dir));
-                let store = Store::open(config.state_dir.join("store"))?;
+                let store = Store::open(Self::store_root(&config.state_dir))?;
                 let contexts = ContextCache::open(config.state_dir.join("contexts"))
                     .map_err(JobError::Invalid)?;
                 let snapshotter: Arc<dyn Snapshotter> =
@@ -97,10 +104,7 @@ impl Worker {
                     } else {
                         Arc::new(CopySnapshotter::new(snaps))
                     };
-                // Off the runtime: building the client may read the system's
-                // TLS roots.
-                let http = http_client()?;
-                Ok((store, snapshotter, http, contexts))
+                Ok((store, snapshotter, contexts))
             })
             .await
             .map_err(blocking_err)??;
@@ -109,11 +113,23 @@ impl Worker {
             snapshotter,
             executor,
             state,
-            http,
+            http: std::sync::OnceLock::new(),
             contexts: Arc::new(contexts),
             removals: TaskTracker::new(),
             snapshots_made: AtomicU64::new(0),
         })
+    }
+
+    /// The client ADD downloads with, built on first use off the runtime
+    /// (it may read the system's TLS roots).
+    async fn http(&self) -> Result<&reqwest::Client, JobError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let built = tokio::task::spawn_blocking(http_client)
+            .await
+            .map_err(blocking_err)??;
+        Ok(self.http.get_or_init(|| built))
     }
 
     /// Build contexts materialised for jobs.
@@ -254,7 +270,7 @@ impl Worker {
             JobAction::Copy { .. } | JobAction::Mkdir { .. } => {
                 let scratch = state_run_files(&self.state).join(format!("{}-add", job.id));
                 let downloads =
-                    download_sources(&job.action, &self.http, &scratch, &cancel).await?;
+                    download_sources(&job.action, self.http().await?, &scratch, &cancel).await?;
                 let (store, snapshotter, job2) =
                     (self.store.clone(), self.snapshotter.clone(), job.clone());
                 let (merged, plain) = (snapshot.merged().to_path_buf(), snapshot.plain());
