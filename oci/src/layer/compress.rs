@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::error::LayerError;
 use super::meta::read_full;
 use super::pgzip::ParallelGzEncoder;
+use super::pzstd::FramedZstdEncoder;
 
 /// OCI media type of an uncompressed layer.
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -112,25 +113,10 @@ pub struct LayerDescriptor {
     pub media_type: String,
 }
 
-/// How much of the stream each zstd worker compresses at a time.
-///
-/// zstd's own default at level 3 (8 MiB, four times its window) leaves
-/// the workers idle while the caller fills the next job and exposes the
-/// last job's whole time at the end. On this project's 2-CPU machine
-/// (`cargo bench -p strata-oci --bench layer_pack -- compress_job_size`),
-/// 4 MiB jobs compress 32 MiB of random bytes (which zstd stores) in
-/// 10.3 ms instead of 22.4 ms, and the tar of 20,000 small text files in
-/// 60 ms instead of 73 ms, for output 0.01 % larger. The bytes depend on
-/// this value, never on the worker count, so it is fixed, not tuned per
-/// machine. (Changing it changes the digest of every zstd blob of more
-/// than one job: workers of versions on either side of a change make
-/// different, equally valid blobs of the same layer.)
-pub const ZSTD_JOB_SIZE: u32 = 4 << 20;
-
 /// A compressing writer for one of the [`Compression`] variants.
 pub enum Compressor<W: Write> {
-    /// zstd, multi-threaded.
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// zstd, in independent frames compressed in parallel.
+    Zstd(FramedZstdEncoder<W>),
     /// Parallel gzip.
     Gzip(ParallelGzEncoder<W>),
     /// Pass-through.
@@ -138,21 +124,16 @@ pub enum Compressor<W: Write> {
 }
 
 impl<W: Write> Compressor<W> {
-    /// A compressor writing to `out` with `threads` worker threads.
+    /// A compressor writing to `out` with `threads` threads.
     ///
-    /// zstd always runs in its multi-threaded mode (at least one worker)
-    /// because zstd's single-threaded mode frames its output differently:
-    /// with one or more workers the bytes are the same for any worker
-    /// count, so a layer's digest does not depend on the machine.
+    /// For both zstd and gzip the bytes depend on the input and the level
+    /// alone, never on the thread count, the machine or timing, so a
+    /// layer's digest does not either.
     pub fn new(out: W, compression: Compression, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
         Ok(match compression {
             Compression::Zstd { level } => {
-                let mut enc = zstd::stream::write::Encoder::new(out, level)?;
-                enc.multithread(u32::try_from(threads).unwrap_or(u32::MAX))?;
-                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
-                enc.include_checksum(true)?;
-                Compressor::Zstd(enc)
+                Compressor::Zstd(FramedZstdEncoder::new(out, level, threads)?)
             }
             Compression::Gzip { level } => {
                 Compressor::Gzip(ParallelGzEncoder::new(out, level, threads)?)
@@ -188,7 +169,7 @@ impl<W: Write> Write for Compressor<W> {
     /// would make the blob depend on when callers flush.
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Compressor::Zstd(w) => w.get_mut().flush(),
+            Compressor::Zstd(w) => w.flush(),
             Compressor::Gzip(w) => w.flush(),
             Compressor::Uncompressed(w) => w.flush(),
         }
@@ -365,7 +346,7 @@ mod tests {
 
     #[test]
     fn zstd_blobs_do_not_depend_on_thread_count() {
-        // Seven zstd multi-threading jobs ([`ZSTD_JOB_SIZE`] each).
+        // Seven zstd frames ([`FRAME_SIZE`] each).
         let data = sample(28 << 20);
         let (one, _) = blob(&data, Compression::ZSTD, 1);
         let (two, _) = blob(&data, Compression::ZSTD, 2);

@@ -79,10 +79,11 @@
 //! # Compression
 //!
 //! [`LayerWriter`] hashes the tar (diffID), compresses it and hashes and
-//! counts the output in one pass. zstd runs zstd's own multi-threaded mode;
-//! gzip compresses 1 MiB blocks in parallel into one gzip member
-//! ([`ParallelGzEncoder`]). Both produce the same bytes for any number of
-//! threads, so blob digests do not depend on the machine. SHA-256 comes
+//! counts the output in one pass. zstd compresses 4 MiB pieces in parallel
+//! as independent frames ([`FramedZstdEncoder`]); gzip compresses 1 MiB
+//! blocks in parallel into one gzip member ([`ParallelGzEncoder`]). Both
+//! produce bytes that depend on the input and the level alone (not the
+//! thread count, the machine or timing), so blob digests do too. SHA-256 comes
 //! from the `sha2` crate, which uses the SHA-NI instructions when the CPU
 //! has them (detected at run time).
 //!
@@ -102,6 +103,7 @@ mod diff;
 mod error;
 mod meta;
 mod pgzip;
+mod pzstd;
 mod tar_header;
 mod tar_write;
 mod unpack;
@@ -113,12 +115,13 @@ use std::path::Path;
 
 pub use compress::{
     Compression, CompressionKind, Compressor, LayerDescriptor, LayerWriter, MEDIA_TYPE_TAR,
-    MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, ZSTD_JOB_SIZE, decompress, recompress,
+    MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, decompress, recompress,
 };
 pub use diff::{Change, ChangeKind, diff_trees, diff_upper};
 pub use error::LayerError;
 pub use meta::{FileKind, FileMeta};
 pub use pgzip::ParallelGzEncoder;
+pub use pzstd::{FRAME_SIZE as ZSTD_FRAME_SIZE, FramedZstdEncoder};
 pub use tar_write::write_tar;
 pub use unpack::{OverlayXattrs, UnpackOptions, UnpackReport, unpack, unpack_to_overlay_layer_dir};
 
