@@ -7,8 +7,9 @@
 //! it, and the whole pipeline as `write_layer_from_trees` runs it. Every
 //! stage reports MB/s of tree content (criterion's "thrpt"). Then the way
 //! back: unpacking the (uncompressed) tar of the 20,000 small files alone
-//! into a fresh directory, in files per second. Then zstd's job size, its
-//! default against strata's, and how compression scales with threads.
+//! into a fresh directory, in files per second. Then zstd in independent
+//! frames (strata's) against zstd's own multi-threaded mode, and how
+//! compression scales with threads.
 //!
 //! `cargo bench -p strata-oci --bench layer_pack`
 

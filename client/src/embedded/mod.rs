@@ -154,7 +154,10 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
         .allowed_entitlements
         .insert("security.insecure".to_string());
     // The scheduler first: its registry client starts building its HTTP
-    // clients on threads of their own while the worker opens.
+    // clients on a thread of its own while the worker opens. (Opening the
+    // worker's store then empties the store's tmp/, which the scheduler's
+    // blob store shares: nothing of the scheduler's is there yet, as its
+    // state is in memory and it resumes no build; keep it that way.)
     let scheduler = Scheduler::open(config).await?;
     let worker = Worker::open(WorkerConfig {
         state_dir: worker_dir,

@@ -21,7 +21,8 @@ pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zs
 /// How a layer blob is compressed, with its level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// zstd at `level` (1..=22; BuildKit's default is 3), multi-threaded.
+    /// zstd at `level` (1..=22; BuildKit's default is 3), in independent
+    /// 4 MiB frames compressed in parallel (see [`super::FramedZstdEncoder`]).
     Zstd {
         /// The zstd compression level.
         level: i32,

@@ -102,6 +102,7 @@ mod compress;
 mod diff;
 mod error;
 mod meta;
+mod ordered;
 mod pgzip;
 mod pzstd;
 mod tar_header;

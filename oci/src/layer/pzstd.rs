@@ -15,89 +15,72 @@
 
 use std::io::{self, Write};
 
+use super::ordered::OrderedPool;
+
 /// Input bytes per frame.
 pub const FRAME_SIZE: usize = 4 << 20;
 
 /// A zstd encoder writing independent frames of [`FRAME_SIZE`] input
-/// bytes, compressed `threads` at a time (see the module docs).
+/// bytes, compressed on `threads` threads while the caller goes on (see
+/// the module docs).
 pub struct FramedZstdEncoder<W: Write> {
     out: W,
-    /// One context per thread, reused from frame to frame.
-    contexts: Vec<zstd::bulk::Compressor<'static>>,
-    /// Full pieces waiting for a batch of `contexts.len()`.
-    batch: Vec<Vec<u8>>,
+    pool: OrderedPool<Vec<u8>>,
     /// The piece being filled.
     current: Vec<u8>,
-    /// Emptied pieces, to be filled again.
-    spare: Vec<Vec<u8>>,
     frames: u64,
+    /// A write failed: the output is incomplete, nothing more is taken.
+    failed: bool,
 }
 
 impl<W: Write> FramedZstdEncoder<W> {
     /// A new encoder at `level` compressing on `threads` threads (1
     /// compresses on the calling thread).
     pub fn new(out: W, level: i32, threads: usize) -> io::Result<Self> {
-        let contexts = (0..threads.max(1))
-            .map(|_| {
-                let mut c = zstd::bulk::Compressor::new(level)?;
-                c.include_checksum(true)?;
-                Ok(c)
-            })
-            .collect::<io::Result<Vec<_>>>()?;
+        let pool = OrderedPool::new(threads, "strata-zstd", || {
+            // One context per thread, reused from frame to frame.
+            let mut c = zstd::bulk::Compressor::new(level)?;
+            c.include_checksum(true)?;
+            Ok(Box::new(move |piece: &[u8], _last: bool| c.compress(piece)))
+        })?;
         Ok(Self {
             out,
-            contexts,
-            batch: Vec::new(),
+            pool,
             current: Vec::with_capacity(FRAME_SIZE),
-            spare: Vec::new(),
             frames: 0,
+            failed: false,
         })
     }
 
     /// Compresses what is buffered and returns the inner writer. An empty
     /// input still makes one (empty) frame: the blob is a zstd stream.
     pub fn finish(mut self) -> io::Result<W> {
-        if !self.current.is_empty() || self.frames + (self.batch.len() as u64) == 0 {
+        self.check()?;
+        if !self.current.is_empty() || self.frames == 0 {
             let last = std::mem::take(&mut self.current);
-            self.batch.push(last);
+            self.submit(last, true)?;
         }
-        self.compress_batch()?;
+        let out = &mut self.out;
+        self.pool.drain(&mut |frame| out.write_all(&frame))?;
         self.out.flush()?;
         Ok(self.out)
     }
 
-    /// Compresses the batch, one piece per context (the first on this
-    /// thread), and writes the frames in order.
-    fn compress_batch(&mut self) -> io::Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let (batch, contexts) = (&self.batch, &mut self.contexts);
-        let frames: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
-            let mut pairs = contexts.iter_mut().zip(batch.iter());
-            let first = pairs.next();
-            let others: Vec<_> = pairs
-                .map(|(c, piece)| s.spawn(move || c.compress(piece)))
-                .collect();
-            let mut done = Vec::with_capacity(batch.len());
-            if let Some((c, piece)) = first {
-                done.push(c.compress(piece));
-            }
-            for h in others {
-                done.push(
-                    h.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("a zstd thread panicked"))),
-                );
-            }
-            done
-        });
-        for frame in frames {
-            self.out.write_all(&frame?)?;
-        }
-        self.frames += self.batch.len() as u64;
-        for mut piece in self.batch.drain(..) {
-            piece.clear();
-            self.spare.push(piece);
+    fn submit(&mut self, piece: Vec<u8>, last: bool) -> io::Result<()> {
+        self.frames += 1;
+        let out = &mut self.out;
+        let sent = self
+            .pool
+            .submit(piece, last, &mut |frame| out.write_all(&frame));
+        self.failed = sent.is_err();
+        sent
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other(
+                "an earlier write to this zstd stream failed",
+            ));
         }
         Ok(())
     }
@@ -105,19 +88,16 @@ impl<W: Write> FramedZstdEncoder<W> {
 
 impl<W: Write> Write for FramedZstdEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        if self.current.len() == FRAME_SIZE {
+            // Handed in only now, with more input to follow: the last
+            // piece is always the one `finish` hands in.
+            let next = self.pool.buffer(FRAME_SIZE);
+            let full = std::mem::replace(&mut self.current, next);
+            self.submit(full, false)?;
+        }
         let n = (FRAME_SIZE - self.current.len()).min(buf.len());
         self.current.extend_from_slice(&buf[..n]);
-        if self.current.len() == FRAME_SIZE {
-            let next = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(FRAME_SIZE));
-            let full = std::mem::replace(&mut self.current, next);
-            self.batch.push(full);
-            if self.batch.len() == self.contexts.len() {
-                self.compress_batch()?;
-            }
-        }
         Ok(n)
     }
 
@@ -183,5 +163,56 @@ mod tests {
         // Six frames, each with its own magic number.
         let magic = [0x28, 0xb5, 0x2f, 0xfd];
         assert_eq!(one.windows(4).filter(|w| *w == magic).count(), 6);
+    }
+
+    #[test]
+    fn whole_frames_make_no_empty_frame_and_the_bytes_are_pinned() {
+        use sha2::{Digest, Sha256};
+        let magic = [0x28, 0xb5, 0x2f, 0xfd];
+        let z = zst(&sample(2 * FRAME_SIZE), 2, 1 << 20);
+        assert_eq!(z.windows(4).filter(|w| *w == magic).count(), 2);
+        // The bytes are part of every zstd layer's digest: a change here
+        // (of this code or of the zstd library) changes them all.
+        assert_eq!(
+            hex::encode(Sha256::digest(&z)),
+            "baa6c32998bae40969a70f69a0a9b4000c48b52e5e3b52aa551c13365ccd0a35",
+        );
+    }
+
+    /// Takes `room` bytes, then fails.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_fails_the_stream_for_good() {
+        let data = sample(6 * FRAME_SIZE);
+        for threads in [1, 2] {
+            let mut enc = FramedZstdEncoder::new(Full { room: 1000 }, 3, threads).unwrap();
+            let written = data.chunks(1 << 20).try_for_each(|c| enc.write_all(c));
+            let err = written
+                .and_then(|()| enc.finish().map(|_| ()))
+                .expect_err("the inner writer failed");
+            assert!(err.to_string().contains("disk full"), "{err}");
+        }
+        // Once failed, nothing more is taken and `finish` fails too.
+        let mut enc = FramedZstdEncoder::new(Full { room: 1000 }, 3, 1).unwrap();
+        let _ = data.chunks(1 << 20).try_for_each(|c| enc.write_all(c));
+        assert!(enc.write(b"more").is_err());
+        assert!(enc.finish().is_err());
     }
 }

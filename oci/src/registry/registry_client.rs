@@ -128,7 +128,14 @@ impl RegistryClient {
         let anonymous = auth == RegistryAuth::Anonymous;
         let client = self
             .transports
-            .client(self.uses_plain_http(reference.api_host()))?;
+            .client(self.uses_plain_http(reference.api_host()))
+            .await
+            .map_err(|detail| RegistryError::Protocol {
+                registry: reference.registry().to_string(),
+                reference: reference.to_string(),
+                action: "building the HTTP client".to_string(),
+                detail,
+            })?;
         let oci_ref = reference.to_oci();
         client
             .store_auth_if_needed(oci_ref.resolve_registry(), &auth)
@@ -195,24 +202,29 @@ impl Transports {
         Self { plain, tls }
     }
 
-    /// The client for plain HTTP or TLS, built now if the thread has not
-    /// started on it (`get_or_init` waits for a build in progress: once
-    /// per process, briefly, and before the first request it would need
-    /// anyway).
-    fn client(&self, plain: bool) -> Result<&oci_client::Client, RegistryError> {
+    /// The client for plain HTTP or TLS. If the thread has not built it
+    /// yet, it is built (or waited for) on tokio's blocking pool, not on
+    /// the caller's runtime thread: once per process, before the first
+    /// request that would need it anyway.
+    async fn client(&self, plain: bool) -> Result<&oci_client::Client, String> {
         let (slot, protocol) = if plain {
             (&self.plain, ClientProtocol::Http)
         } else {
             (&self.tls, ClientProtocol::Https)
         };
-        slot.get_or_init(|| build_client(protocol))
-            .as_ref()
-            .map_err(|detail| RegistryError::Protocol {
-                registry: "(all)".to_string(),
-                reference: "(none)".to_string(),
-                action: "building the HTTP client".to_string(),
-                detail: detail.clone(),
+        if slot.get().is_none() {
+            let waiting = Arc::clone(slot);
+            tokio::task::spawn_blocking(move || {
+                waiting.get_or_init(|| build_client(protocol));
             })
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        match slot.get() {
+            Some(Ok(client)) => Ok(client),
+            Some(Err(detail)) => Err(detail.clone()),
+            None => Err("the client was not built".to_string()),
+        }
     }
 }
 

@@ -33,7 +33,7 @@ impl Drop for Downloads {
 /// per source, so equal names do not collide) and checks `--checksum`.
 pub(super) async fn download_sources(
     action: &JobAction,
-    client: &reqwest::Client,
+    worker: &super::run::Worker,
     scratch: &Path,
     cancel: &CancellationToken,
 ) -> Result<Downloads, JobError> {
@@ -67,6 +67,8 @@ pub(super) async fn download_sources(
             continue;
         }
         downloads.scratch = Some(scratch.to_path_buf());
+        // Built by the first URL any job downloads.
+        let client = worker.http().await?;
         let dir = scratch.join(n.to_string());
         let fetched = tokio::select! {
             r = fetch_url(client, source, &dir, checksum.as_ref()) => r.map_err(JobError::from),

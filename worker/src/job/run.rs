@@ -122,7 +122,7 @@ impl Worker {
 
     /// The client ADD downloads with, built on first use off the runtime
     /// (it may read the system's TLS roots).
-    async fn http(&self) -> Result<&reqwest::Client, JobError> {
+    pub(super) async fn http(&self) -> Result<&reqwest::Client, JobError> {
         if let Some(client) = self.http.get() {
             return Ok(client);
         }
@@ -269,8 +269,7 @@ impl Worker {
             }
             JobAction::Copy { .. } | JobAction::Mkdir { .. } => {
                 let scratch = state_run_files(&self.state).join(format!("{}-add", job.id));
-                let downloads =
-                    download_sources(&job.action, self.http().await?, &scratch, &cancel).await?;
+                let downloads = download_sources(&job.action, self, &scratch, &cancel).await?;
                 let (store, snapshotter, job2) =
                     (self.store.clone(), self.snapshotter.clone(), job.clone());
                 let (merged, plain) = (snapshot.merged().to_path_buf(), snapshot.plain());

@@ -1,0 +1,174 @@
+//! The thread pool behind the parallel encoders ([`super::pgzip`],
+//! [`super::pzstd`]): the caller hands in its input in fixed-size pieces,
+//! the pool's threads compress them while the caller goes on, and the
+//! results come back in input order. With one thread the pieces are
+//! compressed on the caller's thread.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// What compresses one piece (`last`: the input's final piece); each
+/// thread has its own.
+pub(crate) type Codec<T> = Box<dyn FnMut(&[u8], bool) -> io::Result<T> + Send>;
+
+struct Job {
+    seq: u64,
+    data: Vec<u8>,
+    last: bool,
+}
+
+/// A piece's result, with its input buffer back for reuse.
+type Done<T> = (u64, Vec<u8>, io::Result<T>);
+
+struct Threads<T> {
+    jobs: Option<mpsc::Sender<Job>>,
+    results: mpsc::Receiver<Done<T>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+pub(crate) struct OrderedPool<T> {
+    threads: Option<Threads<T>>,
+    /// With one thread: the caller's own codec.
+    inline: Option<Codec<T>>,
+    max_in_flight: u64,
+    next_seq: u64,
+    next_out: u64,
+    done: BTreeMap<u64, io::Result<T>>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl<T: Send + 'static> OrderedPool<T> {
+    /// A pool of `threads` threads named `name-N`, each with a codec from
+    /// `make`.
+    pub(crate) fn new(
+        threads: usize,
+        name: &str,
+        mut make: impl FnMut() -> io::Result<Codec<T>>,
+    ) -> io::Result<Self> {
+        let threads = threads.max(1);
+        let mut pool = OrderedPool {
+            threads: None,
+            inline: None,
+            max_in_flight: 2 * threads as u64,
+            next_seq: 0,
+            next_out: 0,
+            done: BTreeMap::new(),
+            spare: Vec::new(),
+        };
+        if threads == 1 {
+            pool.inline = Some(make()?);
+            return Ok(pool);
+        }
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (res_tx, res_rx) = mpsc::channel::<Done<T>>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let mut codec = make()?;
+            let (job_rx, res_tx) = (Arc::clone(&job_rx), res_tx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match job_rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let out = codec(&job.data, job.last);
+                        if res_tx.send((job.seq, job.data, out)).is_err() {
+                            return;
+                        }
+                    }
+                })?;
+            handles.push(handle);
+        }
+        pool.threads = Some(Threads {
+            jobs: Some(job_tx),
+            results: res_rx,
+            handles,
+        });
+        Ok(pool)
+    }
+
+    /// An empty buffer for the next piece (one handed back if any).
+    pub(crate) fn buffer(&mut self, capacity: usize) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(capacity))
+    }
+
+    /// Hands in the next piece; `emit` gets every result ready by now, in
+    /// order. Waits while too many pieces are in flight.
+    pub(crate) fn submit(
+        &mut self,
+        data: Vec<u8>,
+        last: bool,
+        emit: &mut dyn FnMut(T) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(codec) = &mut self.inline {
+            let out = codec(&data, last);
+            self.next_out += 1;
+            self.give_back(data);
+            return emit(out?);
+        }
+        let jobs = self
+            .threads
+            .as_ref()
+            .and_then(|t| t.jobs.as_ref())
+            .ok_or_else(gone)?;
+        jobs.send(Job { seq, data, last }).map_err(|_| gone())?;
+        while self.next_seq - self.next_out >= self.max_in_flight {
+            self.collect_one(emit)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every piece handed in; `emit` gets the rest in order.
+    pub(crate) fn drain(&mut self, emit: &mut dyn FnMut(T) -> io::Result<()>) -> io::Result<()> {
+        while self.next_out < self.next_seq {
+            self.collect_one(emit)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one result, then emits every result now in order.
+    fn collect_one(&mut self, emit: &mut dyn FnMut(T) -> io::Result<()>) -> io::Result<()> {
+        let results = &self.threads.as_ref().ok_or_else(gone)?.results;
+        let (seq, data, out) = results.recv().map_err(|_| gone())?;
+        self.give_back(data);
+        self.done.insert(seq, out);
+        while let Some(out) = self.done.remove(&self.next_out) {
+            self.next_out += 1;
+            emit(out?)?;
+        }
+        Ok(())
+    }
+
+    fn give_back(&mut self, mut data: Vec<u8>) {
+        data.clear();
+        if self.spare.len() < self.max_in_flight as usize {
+            self.spare.push(data);
+        }
+    }
+}
+
+impl<T> Drop for OrderedPool<T> {
+    fn drop(&mut self) {
+        if let Some(mut t) = self.threads.take() {
+            t.jobs = None;
+            for h in t.handles.drain(..) {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::other("a compression thread exited")
+}
