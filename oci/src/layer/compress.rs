@@ -323,20 +323,7 @@ mod tests {
     use super::*;
 
     fn sample(len: u32) -> Vec<u8> {
-        let mut v = Vec::new();
-        let mut x = 0x1234_5678u32;
-        for i in 0..len {
-            // Half text, half pseudo-random bytes.
-            if i % 2 == 0 {
-                v.push(b'a' + (i % 26) as u8);
-            } else {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                v.push(x as u8);
-            }
-        }
-        v
+        crate::layer::pzstd::tests::sample(len as usize)
     }
 
     fn blob(data: &[u8], c: Compression, threads: usize) -> (LayerDescriptor, Vec<u8>) {

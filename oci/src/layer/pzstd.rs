@@ -109,11 +109,12 @@ impl<W: Write> Write for FramedZstdEncoder<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
 
-    fn sample(len: usize) -> Vec<u8> {
+    /// Half text, half pseudo-random bytes (also `compress.rs`'s sample).
+    pub(crate) fn sample(len: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(len);
         let mut x = 0x1234_5678u32;
         for i in 0..len {
