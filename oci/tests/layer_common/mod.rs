@@ -153,7 +153,9 @@ pub struct Entry {
     /// The other paths sharing this file's inode, for files with nlink > 1.
     pub hardlinks: Vec<PathBuf>,
     /// mtime in seconds, non-directories only (directory mtimes move
-    /// whenever their content does).
+    /// whenever their content does), nor overlay whiteouts: a whiteout
+    /// device is made when a layer is unpacked and carries that moment,
+    /// as containerd's (it is not in any image).
     pub mtime: Option<i64>,
 }
 
@@ -268,7 +270,7 @@ fn walk(
                 },
                 xattrs: xs,
                 hardlinks: Vec::new(),
-                mtime: (kind != "dir").then(|| m.mtime()),
+                mtime: (kind != "dir" && !(kind == "char" && m.rdev() == 0)).then(|| m.mtime()),
             },
         );
         if kind == "dir" {
