@@ -38,6 +38,9 @@ pub(crate) struct OrderedPool<T> {
     next_out: u64,
     done: BTreeMap<u64, io::Result<T>>,
     spare: Vec<Vec<u8>>,
+    /// A piece failed to compress or to be emitted: the output is
+    /// incomplete, and the pool takes nothing more.
+    failed: bool,
 }
 
 impl<T: Send + 'static> OrderedPool<T> {
@@ -57,6 +60,7 @@ impl<T: Send + 'static> OrderedPool<T> {
             next_out: 0,
             done: BTreeMap::new(),
             spare: Vec::new(),
+            failed: false,
         };
         if threads == 1 {
             pool.inline = Some(make()?);
@@ -101,9 +105,43 @@ impl<T: Send + 'static> OrderedPool<T> {
             .unwrap_or_else(|| Vec::with_capacity(capacity))
     }
 
+    /// Fails if an earlier piece failed: the stream is then incomplete for
+    /// good, and its encoder must take no more input.
+    pub(crate) fn check(&self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other(
+                "an earlier write to this compressed stream failed",
+            ));
+        }
+        Ok(())
+    }
+
     /// Hands in the next piece; `emit` gets every result ready by now, in
     /// order. Waits while too many pieces are in flight.
     pub(crate) fn submit(
+        &mut self,
+        data: Vec<u8>,
+        last: bool,
+        emit: &mut dyn FnMut(T) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.check()?;
+        let sent = self.hand_in(data, last, emit);
+        self.failed = sent.is_err();
+        sent
+    }
+
+    /// Waits for every piece handed in; `emit` gets the rest in order.
+    pub(crate) fn drain(&mut self, emit: &mut dyn FnMut(T) -> io::Result<()>) -> io::Result<()> {
+        self.check()?;
+        let mut drained = Ok(());
+        while drained.is_ok() && self.next_out < self.next_seq {
+            drained = self.collect_one(emit);
+        }
+        self.failed = drained.is_err();
+        drained
+    }
+
+    fn hand_in(
         &mut self,
         data: Vec<u8>,
         last: bool,
@@ -124,14 +162,6 @@ impl<T: Send + 'static> OrderedPool<T> {
             .ok_or_else(gone)?;
         jobs.send(Job { seq, data, last }).map_err(|_| gone())?;
         while self.next_seq - self.next_out >= self.max_in_flight {
-            self.collect_one(emit)?;
-        }
-        Ok(())
-    }
-
-    /// Waits for every piece handed in; `emit` gets the rest in order.
-    pub(crate) fn drain(&mut self, emit: &mut dyn FnMut(T) -> io::Result<()>) -> io::Result<()> {
-        while self.next_out < self.next_seq {
             self.collect_one(emit)?;
         }
         Ok(())

@@ -37,19 +37,15 @@ struct Deflated {
 /// depends only on the input and the level.
 pub struct ParallelGzEncoder<W: Write> {
     out: W,
-    level: u32,
     block: Vec<u8>,
     pool: OrderedPool<Deflated>,
     crc: Crc,
-    header_written: bool,
-    /// A write failed: the output is incomplete, nothing more is taken.
-    failed: bool,
 }
 
 impl<W: Write> ParallelGzEncoder<W> {
     /// A new encoder at `level` (0..=9) compressing on `threads` threads
     /// (1 compresses on the calling thread).
-    pub fn new(out: W, level: u32, threads: usize) -> io::Result<Self> {
+    pub fn new(mut out: W, level: u32, threads: usize) -> io::Result<Self> {
         if level > 9 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -61,21 +57,24 @@ impl<W: Write> ParallelGzEncoder<W> {
                 deflate_block(block, level, last)
             }))
         })?;
+        // Like Go's compress/gzip: no name, mtime 0, OS "unknown".
+        let xfl = match level {
+            9 => 2,
+            1 => 4,
+            _ => 0,
+        };
+        out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff])?;
         Ok(ParallelGzEncoder {
             out,
-            level,
             block: Vec::with_capacity(BLOCK_SIZE),
             pool,
             crc: Crc::new(),
-            header_written: false,
-            failed: false,
         })
     }
 
     /// Compresses what is buffered, writes the gzip trailer and returns the
     /// inner writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.check()?;
         let last = std::mem::take(&mut self.block);
         self.submit(last, true)?;
         let (out, crc) = (&mut self.out, &mut self.crc);
@@ -88,37 +87,9 @@ impl<W: Write> ParallelGzEncoder<W> {
         Ok(self.out)
     }
 
-    fn write_header(&mut self) -> io::Result<()> {
-        if !self.header_written {
-            // Like Go's compress/gzip: no name, mtime 0, OS "unknown".
-            let xfl = match self.level {
-                9 => 2,
-                1 => 4,
-                _ => 0,
-            };
-            self.out
-                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff])?;
-            self.header_written = true;
-        }
-        Ok(())
-    }
-
     fn submit(&mut self, data: Vec<u8>, last: bool) -> io::Result<()> {
-        let sent = self.write_header().and_then(|()| {
-            let (out, crc) = (&mut self.out, &mut self.crc);
-            self.pool.submit(data, last, &mut |d| emit(out, crc, d))
-        });
-        self.failed = sent.is_err();
-        sent
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.failed {
-            return Err(io::Error::other(
-                "an earlier write to this gzip stream failed",
-            ));
-        }
-        Ok(())
+        let (out, crc) = (&mut self.out, &mut self.crc);
+        self.pool.submit(data, last, &mut |d| emit(out, crc, d))
     }
 }
 
@@ -130,7 +101,7 @@ fn emit<W: Write>(out: &mut W, crc: &mut Crc, d: Deflated) -> io::Result<()> {
 
 impl<W: Write> Write for ParallelGzEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check()?;
+        self.pool.check()?;
         let n = (BLOCK_SIZE - self.block.len()).min(buf.len());
         self.block.extend_from_slice(&buf[..n]);
         if self.block.len() == BLOCK_SIZE {

@@ -29,8 +29,6 @@ pub struct FramedZstdEncoder<W: Write> {
     /// The piece being filled.
     current: Vec<u8>,
     frames: u64,
-    /// A write failed: the output is incomplete, nothing more is taken.
-    failed: bool,
 }
 
 impl<W: Write> FramedZstdEncoder<W> {
@@ -48,14 +46,12 @@ impl<W: Write> FramedZstdEncoder<W> {
             pool,
             current: Vec::with_capacity(FRAME_SIZE),
             frames: 0,
-            failed: false,
         })
     }
 
     /// Compresses what is buffered and returns the inner writer. An empty
     /// input still makes one (empty) frame: the blob is a zstd stream.
     pub fn finish(mut self) -> io::Result<W> {
-        self.check()?;
         if !self.current.is_empty() || self.frames == 0 {
             let last = std::mem::take(&mut self.current);
             self.submit(last, true)?;
@@ -69,26 +65,14 @@ impl<W: Write> FramedZstdEncoder<W> {
     fn submit(&mut self, piece: Vec<u8>, last: bool) -> io::Result<()> {
         self.frames += 1;
         let out = &mut self.out;
-        let sent = self
-            .pool
-            .submit(piece, last, &mut |frame| out.write_all(&frame));
-        self.failed = sent.is_err();
-        sent
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.failed {
-            return Err(io::Error::other(
-                "an earlier write to this zstd stream failed",
-            ));
-        }
-        Ok(())
+        self.pool
+            .submit(piece, last, &mut |frame| out.write_all(&frame))
     }
 }
 
 impl<W: Write> Write for FramedZstdEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.check()?;
+        self.pool.check()?;
         if self.current.len() == FRAME_SIZE {
             // Handed in only now, with more input to follow: the last
             // piece is always the one `finish` hands in.
