@@ -85,7 +85,12 @@
 //! produce bytes that depend on the input and the level alone (not the
 //! thread count, the machine or timing), so blob digests do too. SHA-256 comes
 //! from the `sha2` crate, which uses the SHA-NI instructions when the CPU
-//! has them (detected at run time).
+//! has them (detected at run time). [`write_layer`] and the functions
+//! built on it, given more than one thread, hand the blob's bytes to the
+//! caller's writer on a thread of their own, through a [`pipe`]: writing
+//! a big blob into the page cache costs about as much as hashing it, and
+//! the two then overlap ([`LayerWriter`] and [`recompress`] write on the
+//! caller's thread).
 //!
 //! # Unpacking
 //!
@@ -104,6 +109,7 @@ mod error;
 mod meta;
 mod ordered;
 mod pgzip;
+pub mod pipe;
 mod pzstd;
 mod tar_header;
 mod tar_write;
@@ -184,7 +190,7 @@ impl LayerOptions {
 pub fn write_layer_from_upper<P: AsRef<Path>>(
     upper: &Path,
     lowers: &[P],
-    out: impl Write,
+    out: impl Write + Send,
     compression: Compression,
     opts: &LayerOptions,
 ) -> Result<LayerDescriptor, LayerError> {
@@ -200,7 +206,7 @@ pub fn write_layer_from_upper<P: AsRef<Path>>(
 pub fn write_layer_from_upper_teed<P: AsRef<Path>>(
     upper: &Path,
     lowers: &[P],
-    out: impl Write,
+    out: impl Write + Send,
     tee: impl Write,
     compression: Compression,
     opts: &LayerOptions,
@@ -215,7 +221,7 @@ pub fn write_layer_from_upper_teed<P: AsRef<Path>>(
 pub fn write_layer_from_trees(
     lower: &Path,
     new: &Path,
-    out: impl Write,
+    out: impl Write + Send,
     compression: Compression,
     opts: &LayerOptions,
 ) -> Result<LayerDescriptor, LayerError> {
@@ -226,7 +232,7 @@ pub fn write_layer_from_trees(
 /// Writes already computed changes as a compressed layer blob to `out`.
 pub fn write_layer(
     changes: &[Change],
-    out: impl Write,
+    out: impl Write + Send,
     compression: Compression,
     opts: &LayerOptions,
 ) -> Result<LayerDescriptor, LayerError> {
@@ -235,13 +241,58 @@ pub fn write_layer(
 
 fn write_layer_with(
     changes: &[Change],
-    out: impl Write,
+    out: impl Write + Send,
     tee: Option<impl Write>,
     compression: Compression,
     opts: &LayerOptions,
 ) -> Result<LayerDescriptor, LayerError> {
+    let threads = opts.effective_threads();
+    if threads < 2 {
+        return write_layer_into(changes, out, tee, compression, threads, opts);
+    }
+    // With cores to spare the blob is written out on a thread of its own:
+    // writing a big layer's bytes into the page cache costs about as much
+    // as reading, hashing and teeing them, and the step's result waits on
+    // both.
+    std::thread::scope(|s| {
+        let (blob, mut written) = pipe::pipe();
+        let writing = std::thread::Builder::new()
+            .name("strata-blob-write".into())
+            .spawn_scoped(s, move || {
+                let mut out = out;
+                written.write_to(&mut out)?;
+                out.flush()
+            })
+            .map_err(LayerError::Stream)?;
+        let made = write_layer_into(changes, blob, tee, compression, threads, opts);
+        let wrote = writing
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the thread writing the blob panicked")));
+        match (made, wrote) {
+            (Ok(desc), Ok(())) => Ok(desc),
+            (Ok(_), Err(e)) => Err(LayerError::Stream(e)),
+            // A failed write ends the pipe, which fails the layer writer
+            // with BrokenPipe: the write's own error is the one that
+            // explains it. Any other failure of the layer writer came
+            // first (the pipe then ended as if complete) and is the cause.
+            (Err(LayerError::Stream(p)), Err(e)) if p.kind() == io::ErrorKind::BrokenPipe => {
+                Err(LayerError::Stream(e))
+            }
+            (Err(e), _) => Err(e),
+        }
+    })
+}
+
+fn write_layer_into(
+    changes: &[Change],
+    out: impl Write,
+    tee: Option<impl Write>,
+    compression: Compression,
+    threads: usize,
+    opts: &LayerOptions,
+) -> Result<LayerDescriptor, LayerError> {
     let writer = Tee {
-        inner: LayerWriter::new(out, compression, opts.effective_threads())?,
+        inner: LayerWriter::new(out, compression, threads)?,
         tee,
     };
     // Batch the many small header writes before they reach the hashers
@@ -282,5 +333,69 @@ impl<W: Write, T: Write> Write for Tee<W, T> {
             self.tee = None;
         }
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pzstd::tests::Full;
+    use super::*;
+
+    /// An empty tree and one with 9 MiB of files (three zstd frames).
+    fn trees() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (empty, tree) = (dir.path().join("empty"), dir.path().join("tree"));
+        std::fs::create_dir(&empty).expect("mkdir");
+        std::fs::create_dir(&tree).expect("mkdir");
+        let data = pzstd::tests::sample(9 << 20);
+        std::fs::write(tree.join("big"), &data).expect("write");
+        std::fs::write(tree.join("small"), b"strata").expect("write");
+        (dir, empty, tree)
+    }
+
+    fn opts(threads: usize) -> LayerOptions {
+        LayerOptions {
+            threads,
+            source_date_epoch: Some(0),
+            ..LayerOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_blob_is_the_same_written_on_the_callers_thread_or_its_own() {
+        let (_dir, empty, tree) = trees();
+        for c in [
+            Compression::ZSTD,
+            Compression::GZIP,
+            Compression::Uncompressed,
+        ] {
+            let (mut inline, mut behind) = (Vec::new(), Vec::new());
+            let a = write_layer_from_trees(&empty, &tree, &mut inline, c, &opts(1)).expect("1");
+            let b = write_layer_from_trees(&empty, &tree, &mut behind, c, &opts(3)).expect("3");
+            assert_eq!(a, b, "{c:?}");
+            assert!(inline == behind, "{c:?}: the bytes differ");
+            assert_eq!(a.size, behind.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_failed_blob_write_is_the_error_reported() {
+        let (_dir, empty, tree) = trees();
+        for threads in [1, 2] {
+            for room in [0, 1000, 5 << 20] {
+                let err = write_layer_from_trees(
+                    &empty,
+                    &tree,
+                    Full { room },
+                    Compression::ZSTD,
+                    &opts(threads),
+                )
+                .expect_err("the writer is full");
+                assert!(
+                    err.to_string().contains("disk full"),
+                    "{threads} threads, room {room}: {err}"
+                );
+            }
+        }
     }
 }

@@ -82,8 +82,17 @@ impl<T: Send + 'static> OrderedPool<T> {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let out = codec(&job.data, job.last);
-                        if res_tx.send((job.seq, job.data, out)).is_err() {
+                        // A codec that panics fails its piece (and so the
+                        // stream) rather than leaving the caller waiting
+                        // for it; the thread ends, its codec unusable.
+                        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            codec(&job.data, job.last)
+                        }));
+                        let panicked = out.is_err();
+                        let out = out.unwrap_or_else(|_| {
+                            Err(io::Error::other("a compression thread panicked"))
+                        });
+                        if res_tx.send((job.seq, job.data, out)).is_err() || panicked {
                             return;
                         }
                     }
@@ -201,4 +210,73 @@ impl<T> Drop for OrderedPool<T> {
 
 fn gone() -> io::Error {
     io::Error::other("a compression thread exited")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool whose codec doubles each byte, and panics on a piece that
+    /// starts with `0xff`.
+    fn pool(threads: usize) -> OrderedPool<Vec<u8>> {
+        OrderedPool::new(threads, "test-pool", || {
+            Ok(Box::new(|piece: &[u8], _last: bool| {
+                assert!(piece.first() != Some(&0xff), "the codec's bug");
+                Ok(piece.iter().map(|b| b.wrapping_mul(2)).collect())
+            }))
+        })
+        .expect("pool")
+    }
+
+    #[test]
+    fn results_come_back_in_input_order() {
+        let mut p = pool(3);
+        let mut out = Vec::new();
+        for i in 0..20u8 {
+            p.submit(vec![i; 1000], i == 19, &mut |r| {
+                out.push(r[0]);
+                Ok(())
+            })
+            .expect("submit");
+        }
+        p.drain(&mut |r| {
+            out.push(r[0]);
+            Ok(())
+        })
+        .expect("drain");
+        assert_eq!(out, (0..20u8).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panicking_codec_fails_the_stream_instead_of_hanging() {
+        // On a thread of its own, so that a hang fails the test.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for threads in [2, 3] {
+                let mut p = pool(threads);
+                let mut emit = |_: Vec<u8>| Ok(());
+                let mut failed = None;
+                for i in 0..10u8 {
+                    let piece = if i == 4 { vec![0xff; 10] } else { vec![i; 10] };
+                    if let Err(e) = p.submit(piece, false, &mut emit) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                let err = match failed {
+                    Some(e) => e,
+                    None => p.drain(&mut emit).expect_err("the stream failed"),
+                };
+                let _ = tx.send((threads, err.to_string(), p.check().is_err()));
+            }
+        });
+        for threads in [2, 3] {
+            let (t, err, refused) = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the pool hung on a panicking codec");
+            assert_eq!(t, threads);
+            assert!(err.contains("panicked"), "{threads} threads: {err}");
+            assert!(refused, "{threads} threads: the pool takes nothing more");
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //! to each other, which costs a little ratio at each boundary.
 
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 
 use super::ordered::OrderedPool;
 
@@ -26,6 +27,9 @@ pub const FRAME_SIZE: usize = 4 << 20;
 pub struct FramedZstdEncoder<W: Write> {
     out: W,
     pool: OrderedPool<Vec<u8>>,
+    /// Frame buffers written out, for the threads to compress into again
+    /// (fresh megabytes cost page faults on every frame).
+    written: Arc<Mutex<Vec<Vec<u8>>>>,
     /// The piece being filled.
     current: Vec<u8>,
     frames: u64,
@@ -35,15 +39,25 @@ impl<W: Write> FramedZstdEncoder<W> {
     /// A new encoder at `level` compressing on `threads` threads (1
     /// compresses on the calling thread).
     pub fn new(out: W, level: i32, threads: usize) -> io::Result<Self> {
+        let written = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
         let pool = OrderedPool::new(threads, "strata-zstd", || {
             // One context per thread, reused from frame to frame.
             let mut c = zstd::bulk::Compressor::new(level)?;
             c.include_checksum(true)?;
-            Ok(Box::new(move |piece: &[u8], _last: bool| c.compress(piece)))
+            let written = Arc::clone(&written);
+            Ok(Box::new(move |piece: &[u8], _last: bool| {
+                let reused = written.lock().ok().and_then(|mut w| w.pop());
+                let mut frame = reused.unwrap_or_default();
+                frame.clear();
+                frame.reserve(zstd::zstd_safe::compress_bound(piece.len()));
+                c.compress_to_buffer(piece, &mut frame)?;
+                Ok(frame)
+            }))
         })?;
         Ok(Self {
             out,
             pool,
+            written,
             current: Vec::with_capacity(FRAME_SIZE),
             frames: 0,
         })
@@ -56,18 +70,28 @@ impl<W: Write> FramedZstdEncoder<W> {
             let last = std::mem::take(&mut self.current);
             self.submit(last, true)?;
         }
-        let out = &mut self.out;
-        self.pool.drain(&mut |frame| out.write_all(&frame))?;
+        let (out, written) = (&mut self.out, &self.written);
+        self.pool.drain(&mut |frame| emit(out, written, frame))?;
         self.out.flush()?;
         Ok(self.out)
     }
 
     fn submit(&mut self, piece: Vec<u8>, last: bool) -> io::Result<()> {
         self.frames += 1;
-        let out = &mut self.out;
+        let (out, written) = (&mut self.out, &self.written);
         self.pool
-            .submit(piece, last, &mut |frame| out.write_all(&frame))
+            .submit(piece, last, &mut |frame| emit(out, written, frame))
     }
+}
+
+/// Writes a frame out and keeps its buffer for another (as many as there
+/// can be in flight, which the pool bounds).
+fn emit(out: &mut impl Write, written: &Mutex<Vec<Vec<u8>>>, frame: Vec<u8>) -> io::Result<()> {
+    out.write_all(&frame)?;
+    if let Ok(mut w) = written.lock() {
+        w.push(frame);
+    }
+    Ok(())
 }
 
 impl<W: Write> Write for FramedZstdEncoder<W> {
@@ -164,9 +188,9 @@ pub(crate) mod tests {
         );
     }
 
-    /// Takes `room` bytes, then fails.
-    struct Full {
-        room: usize,
+    /// Takes `room` bytes, then fails (also `mod.rs`'s failing writer).
+    pub(crate) struct Full {
+        pub(crate) room: usize,
     }
 
     impl Write for Full {

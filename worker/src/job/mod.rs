@@ -5,7 +5,6 @@
 mod file_action;
 mod mounts;
 mod run;
-mod tee;
 
 use crate::copy::CopyError;
 use crate::executor::{ExecError, ExitStatus, Network, OutputChunk};

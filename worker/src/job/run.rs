@@ -347,7 +347,7 @@ fn commit_layer(
         // dir on another filesystem cannot be linked from: those layers
         // are unpacked from the blob when a step needs them.)
         ChangeSource::Upper(upper) if !snapshot.plain() && store.links_from(&upper) => {
-            let (tee, tar) = super::tee::pipe();
+            let (tee, tar) = strata_oci::layer::pipe::pipe();
             let (desc, unpacked) = std::thread::scope(|s| {
                 let (span, up) = (tracing::Span::current(), &upper);
                 let unpacking =

@@ -1,13 +1,19 @@
-//! A byte pipe between two threads: the layer writer tees the tar it
-//! writes into one end, the unpacker reads it from the other.
+//! A byte pipe between two threads. The layer writer writes its blob
+//! into one end while a thread of its own writes it out from the other
+//! (see `write_layer_with`); the worker tees the tar it writes into one
+//! end while its unpacker reads it from the other.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-/// Chunks in flight: the writer batches 256 KiB (file data comes in 1 MiB
-/// chunks), so this bounds the pipe to a few MiB; a writer that gets
-/// ahead waits for the reader.
+/// Chunks in flight, of at most [`CHUNK_MAX`] bytes each: the pipe holds
+/// at most about 10 MiB (these, the one being read and the one being
+/// filled); a writer that gets ahead waits for the reader.
 const CHUNKS: usize = 8;
+
+/// The most one write takes: a bigger write (a whole 4 MiB zstd frame) is
+/// taken in pieces, so that chunks stay small whatever the writer's writes.
+const CHUNK_MAX: usize = 1 << 20;
 
 /// A pipe: what is written to the [`PipeWriter`] is read, in order, from
 /// the [`PipeReader`]. Dropping the writer ends the stream; dropping the
@@ -15,7 +21,7 @@ const CHUNKS: usize = 8;
 /// back once read, and the writer fills it again: a layer's megabytes
 /// cross in a few reused buffers, not one fresh allocation (and page
 /// faults) per chunk.
-pub(crate) fn pipe() -> (PipeWriter, PipeReader) {
+pub fn pipe() -> (PipeWriter, PipeReader) {
     let (tx, rx) = sync_channel(CHUNKS);
     let (give_back, reuse) = sync_channel(CHUNKS + 1);
     (
@@ -29,7 +35,8 @@ pub(crate) fn pipe() -> (PipeWriter, PipeReader) {
     )
 }
 
-pub(crate) struct PipeWriter {
+/// The writing end of a [`pipe`].
+pub struct PipeWriter {
     tx: SyncSender<Vec<u8>>,
     reuse: Receiver<Vec<u8>>,
 }
@@ -39,13 +46,14 @@ impl Write for PipeWriter {
         if buf.is_empty() {
             return Ok(0);
         }
+        let n = buf.len().min(CHUNK_MAX);
         let mut chunk = self.reuse.try_recv().unwrap_or_default();
         chunk.clear();
-        chunk.extend_from_slice(buf);
+        chunk.extend_from_slice(&buf[..n]);
         self.tx
             .send(chunk)
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        Ok(buf.len())
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -53,15 +61,29 @@ impl Write for PipeWriter {
     }
 }
 
-pub(crate) struct PipeReader {
+/// The reading end of a [`pipe`].
+pub struct PipeReader {
     rx: Receiver<Vec<u8>>,
     give_back: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
 
-impl Read for PipeReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl PipeReader {
+    /// Writes everything still to come to `out`, chunk by chunk as it
+    /// arrives (no copy through a read buffer), until the writer is gone.
+    /// Does not flush `out`.
+    pub fn write_to(&mut self, out: &mut impl Write) -> io::Result<()> {
+        while self.next_chunk() {
+            out.write_all(&self.chunk[self.pos..])?;
+            self.pos = self.chunk.len();
+        }
+        Ok(())
+    }
+
+    /// Makes sure an unread byte is at hand, if more are to come; false at
+    /// the end of the stream.
+    fn next_chunk(&mut self) -> bool {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(next) => {
@@ -74,8 +96,17 @@ impl Read for PipeReader {
                     self.pos = 0;
                 }
                 // The writer is gone: the end of the stream.
-                Err(_) => return Ok(0),
+                Err(_) => return false,
             }
+        }
+        true
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.next_chunk() {
+            return Ok(0);
         }
         let n = buf.len().min(self.chunk.len() - self.pos);
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
@@ -86,7 +117,7 @@ impl Read for PipeReader {
 
 #[cfg(test)]
 mod tests {
-    use super::pipe;
+    use super::{CHUNK_MAX, pipe};
     use std::io::{ErrorKind, Read, Write};
 
     #[test]
@@ -118,6 +149,39 @@ mod tests {
         assert_eq!(&got, b"efgh");
         let reused = w.reuse.try_recv().expect("the first chunk came back");
         assert!(reused.capacity() >= 4);
+    }
+
+    #[test]
+    fn write_to_passes_every_chunk_on_in_order() {
+        let (mut w, mut r) = pipe();
+        let writer = std::thread::spawn(move || {
+            for chunk in [&b"ab"[..], b"", b"cde", b"f"] {
+                w.write_all(chunk).expect("write");
+            }
+        });
+        let mut got = Vec::new();
+        r.read_exact(&mut [0u8; 1]).expect("read");
+        r.write_to(&mut got).expect("write_to");
+        writer.join().expect("writer");
+        assert_eq!(got, b"bcdef");
+    }
+
+    #[test]
+    fn a_big_write_crosses_in_chunks_of_at_most_chunk_max() {
+        let (mut w, mut r) = pipe();
+        let sent: Vec<u8> = (0..(3 * CHUNK_MAX + 5) as u32).map(|i| i as u8).collect();
+        let expected = sent.clone();
+        let writer = std::thread::spawn(move || w.write_all(&sent).expect("write"));
+        let mut sizes = Vec::new();
+        let mut got = Vec::new();
+        while r.next_chunk() {
+            sizes.push(r.chunk.len() - r.pos);
+            got.extend_from_slice(&r.chunk[r.pos..]);
+            r.pos = r.chunk.len();
+        }
+        writer.join().expect("writer");
+        assert_eq!(got, expected);
+        assert_eq!(sizes, [CHUNK_MAX, CHUNK_MAX, CHUNK_MAX, 5]);
     }
 
     #[test]
