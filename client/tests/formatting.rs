@@ -3,7 +3,7 @@
 
 use prost_types::Timestamp;
 use std::time::Duration;
-use strata_client::commands::{history, images};
+use strata_client::commands::{history, images, workers};
 use strata_client::format::{ago, human_duration, human_size, rfc3339, short_id, table, truncate};
 use strata_proto::build::v1 as pb;
 
@@ -136,6 +136,14 @@ fn history_truncates_created_by_and_marks_missing_ids() {
     assert_eq!(quiet, "abababababab\n<missing>\n<missing>\n");
 }
 
+/// A table row's cells: columns are at least two spaces apart.
+fn cells(line: &str) -> Vec<&str> {
+    line.split("  ")
+        .filter(|c| !c.trim().is_empty())
+        .map(str::trim)
+        .collect()
+}
+
 #[test]
 fn images_table_matches_docker() {
     let now = 1_700_000_000;
@@ -163,11 +171,7 @@ fn images_table_matches_docker() {
         ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
     );
     assert_eq!(
-        lines[1]
-            .split("  ")
-            .filter(|c| !c.trim().is_empty())
-            .map(str::trim)
-            .collect::<Vec<_>>(),
+        cells(lines[1]),
         [
             "my_flask_app",
             "latest",
@@ -176,4 +180,43 @@ fn images_table_matches_docker() {
             "4.26MB"
         ]
     );
+}
+
+#[test]
+fn workers_table_counts_uploading_jobs_apart_from_running_ones() {
+    let now = 1_700_000_000;
+    let w = pb::WorkerInfo {
+        worker_id: "worker-1".into(),
+        hostname: "vm".into(),
+        state: pb::WorkerState::Ready as i32,
+        capacity: 2,
+        running_jobs: 1,
+        job_ids: vec!["b-s2".into()],
+        uploading_job_ids: vec!["b-s0".into(), "b-s1".into()],
+        last_heartbeat: Some(Timestamp {
+            seconds: now,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let out = workers::render(std::slice::from_ref(&w), now);
+    let rows: Vec<Vec<&str>> = out.lines().map(cells).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "ID",
+            "HOSTNAME",
+            "STATE",
+            "CAPACITY",
+            "RUNNING",
+            "UPLOADING",
+            "PLATFORMS",
+            "LAST SEEN"
+        ]
+    );
+    assert_eq!(rows[1][..6], ["worker-1", "vm", "ready", "2", "1", "2"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&workers::render_json(std::slice::from_ref(&w))).expect("json");
+    assert_eq!(json[0]["running_jobs"], 1);
+    assert_eq!(json[0]["uploading_jobs"], 2);
 }

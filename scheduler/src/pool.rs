@@ -663,9 +663,21 @@ impl Pool {
     /// Connected workers.
     pub fn workers(&self) -> Vec<build::WorkerInfo> {
         let st = self.lock();
+        // Running in the pool's view but holding no slot on their worker:
+        // only uploading their layer.
+        let mut uploading: HashMap<&str, Vec<String>> = HashMap::new();
+        for (id, r) in &st.running {
+            let holds_slot = st
+                .workers
+                .get(&r.worker_id)
+                .is_some_and(|w| w.running.contains(id) || w.cancelling.contains_key(id));
+            if !holds_slot {
+                uploading.entry(&r.worker_id).or_default().push(id.clone());
+            }
+        }
         st.workers
-            .values()
-            .map(|w| {
+            .iter()
+            .map(|(worker_id, w)| {
                 let mut info = w.info.clone();
                 info.running_jobs = w.busy();
                 info.job_ids = w
@@ -675,6 +687,8 @@ impl Pool {
                     .cloned()
                     .collect();
                 info.job_ids.sort();
+                info.uploading_job_ids = uploading.remove(worker_id.as_str()).unwrap_or_default();
+                info.uploading_job_ids.sort();
                 info
             })
             .collect()

@@ -28,6 +28,7 @@ pub fn render_json(workers: &[pb::WorkerInfo]) -> String {
                 "state": state_word(w.state()),
                 "capacity": w.capacity,
                 "running_jobs": w.running_jobs,
+                "uploading_jobs": w.uploading_job_ids.len(),
                 "labels": w.labels,
                 "platforms": w.platforms.iter().map(format::platform).collect::<Vec<_>>(),
                 "free_disk_bytes": w.free_disk_bytes,
@@ -66,6 +67,7 @@ pub fn render(workers: &[pb::WorkerInfo], now: i64) -> String {
                 state_word(w.state()).to_string(),
                 w.capacity.to_string(),
                 w.running_jobs.to_string(),
+                w.uploading_job_ids.len().to_string(),
                 platforms.join(","),
                 format::ago(w.last_heartbeat.as_ref(), now),
             ]
@@ -78,6 +80,7 @@ pub fn render(workers: &[pb::WorkerInfo], now: i64) -> String {
             "STATE",
             "CAPACITY",
             "RUNNING",
+            "UPLOADING",
             "PLATFORMS",
             "LAST SEEN",
         ],

@@ -504,6 +504,13 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
     );
     assert!(parent.try_recv().is_err());
 
+    // `strata workers` shows it uploading, not running.
+    let listed = pool.workers().into_iter().find(|w| w.worker_id == "a");
+    let listed = listed.expect("a is listed");
+    assert_eq!(listed.running_jobs, 0);
+    assert!(listed.job_ids.is_empty(), "{:?}", listed.job_ids);
+    assert_eq!(listed.uploading_job_ids, ["p"]);
+
     // The parent only uploads now: its slot on a is free, and a rider
     // bound to a starts there at once.
     let mut rider = pool.submit_on(job("r", &["sha256:made"]), 1, "a");
