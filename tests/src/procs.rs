@@ -299,12 +299,23 @@ pub fn unmount_under(dir: &Path) {
 /// The ids of the runc containers under the runc root `root`, one a line
 /// (a worker's is `exec/runc` in its state directory).
 pub fn runc_containers(root: &Path) -> String {
-    let list = Command::new("runc")
-        .arg("--root")
-        .arg(root)
-        .args(["list", "-q"])
-        .output()
-        .expect("runc list");
+    // `runc list` fails when a container it has just listed is deleted
+    // before it reads its state (a worker cleaning up after a cancel):
+    // then it is asked again.
+    let mut tries = 0;
+    let list = loop {
+        let list = Command::new("runc")
+            .arg("--root")
+            .arg(root)
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        tries += 1;
+        let vanished = String::from_utf8_lossy(&list.stderr).contains("no such file or directory");
+        if list.status.success() || !vanished || tries == 5 {
+            break list;
+        }
+    };
     assert!(
         list.status.success(),
         "runc list: {}",

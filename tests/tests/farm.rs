@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use strata_tests::base_image::push_busybox;
 use strata_tests::farm::LocalFarm;
 use strata_tests::oci_run::{runc_run, unpack_layout};
+use strata_tests::procs::runc_containers;
 use strata_tests::registry::{TestRegistry, require_tool};
 
 fn text(o: &Output) -> String {
@@ -345,16 +346,9 @@ fn worker_holdings(farm: &LocalFarm) -> Vec<(String, Vec<String>)> {
             continue;
         }
         let state = std::fs::canonicalize(&path).expect("worker state");
-        let list = Command::new("runc")
-            .arg("--root")
-            .arg(state.join("exec/runc"))
-            .args(["list", "-q"])
-            .output()
-            .expect("runc list");
-        assert!(list.status.success(), "{}", text(&list));
         let needle = state.to_str().expect("utf-8").to_string();
         out.push((
-            String::from_utf8_lossy(&list.stdout).trim().to_string(),
+            runc_containers(&state.join("exec/runc")),
             mountinfo
                 .lines()
                 .filter(|l| l.contains(&needle))
