@@ -8,7 +8,6 @@
 //! overlay lowerdir, and every step stacked on it would see the file.
 
 use crate::store::Store;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -174,11 +173,13 @@ impl Store {
     }
 
     /// Removes least recently used layers and blobs until the store holds
-    /// at most `limit` bytes, skipping `in_use` (diffIDs and digests that
-    /// running jobs read) and what is held ([`Store::hold`]: layers just
-    /// made, until they are uploaded). A limit the kept entries alone
-    /// exceed is reached as nearly as it can be.
-    pub fn evict(&self, limit: u64, in_use: &HashSet<String>) -> Evicted {
+    /// at most `limit` bytes, skipping what is held ([`Store::hold`]: what
+    /// running jobs read, layers just made until they are uploaded). A
+    /// limit the kept entries alone exceed is reached as nearly as it can
+    /// be. A layer directory leaves `layers/` in one rename before it is
+    /// deleted (from `tmp/`, which the store empties when it opens), so
+    /// neither a job nor a worker killed meanwhile sees it half deleted.
+    pub fn evict(&self, limit: u64) -> Evicted {
         let mut entries = self.entries();
         let mut total: u64 = entries.iter().fold(0u64, |t, e| t.saturating_add(e.size));
         let mut out = Evicted::default();
@@ -190,16 +191,27 @@ impl Store {
             if total <= limit {
                 break;
             }
-            if in_use.contains(&e.id) || self.is_held(&e.id) {
-                continue;
-            }
             let removed = if e.layer {
-                // The record first: an unpack of the same layer racing
-                // this removal records its size after it, not before.
-                let _ = std::fs::remove_file(size_file(self.root(), &e.path));
-                std::fs::remove_dir_all(&e.path)
+                let gone = self.temp_path("evicted");
+                let moved = self.remove_unless_held(&e.id, || {
+                    // The record first: an unpack of the same layer racing
+                    // this removal records its size after it, not before.
+                    let _ = std::fs::remove_file(size_file(self.root(), &e.path));
+                    std::fs::rename(&e.path, &gone)
+                });
+                if moved.as_ref().is_some_and(Result::is_ok)
+                    && let Err(err) = std::fs::remove_dir_all(&gone)
+                {
+                    // Out of the store's view already; tmp/ is emptied
+                    // when the store next opens.
+                    tracing::warn!("deleting evicted layer {}: {err}", gone.display());
+                }
+                moved
             } else {
-                std::fs::remove_file(&e.path)
+                self.remove_unless_held(&e.id, || std::fs::remove_file(&e.path))
+            };
+            let Some(removed) = removed else {
+                continue;
             };
             match removed {
                 Ok(()) => {
@@ -242,23 +254,31 @@ mod tests {
         let old_in_use = fake_layer(&store, 2, 400, 200);
         let recent = fake_layer(&store, 3, 400, 10);
         assert_eq!(store.usage(), 1200);
-        let in_use = HashSet::from([old_in_use.clone()]);
-        let evicted = store.evict(900, &in_use);
+        // A running job reads it: held from its assignment.
+        let _read = store.hold(&[&old_in_use]);
+        let evicted = store.evict(900);
         assert_eq!(evicted.layers, vec![oldest.clone()]);
         assert_eq!(evicted.bytes, 400);
         // Down to 500: the in-use one is skipped, the recent one goes next.
-        let evicted = store.evict(500, &in_use);
+        let evicted = store.evict(500);
         assert_eq!(evicted.layers, vec![recent.clone()]);
         assert_eq!(store.layers_held(), vec![old_in_use.clone()]);
         // Touching marks use: a later eviction keeps the touched layer.
         let a = fake_layer(&store, 4, 100, 500);
         let b = fake_layer(&store, 5, 100, 400);
         touch(&store.layer_dir(&a).unwrap());
-        let evicted = store.evict(500, &in_use);
+        let evicted = store.evict(500);
         assert_eq!(evicted.layers, vec![b.clone()]);
         assert!(store.layers_held().contains(&a));
-        // An evicted layer's size goes with it.
+        // An evicted layer's size goes with it, and nothing of it is left
+        // behind (it left layers/ for tmp/ in one rename, then went).
         assert!(!size_file(store.root(), &store.layer_dir(&b).unwrap()).exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
@@ -271,14 +291,14 @@ mod tests {
         let new = fake_layer(&store, 2, 800, 0);
         let held = store.hold(&[&new]);
         let again = store.hold(&[&new]);
-        let evicted = store.evict(100, &HashSet::new());
+        let evicted = store.evict(100);
         assert_eq!(evicted.layers, vec![old]);
         assert_eq!(store.layers_held(), vec![new.clone()]);
         // Holds nest: the layer stays until the last one goes.
         drop(held);
-        assert!(store.evict(100, &HashSet::new()).layers.is_empty());
+        assert!(store.evict(100).layers.is_empty());
         drop(again);
-        assert_eq!(store.evict(100, &HashSet::new()).layers, vec![new]);
+        assert_eq!(store.evict(100).layers, vec![new]);
     }
 
     #[test]

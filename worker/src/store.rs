@@ -250,7 +250,9 @@ impl Store {
     }
 
     /// Holds the layers and blobs `ids` (diffIDs, digests) against
-    /// eviction until the returned [`Held`] is dropped; holds nest.
+    /// eviction until the returned [`Held`] is dropped; holds nest. A
+    /// job holds what it reads from the moment it is assigned, and what
+    /// it makes until the farm's store has it.
     pub fn hold(&self, ids: &[&str]) -> Held {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         for id in ids {
@@ -262,12 +264,16 @@ impl Store {
         }
     }
 
-    /// Whether a layer or blob is held ([`Store::hold`]).
-    pub(crate) fn is_held(&self, id: &str) -> bool {
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(id)
+    /// Runs `remove` unless the layer or blob `id` is held
+    /// ([`Store::hold`]); `None` when it is. A hold taken meanwhile waits
+    /// for `remove` to finish, so a job holding what it reads finds it
+    /// either whole or gone, never half removed.
+    pub(crate) fn remove_unless_held<T>(&self, id: &str, remove: impl FnOnce() -> T) -> Option<T> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.contains_key(id) {
+            return None;
+        }
+        Some(remove())
     }
 
     /// Bounds decompression bombs: what one layer may unpack to and one
@@ -734,7 +740,7 @@ mod tests {
         let used_again = blob(1, 300);
         let fetched_later = blob(2, 200);
         assert!(store.has_blob(&used_again));
-        let evicted = store.evict(100, &std::collections::HashSet::new());
+        let evicted = store.evict(100);
         assert_eq!(evicted.blobs, vec![fetched_later]);
         assert!(store.has_blob(&used_again));
     }

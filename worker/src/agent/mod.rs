@@ -54,8 +54,9 @@ struct Running {
     /// Set once the job's layer is made: it only uploads from then on,
     /// and no longer takes a slot.
     uploading: Arc<AtomicBool>,
-    /// Layers (diffIDs, digests) the job reads: eviction keeps them.
-    reads: std::collections::HashSet<String>,
+    /// Layers (diffIDs, digests) the job reads, held against eviction
+    /// from its assignment to its end.
+    _reads: crate::store::Held,
 }
 
 fn host_name() -> String {
@@ -323,7 +324,11 @@ async fn session(
                         lease: a.lease_id.clone(),
                         cancel: slot.cancel.clone(),
                         uploading: Arc::clone(&slot.uploading),
-                        reads: job::in_use(&a),
+                        _reads: {
+                            let reads = job::in_use(&a);
+                            let ids: Vec<&str> = reads.iter().map(String::as_str).collect();
+                            worker.store().hold(&ids)
+                        },
                     },
                 );
                 let (worker, blobs, out, running, stats) = (
@@ -338,17 +343,15 @@ async fn session(
                 tokio::spawn(async move {
                     let id = a.job_id.clone();
                     job::run_assignment(&worker, &blobs, a, &out, slot, &stats, &me).await;
-                    let in_use: std::collections::HashSet<String> = {
-                        let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
-                        r.remove(&id);
-                        r.values().flat_map(|j| j.reads.iter().cloned()).collect()
-                    };
+                    running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
                     if let Some(limit) = limit {
-                        let evicted = tokio::task::spawn_blocking(move || {
-                            worker.store().evict(limit, &in_use)
-                        })
-                        .await
-                        .unwrap_or_default();
+                        let evicted =
+                            tokio::task::spawn_blocking(move || worker.store().evict(limit))
+                                .await
+                                .unwrap_or_default();
                         if evicted.bytes > 0 {
                             tracing::info!(
                                 layers = evicted.layers.len(),
