@@ -171,6 +171,54 @@ fn another_farm_reuses_the_cache_through_redis_and_s3_even_after_flushall() {
         workers[0]["blobs_downloaded"].as_u64() > Some(0),
         "{workers:#?}"
     );
+    drop(farm);
+
+    // The archive the fleet's pointer names goes (pruned by another
+    // scheduler, lost): a cache is a cache, and a worker that cannot
+    // restore it runs the step on its own copy (here none) and says so.
+    let pointers: Vec<String> = s3
+        .objects("farm/objects")
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("cachemount"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|body| body.starts_with("sha256:"))
+        .collect();
+    assert_eq!(pointers.len(), 1, "{pointers:?}");
+    let hex = &pointers[0].trim()["sha256:".len()..];
+    let archives: Vec<_> = s3
+        .objects("farm/blobs")
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(hex))
+        .collect();
+    assert_eq!(archives.len(), 1, "{hex}: {archives:?}");
+    std::fs::remove_file(&archives[0]).expect("removing the archive");
+    let farm = LocalFarm::start_shared(1, 2, &shared);
+    let lister_ctx = work.path().join("lister");
+    write_ctx(
+        &lister_ctx,
+        &format!(
+            "FROM {base}\n\
+             RUN --mount=type=cache,id=pkgs,target=/var/cache/pkgs \
+                 ls -A /var/cache/pkgs > /seen\n"
+        ),
+        &[],
+    );
+    let out = work.path().join("rootfs-after-loss");
+    let m = build(
+        &farm,
+        &lister_ctx,
+        &["-o", &format!("type=local,dest={}", out.display())],
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("seen")).expect("/seen in the image"),
+        "",
+        "{m:#}"
+    );
+    let logs = farm.logs();
+    assert!(
+        logs.contains("restoring cache mount") && logs.contains("the step gets this worker's copy"),
+        "{logs}"
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! directory matches, so an unchanged cache is neither restored nor sent.
 
 use super::RemoteBlobs;
-use crate::job::{Worker, cache_mount_dir};
+use crate::job::{CacheMountUser, Worker, cache_mount_dir};
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use strata_oci::layer::{Compression, LayerOptions, UnpackOptions, unpack, write_layer_from_trees};
@@ -63,43 +63,74 @@ fn recorded(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Brings every cache the job mounts up to the fleet's latest archive.
+/// Brings every cache the job mounts up to the fleet's latest archive,
+/// where no other step of this worker is using it; returns the job's use
+/// of each (in `mounts`' order), to be held until [`save`] is done. A
+/// cache is a cache: when the fleet's copy cannot be restored (it was
+/// pruned, the store is down) the step gets this worker's copy, as it
+/// is, and a warning.
 pub(super) async fn restore(
     worker: &Worker,
     blobs: &RemoteBlobs,
     mounts: &[CacheUse],
-) -> Result<(), String> {
+) -> Vec<CacheMountUser> {
+    let mut users = Vec::with_capacity(mounts.len());
     for m in mounts {
         let (id, digest) = (&m.id, &m.digest);
+        let user = worker.cache_users().enter(id, m.writable);
         let dir = cache_mount_dir(worker.state_dir(), id);
-        if digest.is_empty() || recorded(&dir) == *digest {
-            continue;
+        {
+            let _one = user.restoring().await;
+            if !digest.is_empty() && recorded(&dir) != *digest {
+                if !user.alone() {
+                    tracing::info!(
+                        cache = %id,
+                        "cache mount in use by another step here: this worker's copy is used as it is"
+                    );
+                } else if let Err(e) = restore_one(worker, blobs, m, &dir).await {
+                    tracing::warn!(
+                        cache = %id,
+                        "restoring cache mount {id} from the fleet's copy {digest}: {e}; the step gets this worker's copy"
+                    );
+                } else {
+                    tracing::info!(cache = %id, %digest, "restored the fleet's copy of a cache mount");
+                }
+            }
         }
-        blobs.fetch(digest).await?;
-        // Unpacked as found, an archive cut short would restore the cache
-        // empty or fail every time: checked first (and, if damaged,
-        // removed, so that the next job fetches it again).
-        let (store, digest2) = (worker.store_arc(), digest.clone());
-        tokio::task::spawn_blocking(move || store.verify_blob(&digest2))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("restoring cache mount {id}: {e}"))?;
-        let blob = worker
-            .store()
-            .blob_path(digest)
-            .map_err(|e| e.to_string())?;
-        let (dir2, digest2, owner) = (dir.clone(), digest.clone(), (m.uid, m.gid, m.mode));
-        tokio::task::spawn_blocking(move || replace_with(&blob, &dir2, &digest2, owner))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("restoring cache mount {id}: {e}"))?;
-        tracing::info!(cache = %id, %digest, "restored the fleet's copy of a cache mount");
+        users.push(user);
     }
-    Ok(())
+    users
 }
 
-/// Unpacks archive `blob` next to `dir`, then swaps it in (a step already
-/// running with the old directory keeps it until it ends).
+/// Replaces `dir` with cache `m`'s archive.
+async fn restore_one(
+    worker: &Worker,
+    blobs: &RemoteBlobs,
+    m: &CacheUse,
+    dir: &Path,
+) -> Result<(), String> {
+    let digest = &m.digest;
+    blobs.fetch(digest).await?;
+    // Unpacked as found, an archive cut short would restore the cache
+    // empty or fail every time: checked first (and, if damaged, removed,
+    // so that the next job fetches it again).
+    let (store, digest2) = (worker.store_arc(), digest.clone());
+    tokio::task::spawn_blocking(move || store.verify_blob(&digest2))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let blob = worker
+        .store()
+        .blob_path(digest)
+        .map_err(|e| e.to_string())?;
+    let (dir2, digest2, owner) = (dir.to_path_buf(), digest.clone(), (m.uid, m.gid, m.mode));
+    tokio::task::spawn_blocking(move || replace_with(&blob, &dir2, &digest2, owner))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Unpacks archive `blob` next to `dir`, then swaps it in; only while no
+/// step has `dir` mounted ([`restore`]): the old directory is deleted.
 fn replace_with(
     blob: &Path,
     dir: &Path,
@@ -139,36 +170,55 @@ fn replace_with(
     std::fs::write(marker(dir), digest).map_err(|e| e.to_string())
 }
 
-/// Archives every writable cache the job mounted; uploads the ones that
-/// changed and returns them for the job's result.
+/// Archives every writable cache the job mounted that no other step of
+/// this worker may still be writing to (the last one out archives it);
+/// uploads the ones that changed and returns them for the job's result.
+/// The step's layer is made by then: a cache that cannot be archived or
+/// uploaded is left out with a warning, and the fleet keeps its copy.
 pub(super) async fn save(
     worker: &Worker,
     blobs: &RemoteBlobs,
     mounts: &[CacheUse],
-) -> Result<Vec<wire::CacheMountArchive>, String> {
+    users: &[CacheMountUser],
+) -> Vec<wire::CacheMountArchive> {
     let mut out = Vec::new();
-    for m in mounts {
+    for (m, user) in mounts.iter().zip(users) {
         let id = &m.id;
         let dir = cache_mount_dir(worker.state_dir(), id);
-        if !m.writable || !dir.is_dir() {
+        if !m.writable || !dir.is_dir() || !user.last_writer() {
             continue;
         }
-        let (store, d) = (worker.store_arc(), dir.clone());
-        let digest = tokio::task::spawn_blocking(move || archive(&store, &d))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("archiving cache mount {id}: {e}"))?;
-        if digest == recorded(&dir) {
-            continue;
+        match save_one(worker, blobs, &dir).await {
+            Ok(Some(digest)) => out.push(wire::CacheMountArchive {
+                id: id.clone(),
+                digest,
+            }),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                cache = %id,
+                "archiving cache mount {id}: {e}; the fleet keeps its copy"
+            ),
         }
-        blobs.upload(&digest).await?;
-        std::fs::write(marker(&dir), &digest).map_err(|e| e.to_string())?;
-        out.push(wire::CacheMountArchive {
-            id: id.clone(),
-            digest,
-        });
     }
-    Ok(out)
+    out
+}
+
+/// Archives and uploads `dir`; its digest if it changed.
+async fn save_one(
+    worker: &Worker,
+    blobs: &RemoteBlobs,
+    dir: &Path,
+) -> Result<Option<String>, String> {
+    let (store, d) = (worker.store_arc(), dir.to_path_buf());
+    let digest = tokio::task::spawn_blocking(move || archive(&store, &d))
+        .await
+        .map_err(|e| e.to_string())??;
+    if digest == recorded(dir) {
+        return Ok(None);
+    }
+    blobs.upload(&digest).await?;
+    std::fs::write(marker(dir), &digest).map_err(|e| e.to_string())?;
+    Ok(Some(digest))
 }
 
 /// Writes `dir` as a deterministic zstd tar into the store; its digest.

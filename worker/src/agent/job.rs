@@ -266,9 +266,7 @@ async fn run_in_span(
         )
         .await;
         let caches = cache_mounts::cache_mounts(&a);
-        cache_mounts::restore(worker, blobs, &caches)
-            .await
-            .map_err(infra)?;
+        let cache_users = cache_mounts::restore(worker, blobs, &caches).await;
         let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
         let forward = {
             let (out, job_id, lease_id, tail) = (
@@ -348,9 +346,8 @@ async fn run_in_span(
             .await
             .map_err(infra)?;
         stats.bytes_uploaded.inc_by(sent);
-        let cache_archives = cache_mounts::save(worker, blobs, &caches)
-            .await
-            .map_err(infra)?;
+        let cache_archives = cache_mounts::save(worker, blobs, &caches, &cache_users).await;
+        drop(cache_users);
         Ok(wire::JobResult {
             job_id: job_id.clone(),
             lease_id: lease_id.clone(),

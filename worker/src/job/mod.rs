@@ -17,7 +17,7 @@ use std::time::Duration;
 use strata_oci::layer::{Compression, LayerError};
 use thiserror::Error;
 
-pub use mounts::cache_mount_dir;
+pub use mounts::{CacheMountUser, CacheMountUsers, cache_mount_dir};
 pub use run::{Worker, WorkerConfig};
 
 /// Where COPY/ADD (or a bind mount) reads from.

@@ -38,6 +38,82 @@ pub fn cache_mount_dir(state: &Path, id: &str) -> PathBuf {
         .join(hex::encode(Sha256::digest(id.as_bytes())))
 }
 
+/// The steps of this worker using each cache mount directory. The fleet's
+/// copy of a cache is restored only into a directory no running step has
+/// mounted (the swap would delete its files under it), one restore at a
+/// time; and a cache is archived only by the last step out that wrote to
+/// it, so no other step is changing it while it is read.
+#[derive(Debug, Default)]
+pub struct CacheMountUsers {
+    by_id: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<CacheMountUse>>>,
+}
+
+#[derive(Debug, Default)]
+struct CacheMountUse {
+    users: std::sync::atomic::AtomicUsize,
+    writers: std::sync::atomic::AtomicUsize,
+    swap: tokio::sync::Mutex<()>,
+}
+
+/// One step's use of a cache mount directory, from before its restore to
+/// after its archive ([`CacheMountUsers::enter`]).
+#[derive(Debug)]
+pub struct CacheMountUser {
+    entry: std::sync::Arc<CacheMountUse>,
+    writable: bool,
+}
+
+impl CacheMountUsers {
+    /// Counts a step in as a user of cache `id` until the returned value
+    /// is dropped.
+    pub fn enter(&self, id: &str, writable: bool) -> CacheMountUser {
+        use std::sync::atomic::Ordering::SeqCst;
+        let entry = std::sync::Arc::clone(
+            self.by_id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id.to_string())
+                .or_default(),
+        );
+        entry.users.fetch_add(1, SeqCst);
+        if writable {
+            entry.writers.fetch_add(1, SeqCst);
+        }
+        CacheMountUser { entry, writable }
+    }
+}
+
+impl CacheMountUser {
+    /// Waits until no other step of this worker is restoring the cache;
+    /// holding the guard, [`CacheMountUser::alone`] says whether the
+    /// directory may be swapped.
+    pub async fn restoring(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.entry.swap.lock().await
+    }
+
+    /// Whether no other step of this worker uses the cache.
+    pub fn alone(&self) -> bool {
+        self.entry.users.load(std::sync::atomic::Ordering::SeqCst) == 1
+    }
+
+    /// Whether no other step of this worker may be writing to the cache.
+    pub fn last_writer(&self) -> bool {
+        let others = self.entry.writers.load(std::sync::atomic::Ordering::SeqCst)
+            - usize::from(self.writable);
+        others == 0
+    }
+}
+
+impl Drop for CacheMountUser {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.entry.users.fetch_sub(1, SeqCst);
+        if self.writable {
+            self.entry.writers.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
 /// Mounts a read-only view of `from` and returns the path inside it.
 pub(super) fn source_root(
     from: &FileSource,
@@ -161,4 +237,46 @@ pub(super) fn prepare(
     }
     prepared._snapshots = snapshots;
     Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheMountUsers;
+
+    #[test]
+    fn a_cache_is_swapped_only_with_no_other_user_and_archived_by_the_last_writer_out() {
+        let users = CacheMountUsers::default();
+        let first = users.enter("pkgs", true);
+        assert!(first.alone() && first.last_writer());
+        // A reader and another writer come: the directory is mounted,
+        // not to be swapped; the first writer is no longer the last.
+        let reader = users.enter("pkgs", false);
+        assert!(!reader.alone() && !first.alone());
+        assert!(first.last_writer(), "a reader does not write");
+        let second = users.enter("pkgs", true);
+        assert!(!first.last_writer() && !second.last_writer());
+        // Another cache is another directory.
+        assert!(users.enter("other", true).alone());
+        drop(first);
+        assert!(second.last_writer() && !second.alone());
+        drop(reader);
+        assert!(second.alone());
+        drop(second);
+        assert!(users.enter("pkgs", false).alone());
+    }
+
+    #[tokio::test]
+    async fn restores_of_one_cache_take_turns() {
+        let users = CacheMountUsers::default();
+        let (a, b) = (users.enter("pkgs", true), users.enter("pkgs", true));
+        let held = a.restoring().await;
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), b.restoring())
+                .await
+                .is_err(),
+            "two restores of one cache at once"
+        );
+        drop(held);
+        let _turn = b.restoring().await;
+    }
 }

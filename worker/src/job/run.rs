@@ -54,6 +54,8 @@ pub struct Worker {
     /// Snapshots prepared, for unique directory names: a snapshot still
     /// being removed never shares its directory with a new one.
     snapshots_made: AtomicU64,
+    /// Steps using each cache mount directory.
+    cache_users: super::CacheMountUsers,
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> JobError {
@@ -117,6 +119,7 @@ impl Worker {
             contexts: Arc::new(contexts),
             removals: TaskTracker::new(),
             snapshots_made: AtomicU64::new(0),
+            cache_users: super::CacheMountUsers::default(),
         })
     }
 
@@ -130,6 +133,11 @@ impl Worker {
             .await
             .map_err(blocking_err)??;
         Ok(self.http.get_or_init(|| built))
+    }
+
+    /// Steps using each cache mount directory.
+    pub fn cache_users(&self) -> &super::CacheMountUsers {
+        &self.cache_users
     }
 
     /// Build contexts materialised for jobs.
