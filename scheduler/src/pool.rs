@@ -705,10 +705,12 @@ impl Pool {
         (st.queue.len(), st.running.len(), st.workers.len())
     }
 
-    /// Asks every worker to stop taking jobs.
+    /// Asks every worker to stop taking jobs, and gives them none from
+    /// now on (the scheduler is going: a job sent now would be cut short).
     pub fn drain_all(&self, reason: &str) {
-        let st = self.lock();
-        for w in st.workers.values() {
+        let mut st = self.lock();
+        for w in st.workers.values_mut() {
+            w.draining = true;
             send(
                 &w.tx,
                 wire::scheduler_message::Message::Drain(wire::Drain {

@@ -226,7 +226,10 @@ pub(super) async fn satisfy(
                 worker_id,
                 attempt: last,
             } if tries < MAX_LAYER_TRIES => {
-                attempt = last + 1;
+                // The run succeeded; prune took its layer. Running it again
+                // spends none of the step's attempts, which are for failures
+                // (MAX_LAYER_TRIES bounds these re-runs).
+                attempt = last;
                 // Steps started on the layer as it was made start again
                 // on the next run's.
                 let _ = link.early.send(super::early::Early::Revoked {

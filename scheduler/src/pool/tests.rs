@@ -575,3 +575,18 @@ fn a_released_or_orphaned_bound_job_is_never_left_waiting_for_its_worker() {
     }
     assert_eq!(got.as_deref(), Some("c"));
 }
+
+#[test]
+fn after_drain_all_no_worker_is_given_a_job() {
+    let pool = Pool::new(3);
+    let (_, mut a) = register(&pool, "a", 2, &[]);
+    pool.drain_all("scheduler shutting down");
+    let drained = std::iter::from_fn(|| a.try_recv().ok())
+        .flatten()
+        .any(|m| matches!(m.message, Some(wire::scheduler_message::Message::Drain(_))));
+    assert!(drained, "the worker was not told to drain");
+    let mut j = pool.submit(job("j", &[]));
+    assert!(j.try_recv().is_err(), "a job started on a drained worker");
+    assert!(assigned(&mut a).is_empty());
+    assert_eq!(pool.queued(), 1);
+}
