@@ -150,16 +150,26 @@ impl CacheIndex {
         Ok(None)
     }
 
+    /// A record that does not parse (a file a power loss left empty in
+    /// an embedded store) is a miss: the step runs again and its new
+    /// record replaces the damaged one.
     async fn get_in(&self, ns: &str, key: &str) -> Result<Option<CacheEntry>, CacheError> {
         let k = key_of(ns, key);
-        let parse = |bytes: &[u8]| {
-            serde_json::from_slice::<CacheEntry>(bytes).map_err(|e| CacheError::Corrupt {
-                key: k.clone(),
-                detail: e.to_string(),
-            })
+        let parse = |bytes: &[u8], from: &str| match serde_json::from_slice::<CacheEntry>(bytes) {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                tracing::warn!(
+                    "cache record {k} in the {from} store is damaged ({e}); taken as a miss, the step runs again and records anew"
+                );
+                None
+            }
         };
         match self.state.get(&k).await {
-            Ok(Some(bytes)) => return parse(&bytes).map(Some),
+            Ok(Some(bytes)) => {
+                if let Some(entry) = parse(&bytes, "state") {
+                    return Ok(Some(entry));
+                }
+            }
             Ok(None) => {}
             // The durable store answers for a state store that is down.
             Err(e) => tracing::warn!("{e}; asking the durable store"),
@@ -167,7 +177,9 @@ impl CacheIndex {
         let Some(bytes) = self.durable.get_object(&k).await? else {
             return Ok(None);
         };
-        let entry = parse(&bytes)?;
+        let Some(entry) = parse(&bytes, "durable") else {
+            return Ok(None);
+        };
         if let Err(e) = self.state.put(&k, &bytes, None).await {
             tracing::warn!("repopulating {k}: {e}");
         }
@@ -332,6 +344,31 @@ mod tests {
         assert_eq!(hit.entry, entry(1));
         assert!(fresh.get("cache/default/k1").await.unwrap().is_some());
         assert!(index.get("default", "k2").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_is_a_miss_until_the_step_records_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let durable: Arc<dyn BlobStore> = Arc::new(FsBlobs::open(dir.path()).unwrap());
+        let state = Arc::new(MemoryState::new());
+        let index = CacheIndex::new(state.clone(), Arc::clone(&durable), BTreeMap::new());
+        index.insert("default", "k1", &entry(1)).await.unwrap();
+        // What a power loss can leave of an unsynced record: an empty file.
+        durable
+            .put_object("cache/default/k1", Bytes::new())
+            .await
+            .unwrap();
+        let fresh = Arc::new(MemoryState::new());
+        let index = CacheIndex::new(fresh.clone(), Arc::clone(&durable), BTreeMap::new());
+        assert!(index.get("default", "k1").await.unwrap().is_none());
+        // Damaged in the state store alone: the durable record answers.
+        index.insert("default", "k1", &entry(2)).await.unwrap();
+        fresh
+            .put("cache/default/k1", b"{not json", None)
+            .await
+            .unwrap();
+        let hit = index.get("default", "k1").await.unwrap().unwrap();
+        assert_eq!(hit.entry, entry(2));
     }
 
     #[tokio::test]
