@@ -372,6 +372,79 @@ fn a_worker_store_stays_under_its_limit_and_rebuilds_still_work() {
     settles_under_limit("the build on an evicted layer");
 }
 
+/// A worker's layer blobs zeroed on its disk (they are not synced: what a
+/// power loss can leave) and its unpacked layers gone (as after a reboot):
+/// the next step on them finds each blob damaged as it unpacks it, fetches
+/// it again, and builds; before, the step failed on this worker for good.
+#[test]
+fn layer_blobs_damaged_on_a_worker_s_disk_are_fetched_again() {
+    let registry = TestRegistry::start();
+    let base = push_busybox(&registry, "busybox:latest");
+    let dir = tempfile::tempdir().expect("dir");
+    let sched = SchedulerProc::start(dir.path(), &[], &[]);
+    let url = format!("http://127.0.0.1:{}", sched.port);
+    let state = dir.path().join("worker-state");
+    let worker = WorkerProc::start_in(dir.path(), "worker-1", &url, &state, &[], &[]);
+    wait_ready(worker.metrics_port, "/readyz", "the worker");
+    let logs = || format!("{}\n{}", sched.proc.log(), worker.proc.log());
+    let build = |name: &str, dockerfile: &str| {
+        let ctx = context(&dir.path().join(name), dockerfile, &[]);
+        let out = dir.path().join(format!("{name}-out"));
+        let o = strata(
+            &url,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "-o",
+                &format!("type=local,dest={}", out.display()),
+                &ctx,
+            ],
+        );
+        assert!(o.status.success(), "{}\n{}", text(&o), logs());
+        out
+    };
+    let first = format!("FROM {base}\nRUN echo one > /one\n");
+    build("first", &first);
+
+    let mut damaged = Vec::new();
+    let mut dirs = vec![state.join("store/blobs")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("store blobs").flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).expect("blob");
+            let layer =
+                bytes.starts_with(&[0x1f, 0x8b]) || bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+            if layer {
+                std::fs::write(&path, vec![0u8; bytes.len()]).expect("zeroing a blob");
+                damaged.push(path);
+            }
+        }
+    }
+    assert!(damaged.len() >= 2, "base and RUN layers: {damaged:?}");
+    for e in std::fs::read_dir(state.join("store/layers"))
+        .expect("layers")
+        .flatten()
+    {
+        std::fs::remove_dir_all(e.path()).expect("removing an unpacked layer");
+    }
+
+    let out = build("second", &format!("{first}RUN cat /one > /two\n"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("two")).expect("/two in the image"),
+        "one\n"
+    );
+    assert!(
+        worker.proc.log().contains("fetching the layer again"),
+        "{}",
+        logs()
+    );
+}
+
 /// A tmpfs of `size` (e.g. `24m`) for a worker's state, unmounted on drop.
 struct SmallDisk(tempfile::TempDir);
 

@@ -85,6 +85,19 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the error is a blob that failed to unpack or did not hash
+    /// to what it should (the store removes such a blob as it finds it).
+    pub fn blob_damaged(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unpack { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::DiffIdMismatch { .. }
+        )
+    }
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,

@@ -255,6 +255,27 @@ async fn run_in_span(
         };
         let job = job_from_assignment(&a, context.as_ref().map(|c| c.dir()))
             .map_err(|e| (wire::FailureKind::InvalidJob, e.to_string(), None))?;
+        // A layer's blob damaged on this worker's disk (blobs are not
+        // synced: a power loss) fails its unpack and is removed as it is
+        // found: fetched again, once, before anything runs.
+        let unpacked = match worker.unpack_layers(&job).await {
+            Err(JobError::Store(e)) if e.blob_damaged() => {
+                let digests = layer_digests(&a);
+                if digests.iter().any(|d| !worker.store().has_blob(d)) {
+                    tracing::warn!("{e}; fetching the layer again");
+                    blobs
+                        .fetch_all(&digests)
+                        .instrument(tracing::info_span!("fetch_layers"))
+                        .await
+                        .map_err(|e| infra(format!("fetching the step's layers: {e}")))?;
+                    worker.unpack_layers(&job).await
+                } else {
+                    Err(JobError::Store(e))
+                }
+            }
+            other => other,
+        };
+        unpacked.map_err(|e| (failure_kind(&e, cancel.is_cancelled()), e.to_string(), None))?;
         send(
             out,
             Out::JobProgress(wire::JobProgress {

@@ -3,7 +3,7 @@
 
 use super::file_action::{apply_file_action, download_sources};
 use super::mounts::prepare;
-use super::{Job, JobAction, JobError, JobOutcome};
+use super::{FileSource, Job, JobAction, JobError, JobOutcome, RunMount};
 use crate::context::ContextCache;
 use crate::executor::{ExecSpec, Executor, OutputChunk, RuncConfig, RuncExecutor};
 use crate::fetch::http_client;
@@ -181,6 +181,45 @@ impl Worker {
         self.removals.close();
         self.removals.wait().await;
         self.removals.reopen();
+    }
+
+    /// Unpacks every layer `job` reads (its parent, unless it is a COPY
+    /// --link, and the layers of other stages it copies or mounts from),
+    /// as [`Worker::run_job`] would on its way: nothing runs yet, so a
+    /// caller can fetch a blob found damaged (and removed) and try again.
+    pub async fn unpack_layers(&self, job: &Job) -> Result<(), JobError> {
+        let mut chains: Vec<Vec<LayerRef>> = Vec::new();
+        let source = |from: &FileSource| match from {
+            FileSource::Layers(layers) => Some(layers.clone()),
+            FileSource::Dir(_) => None,
+        };
+        match &job.action {
+            JobAction::Copy { link, from, .. } => {
+                if !link {
+                    chains.push(job.parent.clone());
+                }
+                chains.extend(source(from));
+            }
+            JobAction::Run { mounts, .. } => {
+                chains.push(job.parent.clone());
+                chains.extend(mounts.iter().filter_map(|m| match m {
+                    RunMount::Bind { from, .. } => source(from),
+                    _ => None,
+                }));
+            }
+            JobAction::Mkdir { .. } => chains.push(job.parent.clone()),
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), JobError> {
+            for chain in &chains {
+                for (i, l) in chain.iter().enumerate() {
+                    store.ensure_unpacked(l, &chain[..i])?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(blocking_err)?
     }
 
     /// Runs one job; RUN output goes to `output` while it runs.
