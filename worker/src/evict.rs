@@ -208,7 +208,16 @@ impl Store {
                 }
                 moved
             } else {
-                self.remove_unless_held(&e.id, || std::fs::remove_file(&e.path))
+                // Renamed under the lock, unlinked outside it (a big
+                // blob's unlink takes a while; holds wait on the lock).
+                let gone = self.temp_path("evicted");
+                let moved = self.remove_unless_held(&e.id, || std::fs::rename(&e.path, &gone));
+                if moved.as_ref().is_some_and(Result::is_ok)
+                    && let Err(err) = std::fs::remove_file(&gone)
+                {
+                    tracing::warn!("deleting evicted blob {}: {err}", gone.display());
+                }
+                moved
             };
             let Some(removed) = removed else {
                 continue;

@@ -81,6 +81,11 @@ impl<W: Write + Send> Renderer for PlainRenderer<W> {
                 let text = format!("retrying (attempt {}): {}", q.attempt, q.reason);
                 self.step_line(at, &q.step_id, &text)?;
             }
+            // Queued again at no cost in attempts, or waiting for another
+            // build's run of the step: the reason says which.
+            Event::StepQueued(q) if !q.reason.is_empty() => {
+                self.step_line(at, &q.step_id, &q.reason)?;
+            }
             Event::StepQueued(_) => {}
             Event::StepStarted(s) => {
                 self.announce(at, &s.step_id)?;

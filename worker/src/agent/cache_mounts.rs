@@ -65,19 +65,25 @@ fn recorded(dir: &Path) -> String {
 
 /// Brings every cache the job mounts up to the fleet's latest archive,
 /// where no other step of this worker is using it; returns the job's use
-/// of each (in `mounts`' order), to be held until [`save`] is done. A
-/// cache is a cache: when the fleet's copy cannot be restored (it was
-/// pruned, the store is down) the step gets this worker's copy, as it
-/// is, and a warning.
+/// of each (in `mounts`' order; `None` for a cache mounted twice by the
+/// step, counted once), to be held until [`save`] is done. A cache is a
+/// cache: when the fleet's copy cannot be restored (it was pruned, the
+/// store is down) the step gets this worker's copy, as it is, and a
+/// warning.
 pub(super) async fn restore(
     worker: &Worker,
     blobs: &RemoteBlobs,
     mounts: &[CacheUse],
-) -> Vec<CacheMountUser> {
+) -> Vec<Option<CacheMountUser>> {
     let mut users = Vec::with_capacity(mounts.len());
-    for m in mounts {
+    for (i, m) in mounts.iter().enumerate() {
         let (id, digest) = (&m.id, &m.digest);
-        let user = worker.cache_users().enter(id, m.writable);
+        if mounts[..i].iter().any(|o| o.id == *id) {
+            users.push(None);
+            continue;
+        }
+        let writable = mounts.iter().any(|o| o.id == *id && o.writable);
+        let mut user = worker.cache_users().enter(id, writable);
         let dir = cache_mount_dir(worker.state_dir(), id);
         {
             let _one = user.restoring().await;
@@ -92,12 +98,14 @@ pub(super) async fn restore(
                         cache = %id,
                         "restoring cache mount {id} from the fleet's copy {digest}: {e}; the step gets this worker's copy"
                     );
+                    drop(_one);
+                    user.restore_failed = true;
                 } else {
                     tracing::info!(cache = %id, %digest, "restored the fleet's copy of a cache mount");
                 }
             }
         }
-        users.push(user);
+        users.push(Some(user));
     }
     users
 }
@@ -110,6 +118,8 @@ async fn restore_one(
     dir: &Path,
 ) -> Result<(), String> {
     let digest = &m.digest;
+    // Kept from eviction (another job ending) until it is unpacked.
+    let _held = worker.store().hold(&[digest]);
     blobs.fetch(digest).await?;
     // Unpacked as found, an archive cut short would restore the cache
     // empty or fail every time: checked first (and, if damaged, removed,
@@ -170,25 +180,29 @@ fn replace_with(
     std::fs::write(marker(dir), digest).map_err(|e| e.to_string())
 }
 
-/// Archives every writable cache the job mounted that no other step of
-/// this worker may still be writing to (the last one out archives it);
-/// uploads the ones that changed and returns them for the job's result.
-/// The step's layer is made by then: a cache that cannot be archived or
+/// Archives every cache the job wrote to of which it is the last writer
+/// out on this worker ([`CacheMountUser::claim_archive`]), unless its
+/// restore failed (its copy is then not the fleet's to replace); uploads
+/// the ones that changed and returns them for the job's result. The
+/// step's layer is made by then: a cache that cannot be archived or
 /// uploaded is left out with a warning, and the fleet keeps its copy.
 pub(super) async fn save(
     worker: &Worker,
     blobs: &RemoteBlobs,
     mounts: &[CacheUse],
-    users: &[CacheMountUser],
+    users: &mut [Option<CacheMountUser>],
 ) -> Vec<wire::CacheMountArchive> {
     let mut out = Vec::new();
     for (m, user) in mounts.iter().zip(users) {
+        let Some(user) = user else {
+            continue;
+        };
         let id = &m.id;
         let dir = cache_mount_dir(worker.state_dir(), id);
-        if !m.writable || !dir.is_dir() || !user.last_writer() {
+        if !user.claim_archive() || user.restore_failed || !dir.is_dir() {
             continue;
         }
-        match save_one(worker, blobs, &dir).await {
+        match save_one(worker, blobs, user, &dir).await {
             Ok(Some(digest)) => out.push(wire::CacheMountArchive {
                 id: id.clone(),
                 digest,
@@ -203,19 +217,26 @@ pub(super) async fn save(
     out
 }
 
-/// Archives and uploads `dir`; its digest if it changed.
+/// Archives and uploads `dir`; its digest if it changed. No step of this
+/// worker mounts the cache while it is archived (the restore lock).
 async fn save_one(
     worker: &Worker,
     blobs: &RemoteBlobs,
+    user: &CacheMountUser,
     dir: &Path,
 ) -> Result<Option<String>, String> {
     let (store, d) = (worker.store_arc(), dir.to_path_buf());
-    let digest = tokio::task::spawn_blocking(move || archive(&store, &d))
-        .await
-        .map_err(|e| e.to_string())??;
+    let digest = {
+        let _no_mount = user.restoring().await;
+        tokio::task::spawn_blocking(move || archive(&store, &d))
+            .await
+            .map_err(|e| e.to_string())??
+    };
     if digest == recorded(dir) {
         return Ok(None);
     }
+    // Kept from eviction (another job ending) until it is uploaded.
+    let _held = worker.store().hold(&[&digest]);
     blobs.upload(&digest).await?;
     std::fs::write(marker(dir), &digest).map_err(|e| e.to_string())?;
     Ok(Some(digest))

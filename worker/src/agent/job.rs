@@ -367,7 +367,8 @@ async fn run_in_span(
             .await
             .map_err(infra)?;
         stats.bytes_uploaded.inc_by(sent);
-        let cache_archives = cache_mounts::save(worker, blobs, &caches, &cache_users).await;
+        let mut cache_users = cache_users;
+        let cache_archives = cache_mounts::save(worker, blobs, &caches, &mut cache_users).await;
         drop(cache_users);
         Ok(wire::JobResult {
             job_id: job_id.clone(),

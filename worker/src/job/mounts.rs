@@ -41,8 +41,8 @@ pub fn cache_mount_dir(state: &Path, id: &str) -> PathBuf {
 /// The steps of this worker using each cache mount directory. The fleet's
 /// copy of a cache is restored only into a directory no running step has
 /// mounted (the swap would delete its files under it), one restore at a
-/// time; and a cache is archived only by the last step out that wrote to
-/// it, so no other step is changing it while it is read.
+/// time; and a cache is archived once, by the last step out that wrote to
+/// it, holding the restore lock so that no step mounts it meanwhile.
 #[derive(Debug, Default)]
 pub struct CacheMountUsers {
     by_id: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<CacheMountUse>>>,
@@ -60,7 +60,11 @@ struct CacheMountUse {
 #[derive(Debug)]
 pub struct CacheMountUser {
     entry: std::sync::Arc<CacheMountUse>,
+    /// Counted among the writers (until [`CacheMountUser::claim_archive`]).
     writable: bool,
+    /// The fleet's copy could not be restored: this step's copy is not to
+    /// replace it.
+    pub restore_failed: bool,
 }
 
 impl CacheMountUsers {
@@ -79,7 +83,11 @@ impl CacheMountUsers {
         if writable {
             entry.writers.fetch_add(1, SeqCst);
         }
-        CacheMountUser { entry, writable }
+        CacheMountUser {
+            entry,
+            writable,
+            restore_failed: false,
+        }
     }
 }
 
@@ -96,11 +104,19 @@ impl CacheMountUser {
         self.entry.users.load(std::sync::atomic::Ordering::SeqCst) == 1
     }
 
-    /// Whether no other step of this worker may be writing to the cache.
-    pub fn last_writer(&self) -> bool {
-        let others = self.entry.writers.load(std::sync::atomic::Ordering::SeqCst)
-            - usize::from(self.writable);
-        others == 0
+    /// Stops counting this step as a writer; true when it was the last
+    /// one, which then archives the cache. Of writers leaving together
+    /// exactly one is last, so a cache written by several steps is
+    /// archived once, after all of them.
+    pub fn claim_archive(&mut self) -> bool {
+        if !self.writable {
+            return false;
+        }
+        self.writable = false;
+        self.entry
+            .writers
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
     }
 }
 
@@ -246,19 +262,22 @@ mod tests {
     #[test]
     fn a_cache_is_swapped_only_with_no_other_user_and_archived_by_the_last_writer_out() {
         let users = CacheMountUsers::default();
-        let first = users.enter("pkgs", true);
-        assert!(first.alone() && first.last_writer());
+        let mut first = users.enter("pkgs", true);
+        assert!(first.alone());
         // A reader and another writer come: the directory is mounted,
-        // not to be swapped; the first writer is no longer the last.
-        let reader = users.enter("pkgs", false);
+        // not to be swapped.
+        let mut reader = users.enter("pkgs", false);
         assert!(!reader.alone() && !first.alone());
-        assert!(first.last_writer(), "a reader does not write");
-        let second = users.enter("pkgs", true);
-        assert!(!first.last_writer() && !second.last_writer());
+        let mut second = users.enter("pkgs", true);
         // Another cache is another directory.
         assert!(users.enter("other", true).alone());
+        // A reader never archives; of the two writers, whichever leaves
+        // last does, even when the first is still busy elsewhere.
+        assert!(!reader.claim_archive());
+        assert!(!first.claim_archive(), "the second writer is still in");
+        assert!(second.claim_archive());
+        assert!(!second.claim_archive(), "claimed once");
         drop(first);
-        assert!(second.last_writer() && !second.alone());
         drop(reader);
         assert!(second.alone());
         drop(second);
