@@ -54,6 +54,32 @@ fn digest(bytes: &[u8]) -> String {
 
 /// A context of `Dockerfile` and `files` (name, size in bytes; each file
 /// distinct content).
+/// Builds `dockerfile` (a context in `work/name`) into `work/name-out`,
+/// which it returns; a failure shows the output and `logs()`.
+fn build_into_dir(
+    url: &str,
+    work: &Path,
+    name: &str,
+    dockerfile: &str,
+    logs: impl Fn() -> String,
+) -> std::path::PathBuf {
+    let ctx = context(&work.join(name), dockerfile, &[]);
+    let out = work.join(format!("{name}-out"));
+    let o = strata(
+        url,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=local,dest={}", out.display()),
+            &ctx,
+        ],
+    );
+    assert!(o.status.success(), "{}\n{}", text(&o), logs());
+    out
+}
+
 fn context(dir: &Path, dockerfile: &str, files: &[(&str, usize)]) -> String {
     std::fs::create_dir_all(dir).expect("context");
     std::fs::write(dir.join("Dockerfile"), dockerfile).expect("Dockerfile");
@@ -310,23 +336,8 @@ fn a_worker_store_stays_under_its_limit_and_rebuilds_still_work() {
             3 * MIB
         )
     };
-    let build = |name: &str, dockerfile: &str| {
-        let ctx = context(&dir.path().join(name), dockerfile, &[]);
-        let out = dir.path().join(format!("{name}-out"));
-        let o = strata(
-            &url,
-            &[
-                "build",
-                "--progress",
-                "plain",
-                "-o",
-                &format!("type=local,dest={}", out.display()),
-                &ctx,
-            ],
-        );
-        assert!(o.status.success(), "{}\n{}", text(&o), logs());
-        out
-    };
+    let build =
+        |name: &str, dockerfile: &str| build_into_dir(&url, dir.path(), name, dockerfile, logs);
     // Eviction runs once a job is done, maybe just after its build ends.
     let settles_under_limit = |after: &str| {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -387,23 +398,8 @@ fn layer_blobs_damaged_on_a_worker_s_disk_are_fetched_again() {
     let worker = WorkerProc::start_in(dir.path(), "worker-1", &url, &state, &[], &[]);
     wait_ready(worker.metrics_port, "/readyz", "the worker");
     let logs = || format!("{}\n{}", sched.proc.log(), worker.proc.log());
-    let build = |name: &str, dockerfile: &str| {
-        let ctx = context(&dir.path().join(name), dockerfile, &[]);
-        let out = dir.path().join(format!("{name}-out"));
-        let o = strata(
-            &url,
-            &[
-                "build",
-                "--progress",
-                "plain",
-                "-o",
-                &format!("type=local,dest={}", out.display()),
-                &ctx,
-            ],
-        );
-        assert!(o.status.success(), "{}\n{}", text(&o), logs());
-        out
-    };
+    let build =
+        |name: &str, dockerfile: &str| build_into_dir(&url, dir.path(), name, dockerfile, logs);
     let first = format!("FROM {base}\nRUN echo one > /one\n");
     build("first", &first);
 
