@@ -191,37 +191,32 @@ impl Store {
             if total <= limit {
                 break;
             }
-            let removed = if e.layer {
-                let gone = self.temp_path("evicted");
-                let moved = self.remove_unless_held(&e.id, || {
+            // Moved out of the store's view under the hold lock (a job
+            // holding it then finds it whole or gone, never half deleted),
+            // deleted outside it (a big tree or blob takes a while, and
+            // holds wait on the lock); tmp/ is emptied when the store
+            // next opens.
+            let gone = self.temp_path("evicted");
+            let Some(removed) = self.remove_unless_held(&e.id, || {
+                if e.layer {
                     // The record first: an unpack of the same layer racing
                     // this removal records its size after it, not before.
                     let _ = std::fs::remove_file(size_file(self.root(), &e.path));
-                    std::fs::rename(&e.path, &gone)
-                });
-                if moved.as_ref().is_some_and(Result::is_ok)
-                    && let Err(err) = std::fs::remove_dir_all(&gone)
-                {
-                    // Out of the store's view already; tmp/ is emptied
-                    // when the store next opens.
-                    tracing::warn!("deleting evicted layer {}: {err}", gone.display());
                 }
-                moved
-            } else {
-                // Renamed under the lock, unlinked outside it (a big
-                // blob's unlink takes a while; holds wait on the lock).
-                let gone = self.temp_path("evicted");
-                let moved = self.remove_unless_held(&e.id, || std::fs::rename(&e.path, &gone));
-                if moved.as_ref().is_some_and(Result::is_ok)
-                    && let Err(err) = std::fs::remove_file(&gone)
-                {
-                    tracing::warn!("deleting evicted blob {}: {err}", gone.display());
-                }
-                moved
-            };
-            let Some(removed) = removed else {
+                std::fs::rename(&e.path, &gone)
+            }) else {
                 continue;
             };
+            if removed.is_ok() {
+                let deleted = if e.layer {
+                    std::fs::remove_dir_all(&gone)
+                } else {
+                    std::fs::remove_file(&gone)
+                };
+                if let Err(err) = deleted {
+                    tracing::warn!("deleting evicted {}: {err}", gone.display());
+                }
+            }
             match removed {
                 Ok(()) => {
                     total = total.saturating_sub(e.size);

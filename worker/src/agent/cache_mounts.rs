@@ -85,26 +85,28 @@ pub(super) async fn restore(
         let writable = mounts.iter().any(|o| o.id == *id && o.writable);
         let mut user = worker.cache_users().enter(id, writable);
         let dir = cache_mount_dir(worker.state_dir(), id);
-        {
+        let failed = {
             let _one = user.restoring().await;
-            if !digest.is_empty() && recorded(&dir) != *digest {
-                if !user.alone() {
-                    tracing::info!(
-                        cache = %id,
-                        "cache mount in use by another step here: this worker's copy is used as it is"
-                    );
-                } else if let Err(e) = restore_one(worker, blobs, m, &dir).await {
-                    tracing::warn!(
-                        cache = %id,
-                        "restoring cache mount {id} from the fleet's copy {digest}: {e}; the step gets this worker's copy"
-                    );
-                    drop(_one);
-                    user.restore_failed = true;
-                } else {
-                    tracing::info!(cache = %id, %digest, "restored the fleet's copy of a cache mount");
-                }
+            if digest.is_empty() || recorded(&dir) == *digest {
+                false
+            } else if !user.alone() {
+                tracing::info!(
+                    cache = %id,
+                    "cache mount in use by another step here: this worker's copy is used as it is"
+                );
+                false
+            } else if let Err(e) = restore_one(worker, blobs, m, &dir).await {
+                tracing::warn!(
+                    cache = %id,
+                    "restoring cache mount {id} from the fleet's copy {digest}: {e}; the step gets this worker's copy"
+                );
+                true
+            } else {
+                tracing::info!(cache = %id, %digest, "restored the fleet's copy of a cache mount");
+                false
             }
-        }
+        };
+        user.restore_failed = failed;
         users.push(Some(user));
     }
     users

@@ -287,7 +287,7 @@ async fn run_in_span(
         )
         .await;
         let caches = cache_mounts::cache_mounts(&a);
-        let cache_users = cache_mounts::restore(worker, blobs, &caches).await;
+        let mut cache_users = cache_mounts::restore(worker, blobs, &caches).await;
         let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
         let forward = {
             let (out, job_id, lease_id, tail) = (
@@ -367,7 +367,6 @@ async fn run_in_span(
             .await
             .map_err(infra)?;
         stats.bytes_uploaded.inc_by(sent);
-        let mut cache_users = cache_users;
         let cache_archives = cache_mounts::save(worker, blobs, &caches, &mut cache_users).await;
         drop(cache_users);
         Ok(wire::JobResult {
