@@ -122,6 +122,9 @@ struct State {
     queue: VecDeque<Queued>,
     running: HashMap<String, Running>,
     sessions: u64,
+    /// `drain_all` was called: workers that register from now on are
+    /// drained from the start.
+    closing: Option<String>,
 }
 
 /// The pool.
@@ -163,6 +166,13 @@ fn now() -> prost_types::Timestamp {
 fn send(tx: &WorkerTx, msg: wire::scheduler_message::Message) -> bool {
     tx.send(Ok(wire::SchedulerMessage { message: Some(msg) }))
         .is_ok()
+}
+
+fn drain_message(reason: &str) -> wire::scheduler_message::Message {
+    wire::scheduler_message::Message::Drain(wire::Drain {
+        reason: reason.to_string(),
+        deadline: None,
+    })
 }
 
 fn wants_of(a: &wire::JobAssignment) -> Vec<String> {
@@ -207,6 +217,12 @@ impl Pool {
             layers_held: reg.layers_held.len() as u64,
             ..Default::default()
         };
+        // A worker registering while the scheduler shuts down (after its
+        // ack, already sent) is told so, and given nothing.
+        if let Some(reason) = &st.closing {
+            send(&tx, drain_message(reason));
+        }
+        let draining = st.closing.is_some();
         st.workers.insert(
             worker_id.to_string(),
             Slot {
@@ -216,11 +232,12 @@ impl Pool {
                 running: HashSet::new(),
                 cancelling: HashMap::new(),
                 layers: reg.layers_held.iter().cloned().collect(),
-                draining: false,
+                draining,
                 full: false,
                 seen: Instant::now(),
             },
         );
+
         if old.is_some() {
             self.requeue_worker_jobs(&mut st, worker_id, "the worker reconnected");
         }
@@ -709,15 +726,10 @@ impl Pool {
     /// now on (the scheduler is going: a job sent now would be cut short).
     pub fn drain_all(&self, reason: &str) {
         let mut st = self.lock();
+        st.closing = Some(reason.to_string());
         for w in st.workers.values_mut() {
             w.draining = true;
-            send(
-                &w.tx,
-                wire::scheduler_message::Message::Drain(wire::Drain {
-                    reason: reason.to_string(),
-                    deadline: None,
-                }),
-            );
+            send(&w.tx, drain_message(reason));
         }
     }
 }

@@ -218,9 +218,13 @@ fn copy_sources_destinations_owners_and_modes() {
             chmod(ctx, "dir/sub", 0o700);
             symlink("a.txt", ctx.join("dir/link")).expect("symlink");
             symlink("dir", ctx.join("dir-link")).expect("symlink");
+            // Sizes all different: once, BuildKit's reference build took
+            // b1.txt for a2.txt (same size, same second; the suite shares
+            // one buildkitd), and /newname, which the last COPY fills
+            // from a2.txt, came out as b1's.
             write(ctx, "a1.txt", "a1\n");
-            write(ctx, "a2.txt", "a2\n");
-            write(ctx, "b1.txt", "b1\n");
+            write(ctx, "a2.txt", "a2 second\n");
+            write(ctx, "b1.txt", "b1 third file\n");
             write(ctx, "notes.md", "notes\n");
             write(ctx, "secret.key", "never copied\n");
             write(ctx, "dir/ignored.tmp", "never copied\n");

@@ -589,4 +589,17 @@ fn after_drain_all_no_worker_is_given_a_job() {
     assert!(j.try_recv().is_err(), "a job started on a drained worker");
     assert!(assigned(&mut a).is_empty());
     assert_eq!(pool.queued(), 1);
+
+    // A worker that registers (or reconnects) during the shutdown is
+    // drained from the start.
+    let (_, mut b) = register(&pool, "b", 2, &[]);
+    let drained = std::iter::from_fn(|| b.try_recv().ok())
+        .flatten()
+        .any(|m| matches!(m.message, Some(wire::scheduler_message::Message::Drain(_))));
+    assert!(drained, "the new worker was not told to drain");
+    assert!(
+        assigned(&mut b).is_empty(),
+        "a job went to a worker registering during shutdown"
+    );
+    assert_eq!(pool.queued(), 1);
 }
