@@ -6,6 +6,7 @@ mod chains;
 mod early;
 mod handle;
 mod job;
+mod persist;
 pub mod recover;
 mod resolve;
 mod run;
@@ -13,5 +14,6 @@ mod step;
 mod wire;
 
 pub use handle::{BuildHandle, is_terminal};
+pub use persist::finished_builds;
 pub use resolve::Resolved;
-pub use run::{BuildInput, finished_builds, run_build};
+pub use run::{BuildInput, run_build};

@@ -19,7 +19,8 @@
 //! events for long.
 
 use super::handle::BuildHandle;
-use super::run::{persist, run_build};
+use super::persist::persist;
+use super::run::run_build;
 use crate::Inner;
 use prost::Message as _;
 use std::sync::Arc;

@@ -14,7 +14,11 @@ use crate::Inner;
 use crate::image::{LayerInfo, layers_of};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
-use strata_frontend::plan::{BaseImage as PlanBase, ImageConfig, Platform};
+use std::collections::BTreeMap;
+use strata_frontend::plan::{
+    Action, BaseImage as PlanBase, BaseRef, BuildPlan, CopyFrom, ImageConfig, ImageRef,
+    ImageResolver, Platform,
+};
 use strata_oci::registry::{ImageRef as RegistryRef, Platform as RegistryPlatform};
 
 /// A base image as the planner and image assembly need it.
@@ -153,4 +157,45 @@ pub async fn resolve(
         layers,
         source: "registry",
     })
+}
+
+/// Base images known to the planner, by normalised reference.
+pub(super) struct Known(pub(super) BTreeMap<String, PlanBase>);
+
+impl ImageResolver for Known {
+    fn resolve(&self, reference: &ImageRef, _: &Platform) -> Result<Option<PlanBase>, String> {
+        Ok(self.0.get(&reference.to_string()).cloned())
+    }
+}
+
+/// Every image a plan reads: stage bases, `COPY --from=image`, mounts.
+pub(crate) fn images_of(plan: &BuildPlan) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |r: &str| {
+        if !out.iter().any(|x| x == r) {
+            out.push(r.to_string());
+        }
+    };
+    for s in &plan.stages {
+        if let BaseRef::Image { reference, .. } = &s.base_ref {
+            add(reference);
+        }
+    }
+    for step in &plan.steps {
+        match &step.action {
+            Action::Copy {
+                from: CopyFrom::Image { reference },
+                ..
+            } => add(reference),
+            Action::Run { mounts, .. } => {
+                for m in mounts {
+                    if let Some(CopyFrom::Image { reference }) = &m.source {
+                        add(reference);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }

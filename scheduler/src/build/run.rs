@@ -5,7 +5,8 @@
 //! in the pool's queue at the same time and run on different workers.
 
 use super::handle::BuildHandle;
-use super::resolve::{Resolved, resolve};
+use super::persist::{Settling, persist};
+use super::resolve::{Known, Resolved, images_of, resolve};
 use crate::Inner;
 use crate::cache::Hit;
 use crate::image::{BaseImage, LayerInfo, assemble, now_rfc3339, rfc3339};
@@ -16,8 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use strata_frontend::context::ContextManifest;
 use strata_frontend::plan::{
-    Action, BaseImage as PlanBase, BaseRef, BuildPlan, CopyFrom, ImageRef, ImageResolver, Offline,
-    PlanOptions, Platform, Step, plan_dockerfile,
+    BuildPlan, ImageResolver, Offline, PlanOptions, Step, plan_dockerfile,
 };
 use strata_proto::build::v1 as build;
 use strata_proto::common::v1 as common;
@@ -55,47 +55,6 @@ pub struct BuildInput {
     pub pull: bool,
     /// The cache namespace (tenant or project).
     pub namespace: String,
-}
-
-/// Base images known to the planner, by normalised reference.
-struct Known(BTreeMap<String, PlanBase>);
-
-impl ImageResolver for Known {
-    fn resolve(&self, reference: &ImageRef, _: &Platform) -> Result<Option<PlanBase>, String> {
-        Ok(self.0.get(&reference.to_string()).cloned())
-    }
-}
-
-/// Every image a plan reads: stage bases, `COPY --from=image`, mounts.
-pub(crate) fn images_of(plan: &BuildPlan) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut add = |r: &str| {
-        if !out.iter().any(|x| x == r) {
-            out.push(r.to_string());
-        }
-    };
-    for s in &plan.stages {
-        if let BaseRef::Image { reference, .. } = &s.base_ref {
-            add(reference);
-        }
-    }
-    for step in &plan.steps {
-        match &step.action {
-            Action::Copy {
-                from: CopyFrom::Image { reference },
-                ..
-            } => add(reference),
-            Action::Run { mounts, .. } => {
-                for m in mounts {
-                    if let Some(CopyFrom::Image { reference }) = &m.source {
-                        add(reference);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// Runs a build to its end; every outcome ends the event log with
@@ -161,98 +120,6 @@ pub async fn run_build(inner: Arc<Inner>, handle: Arc<BuildHandle>, input: Build
     let _ = journal.await;
     persist(&inner, &handle).await;
     super::recover::forget(&inner, &handle.id).await;
-}
-
-/// Counts a build in [`Inner::settling`] from its start until its log is
-/// saved and its journal dropped (or its task is dropped).
-struct Settling<'a>(&'a Inner);
-
-impl<'a> Settling<'a> {
-    fn new(inner: &'a Inner) -> Self {
-        inner
-            .settling
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Self(inner)
-    }
-}
-
-impl Drop for Settling<'_> {
-    fn drop(&mut self) {
-        self.0
-            .settling
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-/// Keeps a finished build: its whole event log, never clipped, in the
-/// durable store (`builds/<id>.pb`), and its summary there and in the
-/// state for `strata builds`.
-pub(super) async fn persist(inner: &Inner, handle: &BuildHandle) {
-    let durable = inner.blobs.durable();
-    let id = &handle.id;
-    if let Err(e) = durable
-        .put_object(&format!("builds/{id}.pb"), handle.encode().into())
-        .await
-    {
-        tracing::warn!(build_id = %id, "cannot keep the build log: {e}");
-    }
-    let mut summary = handle.info();
-    summary.plan = None;
-    summary.step_outcomes.clear();
-    let summary = prost::Message::encode_to_vec(&summary);
-    let kept = durable
-        .put_object(&format!("builds/{id}.summary"), summary.clone().into())
-        .await
-        .map_err(|e| e.to_string());
-    let listed = inner
-        .state
-        .put(&format!("builds/{id}"), &summary, None)
-        .await
-        .map_err(|e| e.to_string());
-    if let Err(e) = kept.and(listed) {
-        tracing::warn!(build_id = %id, "cannot record the build: {e}");
-    }
-}
-
-/// Summaries of finished builds: the state's copies, and the durable
-/// store's for builds the state lost (an emptied Redis, an embedded
-/// farm's earlier runs), which are put back into the state.
-pub async fn finished_builds(inner: &Inner) -> Result<BTreeMap<String, build::BuildInfo>, String> {
-    use prost::Message;
-    let mut out = BTreeMap::new();
-    for (key, bytes) in inner
-        .state
-        .scan("builds/")
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        if let Ok(info) = build::BuildInfo::decode(bytes.as_slice()) {
-            out.insert(key.trim_start_matches("builds/").to_string(), info);
-        }
-    }
-    let durable = inner.blobs.durable();
-    for key in durable
-        .list_objects("builds/")
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        let Some(id) = key
-            .strip_prefix("builds/")
-            .and_then(|k| k.strip_suffix(".summary"))
-        else {
-            continue;
-        };
-        if out.contains_key(id) {
-            continue;
-        }
-        if let Ok(Some(bytes)) = durable.get_object(&key).await
-            && let Ok(info) = build::BuildInfo::decode(bytes.as_ref())
-        {
-            let _ = inner.state.put(&format!("builds/{id}"), &bytes, None).await;
-            out.insert(id.to_string(), info);
-        }
-    }
-    Ok(out)
 }
 
 fn finish(handle: &BuildHandle, total: prost_types::Duration) {
