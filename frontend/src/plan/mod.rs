@@ -15,7 +15,9 @@ mod env;
 mod instr;
 mod reference;
 mod sources;
+mod stage_deps;
 mod stages;
+mod step_key;
 
 pub use config::{ConfigChange, DEFAULT_PATH, HealthConfig, ImageConfig};
 pub use reference::{DEFAULT_REGISTRY, ImageRef};
