@@ -47,7 +47,7 @@ fn diff_id(n: usize) -> String {
 }
 
 /// A pool with the simulated workers registered; their receiving ends.
-fn pool_with_workers() -> (Arc<Pool>, Vec<(String, WorkerRx)>) {
+fn pool_with_workers() -> (Arc<Pool>, Vec<(String, u64, WorkerRx)>) {
     let pool = Arc::new(Pool::new(3));
     let workers = (0..WORKERS)
         .map(|w| {
@@ -60,8 +60,8 @@ fn pool_with_workers() -> (Arc<Pool>, Vec<(String, WorkerRx)>) {
                     .collect(),
                 ..Default::default()
             };
-            pool.register(&id, &reg, tx);
-            (id, rx)
+            let session = pool.register(&id, &reg, tx);
+            (id, session, rx)
         })
         .collect();
     (pool, workers)
@@ -109,13 +109,13 @@ fn take_assignment(rx: &mut WorkerRx) -> Option<wire::JobAssignment> {
 
 /// Completes every job assigned so far, round after round, until the
 /// pool has nothing queued or running. Returns the jobs completed.
-fn drain(pool: &Pool, workers: &mut [(String, WorkerRx)]) -> usize {
+fn drain(pool: &Pool, workers: &mut [(String, u64, WorkerRx)]) -> usize {
     let mut completed = 0;
     loop {
         let mut progressed = false;
-        for (id, rx) in workers.iter_mut() {
+        for (id, session, rx) in workers.iter_mut() {
             while let Some(a) = take_assignment(rx) {
-                pool.on_message(id, result_for(&a));
+                pool.on_message(id, *session, result_for(&a));
                 completed += 1;
                 progressed = true;
             }
@@ -126,7 +126,7 @@ fn drain(pool: &Pool, workers: &mut [(String, WorkerRx)]) -> usize {
     }
 }
 
-fn burst(pool: &Pool, workers: &mut [(String, WorkerRx)]) -> usize {
+fn burst(pool: &Pool, workers: &mut [(String, u64, WorkerRx)]) -> usize {
     let events: Vec<_> = (0..JOBS).map(|n| pool.submit(job(n))).collect();
     let completed = drain(pool, workers);
     assert_eq!(completed, JOBS, "every job completes");
@@ -135,7 +135,7 @@ fn burst(pool: &Pool, workers: &mut [(String, WorkerRx)]) -> usize {
     completed
 }
 
-fn one_at_a_time(pool: &Pool, workers: &mut [(String, WorkerRx)]) -> usize {
+fn one_at_a_time(pool: &Pool, workers: &mut [(String, u64, WorkerRx)]) -> usize {
     let mut completed = 0;
     for n in 0..JOBS {
         let mut events = pool.submit(job(n));
@@ -143,12 +143,12 @@ fn one_at_a_time(pool: &Pool, workers: &mut [(String, WorkerRx)]) -> usize {
             Ok(JobEvent::Started { worker_id, .. }) => worker_id,
             other => panic!("job {n} not started: {other:?}"),
         };
-        let (id, rx) = workers
+        let (id, session, rx) = workers
             .iter_mut()
-            .find(|(id, _)| *id == worker)
+            .find(|(id, _, _)| *id == worker)
             .expect("a registered worker");
         let a = take_assignment(rx).expect("the assignment");
-        pool.on_message(id, result_for(&a));
+        pool.on_message(id, *session, result_for(&a));
         assert!(matches!(events.try_recv(), Ok(JobEvent::Done { .. })));
         completed += 1;
     }
@@ -157,14 +157,14 @@ fn one_at_a_time(pool: &Pool, workers: &mut [(String, WorkerRx)]) -> usize {
 
 /// The workers as tasks answering from their channels; the build side
 /// awaits every job's Done.
-async fn burst_tokio(pool: Arc<Pool>, workers: Vec<(String, WorkerRx)>) -> usize {
+async fn burst_tokio(pool: Arc<Pool>, workers: Vec<(String, u64, WorkerRx)>) -> usize {
     let mut tasks = tokio::task::JoinSet::new();
-    for (id, mut rx) in workers {
+    for (id, session, mut rx) in workers {
         let pool = Arc::clone(&pool);
         tasks.spawn(async move {
             while let Some(Ok(m)) = rx.recv().await {
                 if let Some(wire::scheduler_message::Message::AssignJob(a)) = m.message {
-                    pool.on_message(&id, result_for(&a));
+                    pool.on_message(&id, session, result_for(&a));
                 }
             }
         });

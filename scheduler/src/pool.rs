@@ -307,8 +307,25 @@ impl Pool {
             .map(|(id, _)| id.clone())
             .collect();
         for id in lost {
-            if let Some(r) = st.running.remove(&id) {
-                self.requeue(st, r.job, &format!("{reason} ({worker_id})"));
+            let Some(r) = st.running.remove(&id) else {
+                continue;
+            };
+            let reason = format!("{reason} ({worker_id})");
+            if r.job.only.as_deref() == Some(worker_id) {
+                // A rider: this worker alone held the layer it started on,
+                // and losing it is not the rider's failure (the build starts
+                // it again once the parent runs again). No attempt is spent,
+                // so the loss cannot use up a rider's last one.
+                let mut job = r.job;
+                job.only = None;
+                job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
+                let _ = job.events.send(JobEvent::Requeued {
+                    reason,
+                    attempt: job.assignment.attempt,
+                });
+                st.queue.push_front(job);
+            } else {
+                self.requeue(st, r.job, &reason);
             }
         }
     }

@@ -4,12 +4,16 @@
 use super::*;
 
 impl Pool {
-    /// Handles one message of a worker's stream.
-    pub fn on_message(&self, worker_id: &str, msg: wire::worker_message::Message) {
+    /// Handles one message of session `session`'s stream of a worker. A
+    /// stream the worker has since replaced (it reconnected; the old
+    /// stream may still deliver what it had buffered) has no say: neither
+    /// its heartbeats nor its going away reach the new session.
+    pub fn on_message(&self, worker_id: &str, session: u64, msg: wire::worker_message::Message) {
         use wire::worker_message::Message as M;
         let mut st = self.lock();
-        if let Some(w) = st.workers.get_mut(worker_id) {
-            w.seen = Instant::now();
+        match st.workers.get_mut(worker_id) {
+            Some(w) if w.session == session => w.seen = Instant::now(),
+            _ => return,
         }
         let current = |st: &State, job: &str, lease: &str| {
             st.running

@@ -71,7 +71,8 @@ fn jobs_prefer_the_worker_holding_their_parents_within_capacity() {
     assert!(j3.try_recv().is_err());
     assert_eq!(pool.queued(), 1);
     let lease = assigned(&mut a).remove(0).lease_id;
-    pool.on_message(
+    msg(
+        &pool,
         "a",
         wire::worker_message::Message::JobFailed(wire::JobFailed {
             job_id: "j2".into(),
@@ -101,7 +102,8 @@ fn a_lost_worker_s_jobs_are_requeued_and_its_late_results_ignored() {
     let new_lease = assigned(&mut b).remove(0).lease_id;
     assert_ne!(old_lease, new_lease);
     // A result under the old lease is dropped; the current one counts.
-    pool.on_message(
+    msg(
+        &pool,
         "b",
         wire::worker_message::Message::JobResult(wire::JobResult {
             job_id: "j".into(),
@@ -110,7 +112,8 @@ fn a_lost_worker_s_jobs_are_requeued_and_its_late_results_ignored() {
         }),
     );
     assert!(j.try_recv().is_err());
-    pool.on_message(
+    msg(
+        &pool,
         "b",
         wire::worker_message::Message::JobResult(wire::JobResult {
             job_id: "j".into(),
@@ -137,7 +140,8 @@ fn a_silent_worker_loses_its_leases_to_another() {
         pool.lock().workers.get_mut("a").expect("a").seen =
             Instant::now() - Duration::from_secs(secs);
     };
-    pool.on_message(
+    msg(
+        &pool,
         "b",
         wire::worker_message::Message::Heartbeat(wire::Heartbeat::default()),
     );
@@ -157,7 +161,8 @@ fn a_silent_worker_loses_its_leases_to_another() {
     assert!(closed);
     // a comes back late with a result under its lost lease: ignored.
     let _ = register(&pool, "a", 1, &[]);
-    pool.on_message(
+    msg(
+        &pool,
         "a",
         wire::worker_message::Message::JobResult(wire::JobResult {
             job_id: "j".into(),
@@ -182,8 +187,10 @@ fn a_job_lost_too_often_fails_the_build() {
     }
 }
 
+/// A message from `worker`'s current stream.
 fn msg(pool: &Pool, worker: &str, m: wire::worker_message::Message) {
-    pool.on_message(worker, m);
+    let session = pool.lock().workers.get(worker).map_or(0, |w| w.session);
+    pool.on_message(worker, session, m);
 }
 
 fn rejected(job: &str, lease: &str, reason: &str) -> wire::worker_message::Message {
@@ -476,7 +483,8 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
         diff_id: "sha256:made".into(),
         ..Default::default()
     };
-    pool.on_message(
+    msg(
+        &pool,
         "a",
         wire::worker_message::Message::JobCommitted(wire::JobCommitted {
             job_id: "p".into(),
@@ -494,7 +502,8 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
         other => panic!("expected Committed, got {other:?}"),
     }
     // A report under another lease is dropped.
-    pool.on_message(
+    msg(
+        &pool,
         "a",
         wire::worker_message::Message::JobCommitted(wire::JobCommitted {
             job_id: "p".into(),
@@ -523,7 +532,8 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
     assert!(second.try_recv().is_err());
     assert_eq!(started(&mut other), "b");
     let lease = assigned(&mut b).remove(0).lease_id;
-    pool.on_message(
+    msg(
+        &pool,
         "b",
         wire::worker_message::Message::JobResult(wire::JobResult {
             job_id: "o".into(),
@@ -549,7 +559,8 @@ fn a_released_or_orphaned_bound_job_is_never_left_waiting_for_its_worker() {
     pool.release("r");
     // a drains and hands it back: it goes to b.
     let lease = assigned(&mut a).remove(0).lease_id;
-    pool.on_message(
+    msg(
+        &pool,
         "a",
         wire::worker_message::Message::GoingAway(wire::GoingAway {
             reason: "shutting down".into(),
@@ -602,4 +613,55 @@ fn after_drain_all_no_worker_is_given_a_job() {
         "a job went to a worker registering during shutdown"
     );
     assert_eq!(pool.queued(), 1);
+}
+
+#[test]
+fn a_stream_the_worker_replaced_has_no_say_over_its_new_session() {
+    let pool = Pool::new(3);
+    let (old, _old_rx) = register(&pool, "a", 2, &[]);
+    // The worker reconnected; its old stream still delivers what it had
+    // buffered, a going away among it.
+    let (_, mut a) = register(&pool, "a", 2, &[]);
+    pool.on_message(
+        "a",
+        old,
+        wire::worker_message::Message::GoingAway(wire::GoingAway {
+            reason: "the old stream".into(),
+            drain: false,
+            drain_timeout: None,
+        }),
+    );
+    let mut j = pool.submit(job("j", &[]));
+    assert_eq!(started(&mut j), "a", "the new session still takes jobs");
+    assert_eq!(assigned(&mut a).len(), 1);
+}
+
+#[test]
+fn a_rider_on_its_last_attempt_outlives_the_loss_of_its_parent_s_worker() {
+    let pool = Pool::new(3);
+    let (session_a, _a) = register(&pool, "a", 2, &[]);
+    let (_, _b) = register(&pool, "b", 2, &[]);
+    // Bound to a (only a has the layer it starts on), on its last attempt.
+    let mut rider = pool.submit_on(job("r", &[]), 3, "a");
+    assert_eq!(started(&mut rider), "a");
+    pool.disconnect("a", session_a);
+    match rider.try_recv() {
+        Ok(JobEvent::Requeued { attempt, .. }) => assert_eq!(attempt, 3, "no attempt spent"),
+        other => panic!("expected Requeued, got {other:?}"),
+    }
+    // An unbound job on its last attempt is given up when its worker goes.
+    let mut own = pool.submit_from(job("o", &[]), 3);
+    let mut on = None;
+    while let Ok(ev) = own.try_recv() {
+        if let JobEvent::Started { worker_id, .. } = ev {
+            on = Some(worker_id);
+        }
+    }
+    let on = on.expect("started");
+    let session = pool.lock().workers[&on].session;
+    pool.disconnect(&on, session);
+    assert!(
+        std::iter::from_fn(|| own.try_recv().ok()).any(|e| matches!(e, JobEvent::Lost(_))),
+        "an unbound job's last attempt is spent by its worker's loss"
+    );
 }

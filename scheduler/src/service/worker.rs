@@ -101,7 +101,7 @@ impl WorkerService for Workers {
                             Some(wire::worker_message::Message::Heartbeat(_))
                         );
                         if let Some(m) = msg.message {
-                            inner.pool.on_message(&worker_id, m);
+                            inner.pool.on_message(&worker_id, session, m);
                         }
                         if heartbeat {
                             record_worker(&inner, &worker_id).await;
