@@ -305,3 +305,48 @@ fn ctrl_c_in_an_embedded_build_leaves_no_step_running_behind_it() {
     let mounts = mounts_under(&home_dir);
     assert!(mounts.is_empty(), "mounts are left: {mounts:#?}");
 }
+
+#[test]
+fn steps_locking_a_cache_mount_take_turns() {
+    let home = tempfile::tempdir().expect("home");
+    let ctx = tempfile::tempdir().expect("ctx");
+    // Two stages at once (nothing orders them), each failing if it finds
+    // the other inside the cache, as apt-get does with its lock file.
+    let step = |name: &str| {
+        format!(
+            "FROM base AS {name}\n\
+             RUN --mount=type=cache,target=/cache,sharing=locked \
+             if [ -e /cache/busy ]; then echo the other step is inside; exit 1; fi; \
+             echo {name} > /cache/busy && busybox sleep 2 && busybox rm /cache/busy \
+             && echo {name} >> /cache/log && cat /cache/log > /seen\n"
+        )
+    };
+    let dockerfile = format!(
+        "FROM scratch AS base\nCOPY rootfs/ /\n{}{}FROM base\n\
+         COPY --from=one /seen /one\nCOPY --from=two /seen /two\n",
+        step("one"),
+        step("two")
+    );
+    context(ctx.path(), &dockerfile);
+    let ctx_arg = ctx.path().to_str().expect("utf-8 path");
+    let rootfs = ctx.path().join("out");
+    let dest = format!("type=local,dest={}", rootfs.display());
+    let out = strata(
+        home.path(),
+        &["build", "--progress", "plain", "-o", &dest, ctx_arg],
+    );
+    let err = stderr(&out);
+    // A step that found the other inside failed the build.
+    assert!(out.status.success(), "{err}");
+    // One after the other: the second saw the first's line in the cache.
+    let one = fs::read_to_string(rootfs.join("one")).expect("one");
+    let two = fs::read_to_string(rootfs.join("two")).expect("two");
+    let (first, second) = if one.lines().count() == 1 {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert_eq!(first.lines().count(), 1, "{first:?} {second:?}");
+    assert_eq!(second.lines().count(), 2, "{first:?} {second:?}");
+    assert!(second.starts_with(&first), "{first:?} {second:?}");
+}

@@ -17,7 +17,20 @@ use std::time::{Instant, SystemTime};
 use strata_proto::common::v1 as common;
 use strata_store::BlobError;
 
-fn set_mtime(path: &Path, mtime: Option<&prost_types::Timestamp>) -> Result<(), String> {
+/// Why a context tree could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The manifest itself is wrong (a path that is not clean, an entry
+    /// under a symlink it made, an unknown kind): the job is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Writing the tree or reading a blob failed (a full disk, a blob
+    /// damaged or gone): the job may succeed on another try.
+    #[error("{0}")]
+    Io(String),
+}
+
+fn set_mtime(path: &Path, mtime: Option<&prost_types::Timestamp>) -> Result<(), ContextError> {
     if let Some(t) = mtime {
         let ts = TimeSpec::new(t.seconds, i64::from(t.nanos));
         utimensat(
@@ -27,7 +40,7 @@ fn set_mtime(path: &Path, mtime: Option<&prost_types::Timestamp>) -> Result<(), 
             &ts,
             UtimensatFlags::NoFollowSymlink,
         )
-        .map_err(|e| format!("{}: setting mtime: {e}", path.display()))?;
+        .map_err(|e| ContextError::Io(format!("{}: setting mtime: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -39,8 +52,11 @@ pub fn materialize(
     store: &Store,
     manifest: &common::ContextManifest,
     dst: &Path,
-) -> Result<(), String> {
-    std::fs::create_dir_all(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+) -> Result<(), ContextError> {
+    let io = |path: &Path, e: &dyn std::fmt::Display| {
+        ContextError::Io(format!("{}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(dst).map_err(|e| io(dst, &e))?;
     let mut links: BTreeSet<&str> = BTreeSet::new();
     let mut files: BTreeSet<&str> = BTreeSet::new();
     let mut dirs = Vec::new();
@@ -50,22 +66,24 @@ pub fn materialize(
             || p.starts_with('/')
             || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
         {
-            return Err(format!("context entry {p:?} is not a clean relative path"));
+            return Err(ContextError::Invalid(format!(
+                "context entry {p:?} is not a clean relative path"
+            )));
         }
         let mut prefix = p;
         while let Some((parent, _)) = prefix.rsplit_once('/') {
             if links.contains(parent) {
-                return Err(format!(
+                return Err(ContextError::Invalid(format!(
                     "context entry {p:?} lies under the symlink {parent:?}"
-                ));
+                )));
             }
             prefix = parent;
         }
         let to = dst.join(p);
         if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, &e))?;
         }
-        let err = |e: std::io::Error| format!("{}: {e}", to.display());
+        let err = |e: std::io::Error| io(&to, &e);
         match common::EntryKind::try_from(e.kind) {
             Ok(common::EntryKind::Directory) => {
                 std::fs::create_dir_all(&to).map_err(err)?;
@@ -79,13 +97,17 @@ pub fn materialize(
                 files.insert(p);
             }
             Ok(common::EntryKind::File) => {
-                let blob = store.blob_path(&e.digest).map_err(|e| e.to_string())?;
+                let blob = store
+                    .blob_path(&e.digest)
+                    .map_err(|e| ContextError::Invalid(e.to_string()))?;
                 copy_verified(&blob, &to, &e.digest).map_err(|x| match x {
                     BlobError::Mismatch { .. } => {
                         let _ = store.verify_blob(&e.digest);
-                        format!("{p}: the stored {x}; removed, to be fetched again")
+                        ContextError::Io(format!(
+                            "{p}: the stored {x}; removed, to be fetched again"
+                        ))
                     }
-                    x => format!("{p} ({}): {x}", e.digest),
+                    x => ContextError::Io(format!("{p} ({}): {x}", e.digest)),
                 })?;
                 std::os::unix::fs::lchown(&to, Some(e.uid), Some(e.gid)).map_err(err)?;
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
@@ -99,7 +121,11 @@ pub fn materialize(
                 set_mtime(&to, e.mtime.as_ref())?;
                 links.insert(p);
             }
-            _ => return Err(format!("context entry {p:?} has an unknown kind")),
+            _ => {
+                return Err(ContextError::Invalid(format!(
+                    "context entry {p:?} has an unknown kind"
+                )));
+            }
         }
     }
     // Directory modes and times last, deepest first: writing their
@@ -107,7 +133,7 @@ pub fn materialize(
     for e in dirs.iter().rev() {
         let to = dst.join(&e.path);
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(e.mode & 0o7777))
-            .map_err(|x| format!("{}: {x}", to.display()))?;
+            .map_err(|x| io(&to, &x))?;
         set_mtime(&to, e.mtime.as_ref())?;
     }
     Ok(())
@@ -316,7 +342,7 @@ impl ContextCache {
         self: &Arc<Self>,
         store: &Store,
         manifest: &common::ContextManifest,
-    ) -> Result<ContextLease, String> {
+    ) -> Result<ContextLease, ContextError> {
         let key = manifest_key(manifest);
         let dir = self.root.join(&key);
         let lease = |cache: &Arc<Self>| ContextLease {
@@ -356,7 +382,7 @@ impl ContextCache {
                     if let Err(e) = placed {
                         let _ = std::fs::remove_dir_all(&tmp);
                         let _ = std::fs::remove_dir_all(&dir);
-                        return Err(e);
+                        return Err(ContextError::Io(e));
                     }
                     entries.insert(
                         key.clone(),

@@ -180,6 +180,9 @@ impl Store {
     /// deleted (from `tmp/`, which the store empties when it opens), so
     /// neither a job nor a worker killed meanwhile sees it half deleted.
     pub fn evict(&self, limit: u64) -> Evicted {
+        // One eviction at a time: two jobs ending together would each
+        // remove the same excess from the same snapshot of the store.
+        let _one = self.evicting.lock().unwrap_or_else(|e| e.into_inner());
         let mut entries = self.entries();
         let mut total: u64 = entries.iter().fold(0u64, |t, e| t.saturating_add(e.size));
         let mut out = Evicted::default();
@@ -283,6 +286,23 @@ mod tests {
             .map(|e| e.path())
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn jobs_ending_together_evict_the_excess_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for n in 0..40 {
+            fake_layer(&store, n, 100, 1000 - u64::from(n));
+        }
+        // 100 bytes over: one layer goes, however many evict at once.
+        let evicted: u64 = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4).map(|_| s.spawn(|| store.evict(3900))).collect();
+            runs.into_iter().map(|r| r.join().unwrap().bytes).sum()
+        });
+        assert_eq!(evicted, 100);
+        assert_eq!(store.usage(), 3900);
+        assert_eq!(store.layers_held().len(), 39);
     }
 
     #[test]

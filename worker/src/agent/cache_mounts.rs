@@ -6,7 +6,10 @@
 //! (a deterministic tar, zstd), and when the content changed uploads the
 //! archive and reports its digest, which becomes the fleet's latest.
 //! Concurrent writers: the last to finish wins, as with a cache directory
-//! shared by concurrent steps on one machine.
+//! shared by concurrent steps on one machine. With `sharing=locked` the
+//! steps of a worker take turns instead, as with BuildKit: the next one
+//! mounts the cache when the one before has ended (`sharing=private` is
+//! shared here).
 //!
 //! `<state>/cache-mounts/<hash>.digest` records which archive the local
 //! directory matches, so an unchanged cache is neither restored nor sent.
@@ -24,6 +27,8 @@ pub(super) struct CacheUse {
     /// The fleet's latest archive; empty when there is none yet.
     digest: String,
     writable: bool,
+    /// `sharing=locked`: one step of this worker at a time.
+    locked: bool,
     /// Owner and mode of the cache's root directory.
     uid: u32,
     gid: u32,
@@ -42,6 +47,7 @@ pub(super) fn cache_mounts(a: &wire::JobAssignment) -> Vec<CacheUse> {
                 id: c.id.clone(),
                 digest: c.archive_digest.clone(),
                 writable: !m.readonly,
+                locked: c.sharing == wire::CacheSharing::Locked as i32,
                 uid: c.uid,
                 gid: c.gid,
                 mode: if c.mode == 0 { 0o755 } else { c.mode },
@@ -75,6 +81,21 @@ pub(super) async fn restore(
     blobs: &RemoteBlobs,
     mounts: &[CacheUse],
 ) -> Vec<Option<CacheMountUser>> {
+    // `sharing=locked` caches first, in the order of their ids: two steps
+    // locking the same caches cannot each wait for the other.
+    let writable = |id: &str| mounts.iter().any(|o| o.id == id && o.writable);
+    let locked: std::collections::BTreeSet<&str> = mounts
+        .iter()
+        .filter(|m| m.locked)
+        .map(|m| m.id.as_str())
+        .collect();
+    let mut entered = std::collections::HashMap::new();
+    for id in locked {
+        entered.insert(
+            id,
+            worker.cache_users().enter_locked(id, writable(id)).await,
+        );
+    }
     let mut users = Vec::with_capacity(mounts.len());
     for (i, m) in mounts.iter().enumerate() {
         let (id, digest) = (&m.id, &m.digest);
@@ -82,8 +103,10 @@ pub(super) async fn restore(
             users.push(None);
             continue;
         }
-        let writable = mounts.iter().any(|o| o.id == *id && o.writable);
-        let mut user = worker.cache_users().enter(id, writable);
+        let mut user = match entered.remove(id.as_str()) {
+            Some(user) => user,
+            None => worker.cache_users().enter(id, writable(id)),
+        };
         let dir = cache_mount_dir(worker.state_dir(), id);
         let failed = {
             let _one = user.restoring().await;
@@ -228,7 +251,9 @@ async fn save_one(
     dir: &Path,
 ) -> Result<Option<String>, String> {
     let (store, d) = (worker.store_arc(), dir.to_path_buf());
-    let digest = {
+    // Kept from eviction (another job ending) from before it is stored
+    // until it is uploaded.
+    let (digest, _held) = {
         let _no_mount = user.restoring().await;
         tokio::task::spawn_blocking(move || archive(&store, &d))
             .await
@@ -237,15 +262,14 @@ async fn save_one(
     if digest == recorded(dir) {
         return Ok(None);
     }
-    // Kept from eviction (another job ending) until it is uploaded.
-    let _held = worker.store().hold(&[&digest]);
     blobs.upload(&digest).await?;
     std::fs::write(marker(dir), &digest).map_err(|e| e.to_string())?;
     Ok(Some(digest))
 }
 
-/// Writes `dir` as a deterministic zstd tar into the store; its digest.
-fn archive(store: &Store, dir: &Path) -> Result<String, String> {
+/// Writes `dir` as a deterministic zstd tar into the store; its digest,
+/// and a hold on the blob taken before it appears.
+fn archive(store: &Store, dir: &Path) -> Result<(String, crate::store::Held), String> {
     let empty = store.temp_path("cache-empty");
     let tmp = store.temp_path("cache-archive");
     std::fs::create_dir_all(&empty).map_err(|e| e.to_string())?;
@@ -269,8 +293,9 @@ fn archive(store: &Store, dir: &Path) -> Result<String, String> {
             return Err(e);
         }
     };
+    let held = store.hold(&[&desc.digest]);
     store
         .commit_blob(&tmp, &desc.digest)
         .map_err(|e| e.to_string())?;
-    Ok(desc.digest)
+    Ok((desc.digest, held))
 }

@@ -61,12 +61,16 @@ pub(super) fn layer_digests(a: &wire::JobAssignment) -> Vec<String> {
     out
 }
 
-/// DiffIDs and digests an assignment reads: what store eviction must keep
-/// while it runs.
+/// DiffIDs and digests an assignment reads (its layers, its context
+/// files): what store eviction must keep while it runs.
 pub(super) fn in_use(a: &wire::JobAssignment) -> std::collections::HashSet<String> {
+    let context = context_of(a)
+        .map(|m| context::file_digests(&m))
+        .unwrap_or_default();
     layers_read(a)
         .into_iter()
         .flat_map(|(diff_id, digest)| [diff_id, digest])
+        .chain(context)
         .collect()
 }
 
@@ -244,8 +248,14 @@ async fn run_in_span(
                             refetched = true;
                         }
                         Err(e) => {
+                            // A manifest the worker cannot honour is the
+                            // job's fault; a disk or blob failure is not.
+                            let kind = match e {
+                                context::ContextError::Invalid(_) => wire::FailureKind::InvalidJob,
+                                context::ContextError::Io(_) => wire::FailureKind::Infrastructure,
+                            };
                             let e = format!("materialising the build context: {e}");
-                            return Err((wire::FailureKind::Source, e, None));
+                            return Err((kind, e, None));
                         }
                     }
                 };
@@ -259,7 +269,11 @@ async fn run_in_span(
         // synced: a power loss) fails its unpack and is removed as it is
         // found: fetched again, once, before anything runs.
         let unpacked = match worker.unpack_layers(&job).await {
-            Err(JobError::Store(e)) if e.blob_damaged() => {
+            // Also a blob gone: another job starting on the same damaged
+            // blob removed it while this one waited to unpack it.
+            Err(JobError::Store(e))
+                if e.blob_damaged() || matches!(e, crate::store::StoreError::MissingBlob(_)) =>
+            {
                 let digests = layer_digests(&a);
                 if digests.iter().any(|d| !worker.store().has_blob(d)) {
                     tracing::warn!("{e}; fetching the layer again");
@@ -287,7 +301,13 @@ async fn run_in_span(
         )
         .await;
         let caches = cache_mounts::cache_mounts(&a);
-        let mut cache_users = cache_mounts::restore(worker, blobs, &caches).await;
+        // A `sharing=locked` cache may keep the step waiting for another.
+        let mut cache_users = tokio::select! {
+            users = cache_mounts::restore(worker, blobs, &caches) => users,
+            () = cancel.cancelled() => {
+                return Err((wire::FailureKind::Cancelled, "cancelled".to_string(), None));
+            }
+        };
         let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
         let forward = {
             let (out, job_id, lease_id, tail) = (
@@ -331,6 +351,9 @@ async fn run_in_span(
         };
         let result = worker.run_job(job, tx, cancel.clone()).await;
         let _ = forward.await;
+        for user in cache_users.iter_mut().flatten() {
+            user.unlock();
+        }
         let outcome = result.map_err(|e| {
             let code = match &e {
                 JobError::Failed { code, .. } => Some(*code),

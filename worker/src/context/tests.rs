@@ -191,7 +191,10 @@ fn a_failed_materialisation_leaves_nothing() {
         ..Default::default()
     });
     let err = cache.acquire(&store, &m).expect_err("escaping entry");
-    assert!(err.contains("not a clean relative path"), "{err}");
+    assert!(
+        matches!(&err, ContextError::Invalid(m) if m.contains("not a clean relative path")),
+        "an invalid manifest, not a disk failure: {err:?}"
+    );
     assert!(cache.is_empty());
     let left = std::fs::read_dir(tmp.path().join("contexts"))
         .expect("dir")
@@ -200,4 +203,20 @@ fn a_failed_materialisation_leaves_nothing() {
         })
         .count();
     assert_eq!(left, 0, "only the boot record may stay");
+}
+
+#[test]
+fn a_missing_blob_is_the_disk_s_failure_not_the_manifest_s() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path().join("store")).expect("store");
+    let cache = Arc::new(ContextCache::open(tmp.path().join("contexts")).expect("open"));
+    let m = manifest_of(&store, &[("app/a.txt", "a\n")]);
+    // Evicted (or never fetched) between the fetch and the tree.
+    std::fs::remove_file(store.blob_path(&m.entries[0].digest).expect("path")).expect("rm");
+    let err = cache.acquire(&store, &m).expect_err("no blob");
+    assert!(
+        matches!(&err, ContextError::Io(m) if m.contains("app/a.txt")),
+        "retryable, naming the file: {err:?}"
+    );
+    assert!(cache.is_empty());
 }

@@ -53,6 +53,8 @@ struct CacheMountUse {
     users: std::sync::atomic::AtomicUsize,
     writers: std::sync::atomic::AtomicUsize,
     swap: tokio::sync::Mutex<()>,
+    /// Held by the step using the cache with `sharing=locked`.
+    locked: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One step's use of a cache mount directory, from before its restore to
@@ -65,20 +67,43 @@ pub struct CacheMountUser {
     /// The fleet's copy could not be restored: this step's copy is not to
     /// replace it.
     pub restore_failed: bool,
+    /// `sharing=locked`: the cache's lock, until the step's process ends.
+    exclusive: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl CacheMountUsers {
-    /// Counts a step in as a user of cache `id` until the returned value
-    /// is dropped.
-    pub fn enter(&self, id: &str, writable: bool) -> CacheMountUser {
-        use std::sync::atomic::Ordering::SeqCst;
-        let entry = std::sync::Arc::clone(
+    fn entry(&self, id: &str) -> std::sync::Arc<CacheMountUse> {
+        std::sync::Arc::clone(
             self.by_id
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(id.to_string())
                 .or_default(),
-        );
+        )
+    }
+
+    /// Counts a step in as a user of cache `id` until the returned value
+    /// is dropped.
+    pub fn enter(&self, id: &str, writable: bool) -> CacheMountUser {
+        Self::count_in(self.entry(id), writable, None)
+    }
+
+    /// [`CacheMountUsers::enter`] for `sharing=locked`, as BuildKit's: waits
+    /// until no other step of this worker holds cache `id` locked, and
+    /// holds it until [`CacheMountUser::unlock`]. A step locking several
+    /// caches must lock them in the order of their ids.
+    pub async fn enter_locked(&self, id: &str, writable: bool) -> CacheMountUser {
+        let entry = self.entry(id);
+        let lock = std::sync::Arc::clone(&entry.locked).lock_owned().await;
+        Self::count_in(entry, writable, Some(lock))
+    }
+
+    fn count_in(
+        entry: std::sync::Arc<CacheMountUse>,
+        writable: bool,
+        exclusive: Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> CacheMountUser {
+        use std::sync::atomic::Ordering::SeqCst;
         entry.users.fetch_add(1, SeqCst);
         if writable {
             entry.writers.fetch_add(1, SeqCst);
@@ -87,11 +112,19 @@ impl CacheMountUsers {
             entry,
             writable,
             restore_failed: false,
+            exclusive,
         }
     }
 }
 
 impl CacheMountUser {
+    /// Lets the next `sharing=locked` step in: this one's process is over.
+    /// (Its archive, if it makes it, is taken under the restore lock,
+    /// which keeps the next step's mount waiting.)
+    pub fn unlock(&mut self) {
+        self.exclusive = None;
+    }
+
     /// Waits until no other step of this worker is restoring the cache;
     /// holding the guard, [`CacheMountUser::alone`] says whether the
     /// directory may be swapped.

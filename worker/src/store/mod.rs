@@ -140,6 +140,8 @@ pub struct Store {
     /// Layers and blobs (diffIDs, digests) just made here and held until
     /// the farm's store has them: eviction keeps them ([`Store::hold`]).
     held: Arc<Mutex<HashMap<String, usize>>>,
+    /// Taken by [`Store::evict`] for the whole of an eviction.
+    pub(crate) evicting: Mutex<()>,
     /// Whether this store is also the build's blob store (embedded mode),
     /// so a new blob is synced before its step reports ([`Store::settle`]).
     durable: std::sync::atomic::AtomicBool,
@@ -232,6 +234,7 @@ impl Store {
             unpacking: KeyedLocks::default(),
             unpacked: AtomicU64::new(0),
             held: Arc::default(),
+            evicting: Mutex::new(()),
             durable: std::sync::atomic::AtomicBool::new(false),
         })
     }
