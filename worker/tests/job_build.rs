@@ -321,6 +321,27 @@ async fn a_run_layer_is_unpacked_as_it_is_committed_and_equals_its_blob() {
     assert!(!log.contains("strata"), "the store shows through: {log}");
 }
 
+#[tokio::test]
+async fn a_cache_restore_cut_short_leaves_nothing_after_a_restart() {
+    let state = tempfile::tempdir().expect("state");
+    drop(open(state.path(), false).await);
+    // What a worker killed while swapping in the fleet's copy of a cache
+    // leaves: the copy it was unpacking and the one it was replacing.
+    let caches = state.path().join("cache-mounts");
+    for d in [".restore-0123", ".old-4567", "kept"] {
+        fs::create_dir_all(caches.join(d).join("sub")).expect("mkdir");
+        fs::write(caches.join(d).join("sub/f"), "x").expect("write");
+    }
+    let _worker = open(state.path(), false).await;
+    let mut left: Vec<String> = fs::read_dir(&caches)
+        .expect("cache-mounts")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".boot"))
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["kept".to_string()]);
+}
+
 /// Whether the running kernel's release is `major.minor` or later.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");

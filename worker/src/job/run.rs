@@ -96,6 +96,15 @@ impl Worker {
                         "the machine went down since these cache mounts were used: they are dropped"
                     );
                 }
+                // A restore cut short by a crash leaves its half-unpacked
+                // copy, or the copy it was replacing, beside the caches.
+                for e in std::fs::read_dir(&caches).into_iter().flatten().flatten() {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    if name.starts_with(".restore-") || name.starts_with(".old-") {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
                 let _ = std::fs::remove_dir_all(state_run_files(&config.state_dir));
                 let store = Store::open(Self::store_root(&config.state_dir))?;
                 let contexts = ContextCache::open(config.state_dir.join("contexts"))
