@@ -306,16 +306,16 @@ fn ctrl_c_in_an_embedded_build_leaves_no_step_running_behind_it() {
     assert!(mounts.is_empty(), "mounts are left: {mounts:#?}");
 }
 
-#[test]
-fn steps_locking_a_cache_mount_take_turns() {
+/// Builds two stages at once (nothing orders them) that mount one cache
+/// with `sharing`, each failing if it finds the other inside, as apt-get
+/// does with its lock file; returns what each saw in the cache's log.
+fn two_stages_on_one_cache(sharing: &str) -> (String, String) {
     let home = tempfile::tempdir().expect("home");
     let ctx = tempfile::tempdir().expect("ctx");
-    // Two stages at once (nothing orders them), each failing if it finds
-    // the other inside the cache, as apt-get does with its lock file.
     let step = |name: &str| {
         format!(
             "FROM base AS {name}\n\
-             RUN --mount=type=cache,target=/cache,sharing=locked \
+             RUN --mount=type=cache,target=/cache,sharing={sharing} \
              if [ -e /cache/busy ]; then echo the other step is inside; exit 1; fi; \
              echo {name} > /cache/busy && busybox sleep 2 && busybox rm /cache/busy \
              && echo {name} >> /cache/log && cat /cache/log > /seen\n"
@@ -338,9 +338,22 @@ fn steps_locking_a_cache_mount_take_turns() {
     let err = stderr(&out);
     // A step that found the other inside failed the build.
     assert!(out.status.success(), "{err}");
-    // One after the other: the second saw the first's line in the cache.
     let one = fs::read_to_string(rootfs.join("one")).expect("one");
     let two = fs::read_to_string(rootfs.join("two")).expect("two");
+    (one, two)
+}
+
+#[test]
+fn steps_with_a_private_cache_mount_in_use_get_one_of_their_own() {
+    let (one, two) = two_stages_on_one_cache("private");
+    // Neither saw the other's line: the second to start had a new cache.
+    assert_eq!((one.as_str(), two.as_str()), ("one\n", "two\n"));
+}
+
+#[test]
+fn steps_locking_a_cache_mount_take_turns() {
+    let (one, two) = two_stages_on_one_cache("locked");
+    // One after the other: the second saw the first's line in the cache.
     let (first, second) = if one.lines().count() == 1 {
         (one, two)
     } else {

@@ -8,8 +8,8 @@
 //! Concurrent writers: the last to finish wins, as with a cache directory
 //! shared by concurrent steps on one machine. With `sharing=locked` the
 //! steps of a worker take turns instead, as with BuildKit: the next one
-//! mounts the cache when the one before has ended (`sharing=private` is
-//! shared here).
+//! mounts the cache when the one before has ended; with `sharing=private`
+//! a step that finds the cache in use gets a new one of its own.
 //!
 //! `<state>/cache-mounts/<hash>.digest` records which archive the local
 //! directory matches, so an unchanged cache is neither restored nor sent.
@@ -29,6 +29,8 @@ pub(super) struct CacheUse {
     writable: bool,
     /// `sharing=locked`: one step of this worker at a time.
     locked: bool,
+    /// `sharing=private`: a new cache for a step that finds it in use.
+    private: bool,
     /// Owner and mode of the cache's root directory.
     uid: u32,
     gid: u32,
@@ -48,6 +50,7 @@ pub(super) fn cache_mounts(a: &wire::JobAssignment) -> Vec<CacheUse> {
                 digest: c.archive_digest.clone(),
                 writable: !m.readonly,
                 locked: c.sharing == wire::CacheSharing::Locked as i32,
+                private: c.sharing == wire::CacheSharing::Private as i32,
                 uid: c.uid,
                 gid: c.gid,
                 mode: if c.mode == 0 { 0o755 } else { c.mode },
@@ -69,10 +72,43 @@ fn recorded(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// What [`restore`] gives a job.
+pub(super) struct Restored {
+    /// The job's use of each cache (in `mounts`' order; `None` for a cache
+    /// mounted twice by the step, counted once, or one of its own), to be
+    /// held until [`save`] is done.
+    pub(super) users: Vec<Option<CacheMountUser>>,
+    /// `sharing=private` caches another step was using: (id, the id of
+    /// the step's own new cache), for [`Restored::use_own`] and
+    /// [`Restored::discard_own`].
+    own: Vec<(String, String)>,
+}
+
+impl Restored {
+    /// Points the job's mounts of caches it got a new one of at that one.
+    pub(super) fn use_own(&self, job: &mut crate::job::Job) {
+        let crate::job::JobAction::Run { mounts, .. } = &mut job.action else {
+            return;
+        };
+        for m in mounts {
+            if let crate::job::RunMount::Cache { id, .. } = m
+                && let Some((_, own)) = self.own.iter().find(|(shared, _)| shared == id)
+            {
+                *id = own.clone();
+            }
+        }
+    }
+
+    /// Deletes the job's own new caches: nothing after it sees them.
+    pub(super) fn discard_own(&self, worker: &Worker) {
+        for (_, own) in &self.own {
+            let _ = std::fs::remove_dir_all(cache_mount_dir(worker.state_dir(), own));
+        }
+    }
+}
+
 /// Brings every cache the job mounts up to the fleet's latest archive,
-/// where no other step of this worker is using it; returns the job's use
-/// of each (in `mounts`' order; `None` for a cache mounted twice by the
-/// step, counted once), to be held until [`save`] is done. A cache is a
+/// where no other step of this worker is using it. A cache is a
 /// cache: when the fleet's copy cannot be restored (it was pruned, the
 /// store is down) the step gets this worker's copy, as it is, and a
 /// warning.
@@ -80,7 +116,8 @@ pub(super) async fn restore(
     worker: &Worker,
     blobs: &RemoteBlobs,
     mounts: &[CacheUse],
-) -> Vec<Option<CacheMountUser>> {
+    job_id: &str,
+) -> Restored {
     // `sharing=locked` caches first, in the order of their ids: two steps
     // locking the same caches cannot each wait for the other.
     let writable = |id: &str| mounts.iter().any(|o| o.id == id && o.writable);
@@ -96,16 +133,27 @@ pub(super) async fn restore(
             worker.cache_users().enter_locked(id, writable(id)).await,
         );
     }
+    let private = |id: &str| mounts.iter().any(|o| o.id == id && o.private);
     let mut users = Vec::with_capacity(mounts.len());
+    let mut own = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
         let (id, digest) = (&m.id, &m.digest);
         if mounts[..i].iter().any(|o| o.id == *id) {
             users.push(None);
             continue;
         }
-        let mut user = match entered.remove(id.as_str()) {
-            Some(user) => user,
-            None => worker.cache_users().enter(id, writable(id)),
+        let entered = match entered.remove(id.as_str()) {
+            Some(user) => Some(user),
+            None if private(id) => worker.cache_users().enter_private(id, writable(id)),
+            None => Some(worker.cache_users().enter(id, writable(id))),
+        };
+        let Some(mut user) = entered else {
+            // In use by another step here: a new, empty cache for this
+            // step alone, never archived, gone after it.
+            tracing::info!(cache = %id, "private cache mount in use by another step here: the step gets a new one");
+            own.push((id.clone(), format!("{id}\u{0}private\u{0}{job_id}")));
+            users.push(None);
+            continue;
         };
         let dir = cache_mount_dir(worker.state_dir(), id);
         let failed = {
@@ -132,7 +180,7 @@ pub(super) async fn restore(
         user.restore_failed = failed;
         users.push(Some(user));
     }
-    users
+    Restored { users, own }
 }
 
 /// Replaces `dir` with cache `m`'s archive.

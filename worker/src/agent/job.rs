@@ -263,7 +263,7 @@ async fn run_in_span(
             }
             None => None,
         };
-        let job = job_from_assignment(&a, context.as_ref().map(|c| c.dir()))
+        let mut job = job_from_assignment(&a, context.as_ref().map(|c| c.dir()))
             .map_err(|e| (wire::FailureKind::InvalidJob, e.to_string(), None))?;
         // A layer's blob damaged on this worker's disk (blobs are not
         // synced: a power loss) fails its unpack and is removed as it is
@@ -302,12 +302,13 @@ async fn run_in_span(
         .await;
         let caches = cache_mounts::cache_mounts(&a);
         // A `sharing=locked` cache may keep the step waiting for another.
-        let mut cache_users = tokio::select! {
-            users = cache_mounts::restore(worker, blobs, &caches) => users,
+        let restored = tokio::select! {
+            r = cache_mounts::restore(worker, blobs, &caches, &job_id) => r,
             () = cancel.cancelled() => {
                 return Err((wire::FailureKind::Cancelled, "cancelled".to_string(), None));
             }
         };
+        restored.use_own(&mut job);
         let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
         let forward = {
             let (out, job_id, lease_id, tail) = (
@@ -351,6 +352,8 @@ async fn run_in_span(
         };
         let result = worker.run_job(job, tx, cancel.clone()).await;
         let _ = forward.await;
+        restored.discard_own(worker);
+        let mut cache_users = restored.users;
         for user in cache_users.iter_mut().flatten() {
             user.unlock();
         }

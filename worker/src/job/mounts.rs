@@ -98,6 +98,24 @@ impl CacheMountUsers {
         Self::count_in(entry, writable, Some(lock))
     }
 
+    /// [`CacheMountUsers::enter`] for `sharing=private`, as BuildKit's:
+    /// the cache itself when no other step of this worker uses it, else
+    /// `None`, and the step gets a new cache of its own.
+    pub fn enter_private(&self, id: &str, writable: bool) -> Option<CacheMountUser> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let entry = self.entry(id);
+        entry.users.compare_exchange(0, 1, SeqCst, SeqCst).ok()?;
+        if writable {
+            entry.writers.fetch_add(1, SeqCst);
+        }
+        Some(CacheMountUser {
+            entry,
+            writable,
+            restore_failed: false,
+            exclusive: None,
+        })
+    }
+
     fn count_in(
         entry: std::sync::Arc<CacheMountUse>,
         writable: bool,
