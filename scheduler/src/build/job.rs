@@ -17,6 +17,10 @@ use build::build_event::Event;
 pub(super) struct Failure {
     pub(super) status: build::BuildStatus,
     pub(super) error: Box<build::BuildError>,
+    /// The worker of the step's last run, if it ran ("" otherwise).
+    pub(super) worker_id: String,
+    /// The runs the step had (1 when it never ran).
+    pub(super) attempts: u32,
 }
 
 impl Failure {
@@ -32,6 +36,8 @@ impl Failure {
                 message: message.into(),
                 ..Default::default()
             }),
+            worker_id: String::new(),
+            attempts: 1,
         }
     }
 }
@@ -262,13 +268,17 @@ pub(super) async fn drive_job(
                 f.error.exit_code = failure.exit_code;
                 f.error.signal = failure.signal;
                 f.error.log_tail = tail;
+                f.worker_id = worker_id;
+                f.attempts = attempt;
                 return Err(f);
             }
             JobEvent::Lost(reason) => {
-                return Err(Failure::new(
+                let mut f = Failure::new(
                     build::ErrorCode::WorkerLost,
                     format!("{}: {reason}", step.instruction),
-                ));
+                );
+                f.attempts = attempt;
+                return Err(f);
             }
         }
     }
@@ -363,5 +373,62 @@ mod tests {
         ));
         assert!(inner.pins.is_pinned(&there));
         assert_eq!(step_done_count(&handle), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_names_its_last_worker_and_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let plan = plan_dockerfile(
+            b"FROM scratch\nRUN false\n",
+            None,
+            &PlanOptions::default(),
+            &Offline,
+        )
+        .unwrap();
+        let handle = BuildHandle::new("b1".into(), Default::default());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let failure = |retryable| {
+            Box::new(wire::JobFailed {
+                message: "exit code: 1".into(),
+                retryable,
+                ..Default::default()
+            })
+        };
+        tx.send(JobEvent::Started {
+            worker_id: "w1".into(),
+            attempt: 1,
+        })
+        .unwrap();
+        tx.send(JobEvent::Retrying {
+            failure: failure(true),
+            worker_id: "w1".into(),
+        })
+        .unwrap();
+        tx.send(JobEvent::Started {
+            worker_id: "w2".into(),
+            attempt: 2,
+        })
+        .unwrap();
+        tx.send(JobEvent::Failed {
+            failure: failure(false),
+            worker_id: "w2".into(),
+        })
+        .unwrap();
+        match drive_job(
+            &handle,
+            &plan.steps[0],
+            "j1".into(),
+            rx,
+            s.inner(),
+            &unlinked(),
+        )
+        .await
+        {
+            Err(f) => assert_eq!((f.worker_id.as_str(), f.attempts), ("w2", 2)),
+            Ok(_) => panic!("a failed step succeeded"),
+        }
     }
 }

@@ -493,9 +493,9 @@ async fn execute(
                     step,
                     build::StepStatus::Failed,
                     None,
-                    "",
+                    &f.worker_id,
                     Duration::ZERO,
-                    1,
+                    f.attempts,
                 );
                 f.error.step_id = step.id.clone();
                 f.error.stage_name = stage_name(&plan, step.stage);
