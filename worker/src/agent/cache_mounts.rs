@@ -108,7 +108,8 @@ impl Restored {
 }
 
 /// Brings every cache the job mounts up to the fleet's latest archive,
-/// where no other step of this worker is using it. A cache is a
+/// where no other step of this worker is using it (`None` when the job
+/// was cancelled while it waited for a `sharing=locked` cache). A cache is a
 /// cache: when the fleet's copy cannot be restored (it was pruned, the
 /// store is down) the step gets this worker's copy, as it is, and a
 /// warning.
@@ -117,7 +118,8 @@ pub(super) async fn restore(
     blobs: &RemoteBlobs,
     mounts: &[CacheUse],
     job_id: &str,
-) -> Restored {
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<Restored> {
     // `sharing=locked` caches first, in the order of their ids: two steps
     // locking the same caches cannot each wait for the other.
     let writable = |id: &str| mounts.iter().any(|o| o.id == id && o.writable);
@@ -126,12 +128,15 @@ pub(super) async fn restore(
         .filter(|m| m.locked)
         .map(|m| m.id.as_str())
         .collect();
-    let mut entered = std::collections::HashMap::new();
+    let mut locked_users = std::collections::HashMap::new();
     for id in locked {
-        entered.insert(
-            id,
-            worker.cache_users().enter_locked(id, writable(id)).await,
-        );
+        // Waiting for another step is all that may be cut short: a swap
+        // once started is finished.
+        let user = tokio::select! {
+            user = worker.cache_users().enter_locked(id, writable(id)) => user,
+            () = cancel.cancelled() => return None,
+        };
+        locked_users.insert(id, user);
     }
     let private = |id: &str| mounts.iter().any(|o| o.id == id && o.private);
     let mut users = Vec::with_capacity(mounts.len());
@@ -142,12 +147,12 @@ pub(super) async fn restore(
             users.push(None);
             continue;
         }
-        let entered = match entered.remove(id.as_str()) {
+        let user = match locked_users.remove(id.as_str()) {
             Some(user) => Some(user),
             None if private(id) => worker.cache_users().enter_private(id, writable(id)),
             None => Some(worker.cache_users().enter(id, writable(id))),
         };
-        let Some(mut user) = entered else {
+        let Some(mut user) = user else {
             // In use by another step here: a new, empty cache for this
             // step alone, never archived, gone after it.
             tracing::info!(cache = %id, "private cache mount in use by another step here: the step gets a new one");
@@ -180,7 +185,7 @@ pub(super) async fn restore(
         user.restore_failed = failed;
         users.push(Some(user));
     }
-    Restored { users, own }
+    Some(Restored { users, own })
 }
 
 /// Replaces `dir` with cache `m`'s archive.

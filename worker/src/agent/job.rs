@@ -302,11 +302,9 @@ async fn run_in_span(
         .await;
         let caches = cache_mounts::cache_mounts(&a);
         // A `sharing=locked` cache may keep the step waiting for another.
-        let restored = tokio::select! {
-            r = cache_mounts::restore(worker, blobs, &caches, &job_id) => r,
-            () = cancel.cancelled() => {
-                return Err((wire::FailureKind::Cancelled, "cancelled".to_string(), None));
-            }
+        let Some(restored) = cache_mounts::restore(worker, blobs, &caches, &job_id, &cancel).await
+        else {
+            return Err((wire::FailureKind::Cancelled, "cancelled".to_string(), None));
         };
         restored.use_own(&mut job);
         let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
