@@ -317,7 +317,11 @@ impl Pool {
                 // it again once the parent runs again). No attempt is spent,
                 // so the loss cannot use up a rider's last one.
                 let mut job = r.job;
-                job.only = None;
+                // Still bound if the worker is back (it reconnected), as in
+                // `requeue`.
+                if st.workers.get(worker_id).is_none_or(|w| w.draining) {
+                    job.only = None;
+                }
                 job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
                 let _ = job.events.send(JobEvent::Requeued {
                     reason,
