@@ -316,18 +316,7 @@ impl Pool {
                 // and losing it is not the rider's failure (the build starts
                 // it again once the parent runs again). No attempt is spent,
                 // so the loss cannot use up a rider's last one.
-                let mut job = r.job;
-                // Still bound if the worker is back (it reconnected), as in
-                // `requeue`.
-                if st.workers.get(worker_id).is_none_or(|w| w.draining) {
-                    job.only = None;
-                }
-                job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
-                let _ = job.events.send(JobEvent::Requeued {
-                    reason,
-                    attempt: job.assignment.attempt,
-                });
-                st.queue.push_front(job);
+                Self::queue_again(st, r.job, &reason);
             } else {
                 self.requeue(st, r.job, &reason);
             }
@@ -343,6 +332,12 @@ impl Pool {
             return;
         }
         job.assignment.attempt += 1;
+        Self::queue_again(st, job, reason);
+    }
+
+    /// Back at the head of the queue under a new lease, on the job's
+    /// current attempt.
+    fn queue_again(st: &mut State, mut job: Queued, reason: &str) {
         job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
         // A job bound to a worker stays bound while that worker takes
         // jobs (only it has the layer the job reads); if it went away or

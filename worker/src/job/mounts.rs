@@ -6,6 +6,7 @@ use crate::snapshot::{Snapshot, Snapshotter};
 use crate::store::Store;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::SeqCst;
 
 /// Everything mounted for one RUN; dropping it unmounts source snapshots
 /// and deletes secret files.
@@ -85,7 +86,9 @@ impl CacheMountUsers {
     /// Counts a step in as a user of cache `id` until the returned value
     /// is dropped.
     pub fn enter(&self, id: &str, writable: bool) -> CacheMountUser {
-        Self::count_in(self.entry(id), writable, None)
+        let entry = self.entry(id);
+        entry.users.fetch_add(1, SeqCst);
+        Self::user(entry, writable, None)
     }
 
     /// [`CacheMountUsers::enter`] for `sharing=locked`, as BuildKit's: waits
@@ -95,34 +98,25 @@ impl CacheMountUsers {
     pub async fn enter_locked(&self, id: &str, writable: bool) -> CacheMountUser {
         let entry = self.entry(id);
         let lock = std::sync::Arc::clone(&entry.locked).lock_owned().await;
-        Self::count_in(entry, writable, Some(lock))
+        entry.users.fetch_add(1, SeqCst);
+        Self::user(entry, writable, Some(lock))
     }
 
     /// [`CacheMountUsers::enter`] for `sharing=private`, as BuildKit's:
     /// the cache itself when no other step of this worker uses it, else
     /// `None`, and the step gets a new cache of its own.
     pub fn enter_private(&self, id: &str, writable: bool) -> Option<CacheMountUser> {
-        use std::sync::atomic::Ordering::SeqCst;
         let entry = self.entry(id);
         entry.users.compare_exchange(0, 1, SeqCst, SeqCst).ok()?;
-        if writable {
-            entry.writers.fetch_add(1, SeqCst);
-        }
-        Some(CacheMountUser {
-            entry,
-            writable,
-            restore_failed: false,
-            exclusive: None,
-        })
+        Some(Self::user(entry, writable, None))
     }
 
-    fn count_in(
+    /// A user already counted in `entry`'s users.
+    fn user(
         entry: std::sync::Arc<CacheMountUse>,
         writable: bool,
         exclusive: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> CacheMountUser {
-        use std::sync::atomic::Ordering::SeqCst;
-        entry.users.fetch_add(1, SeqCst);
         if writable {
             entry.writers.fetch_add(1, SeqCst);
         }
@@ -152,7 +146,7 @@ impl CacheMountUser {
 
     /// Whether no other step of this worker uses the cache.
     pub fn alone(&self) -> bool {
-        self.entry.users.load(std::sync::atomic::Ordering::SeqCst) == 1
+        self.entry.users.load(SeqCst) == 1
     }
 
     /// Stops counting this step as a writer; true when it was the last
@@ -164,16 +158,12 @@ impl CacheMountUser {
             return false;
         }
         self.writable = false;
-        self.entry
-            .writers
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
-            == 1
+        self.entry.writers.fetch_sub(1, SeqCst) == 1
     }
 }
 
 impl Drop for CacheMountUser {
     fn drop(&mut self) {
-        use std::sync::atomic::Ordering::SeqCst;
         self.entry.users.fetch_sub(1, SeqCst);
         if self.writable {
             self.entry.writers.fetch_sub(1, SeqCst);
