@@ -68,6 +68,15 @@ pub enum JobEvent {
         /// The worker that ran it.
         worker_id: String,
     },
+    /// The worker it was sent to refused it without running it (no free
+    /// slot, or draining): it is queued again on the same attempt, and the
+    /// `Started` that went before it did not happen.
+    Refused {
+        /// The worker that refused it.
+        worker_id: String,
+        /// The worker's reason.
+        reason: String,
+    },
     /// The worker went away; the job is queued again.
     Requeued {
         /// Why.
@@ -359,9 +368,13 @@ impl Pool {
     /// Puts a job a worker refused for want of a slot (or because it is
     /// draining) back at the head of the queue under a new lease, on the
     /// same attempt.
-    fn bounce(st: &mut State, mut job: Queued, worker_id: &str) {
+    fn bounce(st: &mut State, mut job: Queued, worker_id: &str, reason: &str) {
         job.avoid.insert(worker_id.to_string());
         job.assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
+        let _ = job.events.send(JobEvent::Refused {
+            worker_id: worker_id.to_string(),
+            reason: reason.to_string(),
+        });
         st.queue.push_front(job);
     }
 

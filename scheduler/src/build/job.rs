@@ -158,6 +158,18 @@ pub(super) async fn drive_job(
                     message: p.message,
                 }));
             }
+            JobEvent::Refused { worker_id, reason } => {
+                // Nothing ran: the StepStarted before this is withdrawn by
+                // a StepQueued on the same attempt.
+                handle.emit(Event::StepQueued(build::StepQueued {
+                    step_id: step.id.clone(),
+                    attempt,
+                    reason: format!(
+                        "worker {worker_id} refused it ({reason}); waiting for another"
+                    ),
+                    cache_key: step.cache_key.clone(),
+                }));
+            }
             JobEvent::Requeued { reason, attempt: a } => {
                 revoke(&mut committed);
                 handle.emit(Event::StepQueued(build::StepQueued {
@@ -430,5 +442,66 @@ mod tests {
             Err(f) => assert_eq!((f.worker_id.as_str(), f.attempts), ("w2", 2)),
             Ok(_) => panic!("a failed step succeeded"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_run_is_withdrawn_before_the_step_starts_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let inner = s.inner();
+        let plan = plan_dockerfile(
+            b"FROM scratch\nRUN true\n",
+            None,
+            &PlanOptions::default(),
+            &Offline,
+        )
+        .unwrap();
+        let handle = BuildHandle::new("b1".into(), Default::default());
+        let there = inner.blobs.put_bytes(b"a layer").await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for ev in [
+            JobEvent::Started {
+                worker_id: "w2".into(),
+                attempt: 1,
+            },
+            JobEvent::Refused {
+                worker_id: "w2".into(),
+                reason: "no free slot".into(),
+            },
+            JobEvent::Started {
+                worker_id: "w1".into(),
+                attempt: 1,
+            },
+            done(&there),
+        ] {
+            tx.send(ev).unwrap();
+        }
+        let link = unlinked();
+        let driven = drive_job(&handle, &plan.steps[0], "j1".into(), rx, inner, &link);
+        assert!(matches!(driven.await, Ok(Driven::Done(_))));
+        handle.mark_durable(u64::MAX);
+        let seen: Vec<String> = handle
+            .events_after(0)
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(Event::StepStarted(s)) => {
+                    Some(format!("started {} #{}", s.worker_id, s.attempt))
+                }
+                Some(Event::StepQueued(q)) => Some(format!("queued #{}: {}", q.attempt, q.reason)),
+                Some(Event::StepDone(d)) => Some(format!("done {} #{}", d.worker_id, d.attempt)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "started w2 #1",
+                "queued #1: worker w2 refused it (no free slot); waiting for another",
+                "started w1 #1",
+                "done w1 #1",
+            ]
+        );
     }
 }

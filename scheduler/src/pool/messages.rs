@@ -70,7 +70,7 @@ impl Pool {
                         }
                     }
                     if full || draining {
-                        Self::bounce(&mut st, run.job, worker_id);
+                        Self::bounce(&mut st, run.job, worker_id, &r.reason);
                     } else {
                         run.job.avoid.insert(worker_id.to_string());
                         self.requeue(

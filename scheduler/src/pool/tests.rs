@@ -56,6 +56,11 @@ fn started(rx: &mut mpsc::UnboundedReceiver<JobEvent>) -> String {
     }
 }
 
+/// Whether the next event is a refusal by `worker` for `reason`.
+fn refused(rx: &mut mpsc::UnboundedReceiver<JobEvent>, worker: &str, reason: &str) -> bool {
+    matches!(rx.try_recv(), Ok(JobEvent::Refused { worker_id, reason: r }) if worker_id == worker && r == reason)
+}
+
 #[test]
 fn jobs_prefer_the_worker_holding_their_parents_within_capacity() {
     let pool = Pool::new(3);
@@ -289,8 +294,10 @@ fn a_refusal_for_want_of_a_slot_costs_no_attempt() {
         let sent = assigned(&mut a).remove(0);
         assert_eq!(sent.attempt, 1);
         msg(&pool, "a", rejected("j", &sent.lease_id, "no free slot"));
-        // Refused: nothing more goes to a until it shows a free slot.
-        assert!(j.try_recv().is_err(), "the refusal was reported");
+        // Refused: the build hears that it did not start after all, and
+        // nothing more goes to a until it shows a free slot.
+        assert!(refused(&mut j, "a", "no free slot"));
+        assert!(j.try_recv().is_err(), "one event for one refusal");
         assert!(assigned(&mut a).is_empty(), "sent straight back to a");
         assert_eq!(pool.queued(), 1);
         msg(
@@ -314,6 +321,7 @@ fn a_refused_job_goes_to_another_worker_with_a_free_slot() {
     assert_eq!(started(&mut j), "a");
     let lease = assigned(&mut a).remove(0).lease_id;
     msg(&pool, "a", rejected("j", &lease, "no free slot"));
+    assert!(refused(&mut j, "a", "no free slot"));
     assert_eq!(started(&mut j), "b");
     let sent = assigned(&mut b).remove(0);
     assert_eq!(sent.attempt, 1);
@@ -331,6 +339,7 @@ fn a_refused_job_goes_to_another_worker_with_a_free_slot() {
     assert_eq!(started(&mut k), "c");
     let lease = assigned(&mut c).remove(0).lease_id;
     msg(&pool, "c", rejected("k", &lease, "draining"));
+    assert!(refused(&mut k, "c", "draining"));
     assert!(k.try_recv().is_err());
     assert_eq!(pool.queued(), 1);
     assert!(
