@@ -363,3 +363,105 @@ fn steps_locking_a_cache_mount_take_turns() {
     assert_eq!(second.lines().count(), 2, "{first:?} {second:?}");
     assert!(second.starts_with(&first), "{first:?} {second:?}");
 }
+
+/// One stage fails while another runs and the last waits for both: as
+/// with BuildKit the build stops at once, and a client following it sees
+/// every step end exactly once: the failed one failed, the running one and
+/// the waiting ones cancelled, in the plan's order at the end.
+#[test]
+fn a_failed_step_ends_every_other_step_of_the_build() {
+    let home = tempfile::tempdir().expect("home");
+    let ctx = tempfile::tempdir().expect("ctx");
+    context(
+        ctx.path(),
+        "FROM scratch AS base\nCOPY rootfs/ /\n\
+         FROM base AS slow\nRUN echo started; busybox sleep 60\n\
+         FROM base AS bad\nRUN busybox sleep 2; exit 3\n\
+         FROM base\nCOPY --from=slow /bin/sh /slow\nCOPY --from=bad /bin/sh /bad\n",
+    );
+    let began = std::time::Instant::now();
+    let out = strata(
+        home.path(),
+        &[
+            "build",
+            "--progress",
+            "json",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(45),
+        "the running step was not stopped: {:?}",
+        began.elapsed()
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(err.lines())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let plan: Vec<(String, String)> = events
+        .iter()
+        .find(|e| e["type"] == "build_started")
+        .and_then(|e| e["steps"].as_array())
+        .unwrap_or_else(|| panic!("no plan in {err}"))
+        .iter()
+        .map(|s| {
+            let field = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            (field("step_id"), field("instruction"))
+        })
+        .collect();
+    let id_of = |needle: &str| {
+        plan.iter()
+            .find(|(_, i)| i.contains(needle))
+            .unwrap_or_else(|| panic!("no step {needle:?} in {plan:?}"))
+            .0
+            .clone()
+    };
+    let terminal = ["step_done", "step_cached", "step_failed", "step_cancelled"];
+    let ends = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["step_id"] == id && terminal.contains(&e["type"].as_str().unwrap_or("")))
+            .filter(|e| e["type"] != "step_failed" || e["will_retry"] == false)
+            .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(ends(&id_of("exit 3")), ["step_failed"], "{err}");
+    assert_eq!(ends(&id_of("sleep 60")), ["step_cancelled"], "{err}");
+    assert_eq!(ends(&id_of("/slow")), ["step_cancelled"], "{err}");
+    assert_eq!(ends(&id_of("/bad")), ["step_cancelled"], "{err}");
+    let failed = events
+        .iter()
+        .find(|e| e["type"] == "build_failed")
+        .unwrap_or_else(|| panic!("no build_failed in {err}"));
+    let outcomes: Vec<(String, String)> = failed["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|o| {
+            let field = |k: &str| o[k].as_str().unwrap_or_default().to_string();
+            (field("step_id"), field("status"))
+        })
+        .collect();
+    let ids: Vec<&String> = outcomes.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, plan.iter().map(|(id, _)| id).collect::<Vec<_>>());
+    let status = |id: String| {
+        outcomes
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(status(id_of("exit 3")), "failed");
+    assert_eq!(status(id_of("sleep 60")), "cancelled");
+    assert!(
+        events
+            .iter()
+            .skip_while(|e| e["type"] != "build_failed")
+            .count()
+            == 1,
+        "events after build_failed: {err}"
+    );
+}

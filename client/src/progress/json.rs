@@ -236,6 +236,12 @@ pub fn event_json(ev: &pb::BuildEvent) -> Value {
                         "signal": e.signal,
                         "log_tail": lossy(&e.log_tail),
                     },
+                    "steps": f.steps.iter().map(|o| json!({
+                        "step_id": o.step_id,
+                        "status": enum_word(o.status().as_str_name(), "STEP_STATUS_"),
+                        "worker_id": o.worker_id,
+                        "attempts": o.attempts,
+                    })).collect::<Vec<_>>(),
                 }),
             )
         }

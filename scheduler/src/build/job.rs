@@ -10,7 +10,7 @@ use strata_frontend::plan::Step;
 use strata_proto::build::v1 as build;
 use strata_proto::worker::v1 as wire;
 
-use super::wire::{duration, layer_proto};
+use super::wire::duration;
 use build::build_event::Event;
 
 /// A failed build: its error and final status.
@@ -21,6 +21,10 @@ pub(super) struct Failure {
     pub(super) worker_id: String,
     /// The runs the step had (1 when it never ran).
     pub(super) attempts: u32,
+    /// How long its last run took, from its start on the worker.
+    pub(super) duration: Duration,
+    /// Whether a `StepFailed` told the build's clients already.
+    pub(super) announced: bool,
 }
 
 impl Failure {
@@ -38,6 +42,8 @@ impl Failure {
             }),
             worker_id: String::new(),
             attempts: 1,
+            duration: Duration::ZERO,
+            announced: false,
         }
     }
 }
@@ -46,8 +52,11 @@ impl Failure {
 pub(super) struct StepRun {
     pub(super) layer: LayerInfo,
     pub(super) worker_id: String,
+    /// How long its last run took, from its start on the worker.
     pub(super) duration: Duration,
     pub(super) attempts: u32,
+    /// What the worker measured of the run.
+    pub(super) stats: Option<Box<strata_proto::common::v1::ExecutionStats>>,
     /// Cache mounts the step changed (their new archives).
     pub(super) cache_mounts: Vec<wire::CacheMountArchive>,
 }
@@ -86,22 +95,57 @@ fn layer_info(l: strata_proto::common::v1::Layer) -> LayerInfo {
     }
 }
 
-/// Follows one job's events into the build's log. A step is reported
-/// done only once its layer is pinned and known to be in the store, and,
-/// for a job started on layers still uploading, once their steps are
-/// done (`link`, which also carries the job's early layer to the build
-/// loop, and its revocation when the job runs again).
+/// Follows one job's events into the build's log. A step's job is done
+/// only once its layer is pinned and known to be in the store, and, for a
+/// job started on layers still uploading, once their steps are done
+/// (`link`, which also carries the job's early layer to the build loop,
+/// and its revocation when the job runs again). The build loop reports
+/// the step done (`StepDone`) once the step is recorded. A failure names
+/// the step's last worker and its runs.
 pub(super) async fn drive_job(
     handle: &BuildHandle,
     step: &Step,
     job_id: String,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+    events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
     inner: &Inner,
     link: &Link,
 ) -> Result<Driven, Failure> {
-    let started = Instant::now();
+    let mut run = RunSoFar {
+        started: Instant::now(),
+        worker_id: String::new(),
+        attempt: 1,
+    };
+    follow(handle, step, &job_id, events, inner, link, &mut run)
+        .await
+        .map_err(|mut f| {
+            if f.worker_id.is_empty() {
+                f.worker_id = std::mem::take(&mut run.worker_id);
+            }
+            f.attempts = run.attempt;
+            f.duration = run.started.elapsed();
+            f
+        })
+}
+
+/// The job's latest run, as its events told it.
+struct RunSoFar {
+    /// When it started on its worker (when the job was queued, before).
+    started: Instant,
+    worker_id: String,
+    attempt: u32,
+}
+
+async fn follow(
+    handle: &BuildHandle,
+    step: &Step,
+    job_id: &str,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+    inner: &Inner,
+    link: &Link,
+    run: &mut RunSoFar,
+) -> Result<Driven, Failure> {
+    let job_id = job_id.to_string();
     let mut tail: Vec<u8> = Vec::new();
-    let mut attempt = 1;
     // Whether the build loop holds an early layer of this job's.
     let mut committed = false;
     let revoke = |committed: &mut bool| {
@@ -127,13 +171,19 @@ pub(super) async fn drive_job(
                 worker_id,
                 attempt: a,
             } => {
-                attempt = a;
+                // Durations and log tails are a run's own.
+                *run = RunSoFar {
+                    started: Instant::now(),
+                    worker_id: worker_id.clone(),
+                    attempt: a,
+                };
+                tail.clear();
                 tracing::Span::current().record("worker_id", worker_id.as_str());
                 handle.emit(Event::StepStarted(build::StepStarted {
                     step_id: step.id.clone(),
                     worker_id,
                     job_id: job_id.clone(),
-                    attempt,
+                    attempt: a,
                 }));
             }
             JobEvent::Log(chunk) => {
@@ -144,7 +194,7 @@ pub(super) async fn drive_job(
                 handle.emit(Event::StepLog(build::StepLog {
                     step_id: step.id.clone(),
                     job_id: job_id.clone(),
-                    attempt,
+                    attempt: run.attempt,
                     chunk: Some(chunk),
                 }));
             }
@@ -163,7 +213,7 @@ pub(super) async fn drive_job(
                 // a StepQueued on the same attempt.
                 handle.emit(Event::StepQueued(build::StepQueued {
                     step_id: step.id.clone(),
-                    attempt,
+                    attempt: run.attempt,
                     reason: format!(
                         "worker {worker_id} refused it ({reason}); waiting for another"
                     ),
@@ -209,28 +259,17 @@ pub(super) async fn drive_job(
                         return Ok(Driven::LayerVanished {
                             digest: layer.digest,
                             worker_id,
-                            attempt,
+                            attempt: run.attempt,
                         });
                     }
                     Err(e) => return Err(store_failure(e)),
                 }
-                let took = started.elapsed();
-                handle.emit(Event::StepDone(build::StepDone {
-                    step_id: step.id.clone(),
-                    worker_id: worker_id.clone(),
-                    job_id: job_id.clone(),
-                    attempt,
-                    duration: Some(duration(took)),
-                    layer: Some(layer_proto(&layer)),
-                    cache_key: step.cache_key.clone(),
-                    stats: result.stats,
-                    resolved_base_digest: String::new(),
-                }));
                 return Ok(Driven::Done(StepRun {
                     layer,
                     worker_id,
-                    duration: took,
-                    attempts: attempt,
+                    duration: run.started.elapsed(),
+                    attempts: run.attempt,
+                    stats: result.stats.map(Box::new),
                     cache_mounts: result.cache_mounts,
                 }));
             }
@@ -242,7 +281,7 @@ pub(super) async fn drive_job(
                     step_id: step.id.clone(),
                     worker_id,
                     job_id: job_id.clone(),
-                    attempt,
+                    attempt: run.attempt,
                     exit_code: failure.exit_code,
                     signal: failure.signal,
                     message: failure.message,
@@ -252,7 +291,7 @@ pub(super) async fn drive_job(
                         std::mem::take(&mut tail)
                     },
                     will_retry: true,
-                    duration: Some(duration(started.elapsed())),
+                    duration: Some(duration(run.started.elapsed())),
                 }));
             }
             JobEvent::Failed { failure, worker_id } => {
@@ -263,13 +302,13 @@ pub(super) async fn drive_job(
                     step_id: step.id.clone(),
                     worker_id: worker_id.clone(),
                     job_id: job_id.clone(),
-                    attempt,
+                    attempt: run.attempt,
                     exit_code: failure.exit_code,
                     signal: failure.signal,
                     message: failure.message.clone(),
                     log_tail: tail.clone(),
                     will_retry: false,
-                    duration: Some(duration(started.elapsed())),
+                    duration: Some(duration(run.started.elapsed())),
                 }));
                 let code = match wire::FailureKind::try_from(failure.kind) {
                     Ok(wire::FailureKind::Timeout) => build::ErrorCode::StepTimeout,
@@ -281,16 +320,14 @@ pub(super) async fn drive_job(
                 f.error.signal = failure.signal;
                 f.error.log_tail = tail;
                 f.worker_id = worker_id;
-                f.attempts = attempt;
+                f.announced = true;
                 return Err(f);
             }
             JobEvent::Lost(reason) => {
-                let mut f = Failure::new(
+                return Err(Failure::new(
                     build::ErrorCode::WorkerLost,
                     format!("{}: {reason}", step.instruction),
-                );
-                f.attempts = attempt;
-                return Err(f);
+                ));
             }
         }
     }
@@ -384,7 +421,8 @@ mod tests {
             Ok(Driven::Done(_))
         ));
         assert!(inner.pins.is_pinned(&there));
-        assert_eq!(step_done_count(&handle), 1);
+        // The build loop reports it done, once it is recorded.
+        assert_eq!(step_done_count(&handle), 0);
     }
 
     #[tokio::test]
@@ -480,7 +518,10 @@ mod tests {
         }
         let link = unlinked();
         let driven = drive_job(&handle, &plan.steps[0], "j1".into(), rx, inner, &link);
-        assert!(matches!(driven.await, Ok(Driven::Done(_))));
+        match driven.await {
+            Ok(Driven::Done(run)) => assert_eq!((run.worker_id.as_str(), run.attempts), ("w1", 1)),
+            _ => panic!("the step did not end done"),
+        }
         handle.mark_durable(u64::MAX);
         let seen: Vec<String> = handle
             .events_after(0)
@@ -490,7 +531,6 @@ mod tests {
                     Some(format!("started {} #{}", s.worker_id, s.attempt))
                 }
                 Some(Event::StepQueued(q)) => Some(format!("queued #{}: {}", q.attempt, q.reason)),
-                Some(Event::StepDone(d)) => Some(format!("done {} #{}", d.worker_id, d.attempt)),
                 _ => None,
             })
             .collect();
@@ -500,7 +540,6 @@ mod tests {
                 "started w2 #1",
                 "queued #1: worker w2 refused it (no free slot); waiting for another",
                 "started w1 #1",
-                "done w1 #1",
             ]
         );
     }

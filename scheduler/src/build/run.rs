@@ -158,6 +158,58 @@ fn outcome(
     });
 }
 
+/// Stops a build ending early: its jobs still running are cancelled, and
+/// every step without a terminal event gets `StepCancelled` and a
+/// cancelled outcome, so that the build's clients see each step end.
+fn stop_the_rest(
+    inner: &Inner,
+    handle: &BuildHandle,
+    plan: &BuildPlan,
+    running_jobs: &BTreeSet<String>,
+    reason: &str,
+) {
+    for job in running_jobs {
+        inner.pool.cancel(job, reason);
+    }
+    let ended: BTreeSet<String> = handle
+        .info()
+        .step_outcomes
+        .into_iter()
+        .map(|o| o.step_id)
+        .collect();
+    for step in plan.steps.iter().filter(|s| !ended.contains(&s.id)) {
+        handle.emit(Event::StepCancelled(build::StepCancelled {
+            step_id: step.id.clone(),
+            reason: reason.to_string(),
+        }));
+        outcome(
+            handle,
+            step,
+            build::StepStatus::Cancelled,
+            None,
+            "",
+            Duration::ZERO,
+            0,
+        );
+    }
+    in_plan_order(handle, plan);
+}
+
+/// Orders the build's step outcomes as its plan orders the steps (they
+/// are recorded as the steps end).
+fn in_plan_order(handle: &BuildHandle, plan: &BuildPlan) {
+    let at: BTreeMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    handle.update(|i| {
+        i.step_outcomes
+            .sort_by_key(|o| at.get(o.step_id.as_str()).copied().unwrap_or(usize::MAX));
+    });
+}
+
 /// Pins base image `r`'s layers for the build and checks each is in the
 /// store, under the pins guard as a cache hit does: prune then leaves them
 /// alone. Returns the first layer that is missing.
@@ -282,13 +334,6 @@ async fn execute(
             .map(|(k, v)| (k.clone(), v.plan.clone()))
             .collect(),
     ))?;
-    for w in &plan.warnings {
-        handle.emit(Event::Warning(build::BuildWarning {
-            message: w.message.clone(),
-            location: (w.line > 0).then(|| location(input, w.line)),
-            ..Default::default()
-        }));
-    }
     let plan_wire = plan_proto(&plan, input);
     handle.update(|i| {
         i.plan = Some(plan_wire.clone());
@@ -303,6 +348,13 @@ async fn execute(
         tags: input.tags.clone(),
         outputs: Vec::new(),
     }));
+    for w in &plan.warnings {
+        handle.emit(Event::Warning(build::BuildWarning {
+            message: w.message.clone(),
+            location: (w.line > 0).then(|| location(input, w.line)),
+            ..Default::default()
+        }));
+    }
 
     let mut chains = Chains {
         plan: &plan,
@@ -343,12 +395,15 @@ async fn execute(
             };
             pending.remove(i);
             let job_id = riding.job_id(&handle.id, &step.id);
-            let a = job_assignment(&chains, step, input, &job_id, &handle.id, &full_context)
-                .map_err(|e| {
+            let a = match job_assignment(&chains, step, input, &job_id, &handle.id, &full_context) {
+                Ok(a) => a,
+                Err(e) => {
                     let mut f = Failure::new(build::ErrorCode::InvalidRequest, e);
                     f.error.step_id = step.id.clone();
-                    f
-                })?;
+                    stop_the_rest(inner, handle, &plan, &running_jobs, "another step failed");
+                    return Err(f);
+                }
+            };
             running_jobs.insert(job_id.clone());
             let ns = input.namespace.as_str();
             let span = tracing::info_span!(
@@ -403,12 +458,7 @@ async fn execute(
             }
             n = running.next() => n,
             () = handle.cancel.cancelled() => {
-                for job in &running_jobs {
-                    inner.pool.cancel(job, "build cancelled");
-                }
-                for step in pending.iter() {
-                    handle.emit(Event::StepCancelled(build::StepCancelled { step_id: step.id.clone(), reason: "build cancelled".into() }));
-                }
+                stop_the_rest(inner, handle, &plan, &running_jobs, "build cancelled");
                 return Err(Failure::new(build::ErrorCode::Cancelled, "build cancelled"));
             }
         };
@@ -462,6 +512,18 @@ async fn execute(
             }
             Ok(Satisfied::Built(run, entry)) => {
                 inner.metrics.steps.with_label_values(&["executed"]).inc();
+                // Only now, with the step recorded, is it done.
+                handle.emit(Event::StepDone(build::StepDone {
+                    step_id: step.id.clone(),
+                    worker_id: run.worker_id.clone(),
+                    job_id: job_id.clone(),
+                    attempt: run.attempts,
+                    duration: Some(duration(run.duration)),
+                    layer: Some(layer_proto(&run.layer)),
+                    cache_key: step.cache_key.clone(),
+                    stats: run.stats.map(|s| *s),
+                    resolved_base_digest: String::new(),
+                }));
                 inner
                     .metrics
                     .step_duration
@@ -483,10 +545,22 @@ async fn execute(
             }
             Err(mut f) => {
                 inner.metrics.steps.with_label_values(&["failed"]).inc();
-                // As BuildKit: one failed step stops the build; the others
-                // are cancelled.
-                for job in &running_jobs {
-                    inner.pool.cancel(job, "another step failed");
+                if !f.announced {
+                    // Failed in the scheduler's part of the step (its
+                    // worker lost for good, the store): say so as for a
+                    // failed run.
+                    handle.emit(Event::StepFailed(build::StepFailed {
+                        step_id: step.id.clone(),
+                        worker_id: f.worker_id.clone(),
+                        job_id: job_id.clone(),
+                        attempt: f.attempts,
+                        exit_code: f.error.exit_code,
+                        signal: f.error.signal,
+                        message: f.error.message.clone(),
+                        log_tail: f.error.log_tail.clone(),
+                        will_retry: false,
+                        duration: Some(duration(f.duration)),
+                    }));
                 }
                 outcome(
                     handle,
@@ -494,9 +568,12 @@ async fn execute(
                     build::StepStatus::Failed,
                     None,
                     &f.worker_id,
-                    Duration::ZERO,
+                    f.duration,
                     f.attempts,
                 );
+                // As BuildKit: one failed step stops the build; the others
+                // are cancelled.
+                stop_the_rest(inner, handle, &plan, &running_jobs, "another step failed");
                 f.error.step_id = step.id.clone();
                 f.error.stage_name = stage_name(&plan, step.stage);
                 f.error.instruction = step.instruction.clone();
@@ -535,6 +612,7 @@ async fn execute(
         );
     }
     drop(running);
+    in_plan_order(handle, &plan);
 
     let created = match input.source_date_epoch {
         Some(t) => rfc3339(t, 0),

@@ -196,7 +196,7 @@ pub(super) async fn satisfy(
                 r = &mut drive => match r {
                     Ok(driven) => break driven,
                     Err(f) => {
-                        record_job(inner, &job_id, &handle.id, step, ns, "failed", "").await;
+                        record_job(inner, &job_id, &handle.id, step, ns, "failed", &f.worker_id).await;
                         return Err(f);
                     }
                 },
@@ -249,15 +249,21 @@ pub(super) async fn satisfy(
                     cache_key: key.clone(),
                 }));
             }
-            Driven::LayerVanished { digest, .. } => {
-                record_job(inner, &job_id, &handle.id, step, ns, "failed", "").await;
-                return Err(Failure::new(
+            Driven::LayerVanished {
+                digest,
+                worker_id,
+                attempt,
+            } => {
+                record_job(inner, &job_id, &handle.id, step, ns, "failed", &worker_id).await;
+                let mut f = Failure::new(
                     build::ErrorCode::StoreUnavailable,
                     format!(
                         "{}: layer {digest} was removed from the store {MAX_LAYER_TRIES} times before it could be recorded (strata prune running?); the build can be retried",
                         step.instruction
                     ),
-                ));
+                );
+                (f.worker_id, f.attempts) = (worker_id, attempt);
+                return Err(f);
             }
         }
     };
