@@ -208,7 +208,38 @@ fn a_killed_scheduler_resumes_its_builds_and_the_client_reattaches() {
             context()
         );
     }
-    // The first step finished before the kill: it was not run again.
+    // One build, every step ended once, every run its own job id.
+    let count = |ty: &str| seen.iter().filter(|e| e["type"] == ty).count();
+    assert_eq!(count("build_started"), 1, "{}", context());
+    let mut ends: Vec<&str> = seen
+        .iter()
+        .filter(|e| {
+            ["step_done", "step_cached", "step_cancelled"]
+                .contains(&e["type"].as_str().unwrap_or(""))
+                || (e["type"] == "step_failed" && e["will_retry"] == false)
+        })
+        .filter_map(|e| e["step_id"].as_str())
+        .collect();
+    let all = ends.len();
+    ends.sort_unstable();
+    ends.dedup();
+    assert_eq!(ends.len(), all, "a step ended twice:\n{}", context());
+    let mut jobs: Vec<&str> = seen
+        .iter()
+        .filter(|e| e["type"] == "step_started")
+        .filter_map(|e| e["job_id"].as_str())
+        .collect();
+    let runs = jobs.len();
+    jobs.sort_unstable();
+    jobs.dedup();
+    assert_eq!(
+        jobs.len(),
+        runs,
+        "two runs under one job id:\n{}",
+        context()
+    );
+    // The first step finished before the kill: it was not run again, and
+    // the build says it executed it (before the restart).
     let m: Value = serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).expect("json");
     let status_of = |needle: &str| {
         m["strata.steps"]
@@ -224,7 +255,7 @@ fn a_killed_scheduler_resumes_its_builds_and_the_client_reattaches() {
             .unwrap_or_default()
             .to_string()
     };
-    assert_eq!(status_of("echo first"), "cached", "{m:#}");
+    assert_eq!(status_of("echo first"), "executed", "{m:#}");
     assert_eq!(status_of("echo last"), "executed", "{m:#}");
 
     // The same Dockerfile built again, uninterrupted, is the same image.

@@ -117,12 +117,14 @@ pub(super) struct Riding {
 }
 
 impl Riding {
-    pub(super) fn new() -> Self {
+    /// `runs`: step → the runs its job ids numbered before (a resumed
+    /// build's), so that a new run's id is new.
+    pub(super) fn new(runs: BTreeMap<String, u32>) -> Self {
         Self {
             early: BTreeMap::new(),
             riders: BTreeMap::new(),
             done: watch::channel(BTreeSet::new()).0,
-            runs: BTreeMap::new(),
+            runs,
             current: BTreeMap::new(),
         }
     }
@@ -334,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_step_rides_only_on_layers_one_worker_holds_and_done_steps() {
-        let mut r = Riding::new();
+        let mut r = Riding::new(BTreeMap::new());
         let mut done = BTreeSet::new();
         let s = step("s", &["a", "b"]);
         assert_eq!(r.placement(&s, &done), None, "nothing is ready");
@@ -355,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn riders_are_let_go_when_their_parents_are_done_and_stopped_when_revoked() {
-        let mut r = Riding::new();
+        let mut r = Riding::new(BTreeMap::new());
         let a = r.job_id("b1", "a");
         r.committed("a", &a, "w1", layer("la"));
         // s rides on a; t rides on s's early layer.
@@ -412,7 +414,7 @@ mod tests {
 
     #[test]
     fn a_done_layer_other_than_the_early_one_stops_the_riders() {
-        let mut r = Riding::new();
+        let mut r = Riding::new(BTreeMap::new());
         let a = r.job_id("b1", "a");
         r.committed("a", &a, "w1", layer("la"));
         let s = r.job_id("b1", "s");
@@ -424,7 +426,7 @@ mod tests {
 
     #[test]
     fn riders_of_a_replaced_early_layer_stop_and_a_done_rider_is_no_rider() {
-        let mut r = Riding::new();
+        let mut r = Riding::new(BTreeMap::new());
         let a = r.job_id("b1", "a");
         r.committed("a", &a, "w1", layer("la"));
         let s = r.job_id("b1", "s");

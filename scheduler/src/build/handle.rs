@@ -198,6 +198,12 @@ impl BuildHandle {
             .to_vec()
     }
 
+    /// Every event of the log, durable or not (a resumed build reads
+    /// what its log says already).
+    pub fn logged(&self) -> Vec<build::BuildEvent> {
+        self.log().events.clone()
+    }
+
     /// Wakes when more events are durable.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.durable.subscribe()

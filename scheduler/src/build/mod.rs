@@ -4,6 +4,7 @@
 
 mod chains;
 mod early;
+mod ends;
 mod handle;
 mod job;
 mod persist;

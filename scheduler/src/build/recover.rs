@@ -7,7 +7,8 @@
 //! unfinished, under the same id, numbers on after the highest sequence
 //! any client can have seen: a client reattaching with the last sequence it
 //! saw continues without a lost or repeated line, and steps that finished
-//! before the restart come from the cache instead of running again. Both
+//! before the restart come from the cache instead of running again, each
+//! ending once in the log (`ends::Earlier`). Both
 //! keys go once the build's whole log is in the durable store.
 //!
 //! While the state cannot be written, watchers wait and the writer retries;

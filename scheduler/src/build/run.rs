@@ -9,7 +9,7 @@ use super::persist::{Settling, persist};
 use super::resolve::{Known, Resolved, images_of, resolve};
 use crate::Inner;
 use crate::cache::Hit;
-use crate::image::{BaseImage, LayerInfo, assemble, now_rfc3339, rfc3339};
+use crate::image::{BaseImage, assemble, now_rfc3339, rfc3339};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,7 @@ use build::build_event::Event;
 
 use super::chains::Chains;
 use super::early::{Early, Link, Riding, Stopped};
+use super::ends::{Earlier, in_plan_order, outcome, stop_the_rest};
 use super::job::{Failure, store_failure};
 use super::step::{Satisfied, satisfy};
 use super::wire::{
@@ -126,87 +127,6 @@ fn finish(handle: &BuildHandle, total: prost_types::Duration) {
     handle.update(|i| {
         i.finished_at = Some(SystemTime::now().into());
         i.duration = Some(total);
-    });
-}
-
-fn outcome(
-    handle: &BuildHandle,
-    step: &Step,
-    status: build::StepStatus,
-    layer: Option<&LayerInfo>,
-    worker_id: &str,
-    took: Duration,
-    attempts: u32,
-) {
-    handle.update(|i| {
-        i.step_outcomes.push(build::StepOutcome {
-            step_id: step.id.clone(),
-            status: status as i32,
-            worker_id: worker_id.to_string(),
-            duration: Some(duration(took)),
-            layer: layer.map(layer_proto),
-            cache_key: step.cache_key.clone(),
-            attempts,
-        });
-        let counts = i.steps.get_or_insert_with(Default::default);
-        match status {
-            build::StepStatus::Cached => counts.cached += 1,
-            build::StepStatus::Executed => counts.executed += 1,
-            build::StepStatus::Failed => counts.failed += 1,
-            _ => {}
-        }
-    });
-}
-
-/// Stops a build ending early: its jobs still running are cancelled, and
-/// every step without a terminal event gets `StepCancelled` and a
-/// cancelled outcome, so that the build's clients see each step end.
-fn stop_the_rest(
-    inner: &Inner,
-    handle: &BuildHandle,
-    plan: &BuildPlan,
-    running_jobs: &BTreeSet<String>,
-    reason: &str,
-) {
-    for job in running_jobs {
-        inner.pool.cancel(job, reason);
-    }
-    let ended: BTreeSet<String> = handle
-        .info()
-        .step_outcomes
-        .into_iter()
-        .map(|o| o.step_id)
-        .collect();
-    for step in plan.steps.iter().filter(|s| !ended.contains(&s.id)) {
-        handle.emit(Event::StepCancelled(build::StepCancelled {
-            step_id: step.id.clone(),
-            reason: reason.to_string(),
-        }));
-        outcome(
-            handle,
-            step,
-            build::StepStatus::Cancelled,
-            None,
-            "",
-            Duration::ZERO,
-            0,
-        );
-    }
-    in_plan_order(handle, plan);
-}
-
-/// Orders the build's step outcomes as its plan orders the steps (they
-/// are recorded as the steps end).
-fn in_plan_order(handle: &BuildHandle, plan: &BuildPlan) {
-    let at: BTreeMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
-    handle.update(|i| {
-        i.step_outcomes
-            .sort_by_key(|o| at.get(o.step_id.as_str()).copied().unwrap_or(usize::MAX));
     });
 }
 
@@ -342,17 +262,33 @@ async fn execute(
             ..Default::default()
         });
     });
-    handle.emit(Event::BuildStarted(build::BuildStarted {
-        plan: Some(plan_wire),
-        namespace: input.namespace.clone(),
-        tags: input.tags.clone(),
-        outputs: Vec::new(),
-    }));
-    for w in &plan.warnings {
-        handle.emit(Event::Warning(build::BuildWarning {
-            message: w.message.clone(),
-            location: (w.line > 0).then(|| location(input, w.line)),
-            ..Default::default()
+    // A build resumed after a scheduler restart has started already;
+    // the runs the restart cut short are withdrawn.
+    let earlier = Earlier::of(&handle.id, &handle.logged());
+    if !earlier.started {
+        handle.emit(Event::BuildStarted(build::BuildStarted {
+            plan: Some(plan_wire),
+            namespace: input.namespace.clone(),
+            tags: input.tags.clone(),
+            outputs: Vec::new(),
+        }));
+        for w in &plan.warnings {
+            handle.emit(Event::Warning(build::BuildWarning {
+                message: w.message.clone(),
+                location: (w.line > 0).then(|| location(input, w.line)),
+                ..Default::default()
+            }));
+        }
+    }
+    for (step_id, attempt) in &earlier.interrupted {
+        handle.emit(Event::StepQueued(build::StepQueued {
+            step_id: step_id.clone(),
+            attempt: *attempt,
+            reason: "the scheduler restarted; the step runs again".into(),
+            cache_key: plan
+                .step(step_id)
+                .map(|s| s.cache_key.clone())
+                .unwrap_or_default(),
         }));
     }
 
@@ -374,7 +310,7 @@ async fn execute(
     let mut running = FuturesUnordered::new();
     let mut running_jobs: BTreeSet<String> = BTreeSet::new();
     // Layers made and not yet uploaded, and the steps started on them.
-    let mut riding = Riding::new();
+    let mut riding = Riding::new(earlier.runs.clone());
     let (early_tx, mut early_rx) = tokio::sync::mpsc::unbounded_channel::<Early>();
     let full_context = Some(common::ContextRef {
         manifest: Some(common::context_ref::Manifest::Inline(manifest_proto(
@@ -486,25 +422,41 @@ async fn execute(
         running_jobs.remove(&job_id);
         let layer = match result {
             Ok(Satisfied::Cached(hit)) => {
-                inner.metrics.steps.with_label_values(&["cached"]).inc();
                 let Hit { entry, .. } = hit;
-                handle.emit(Event::StepCached(build::StepCached {
-                    step_id: step.id.clone(),
-                    cache_key: step.cache_key.clone(),
-                    layer: Some(layer_proto(&entry.layer)),
-                    source_build_id: entry.build_id.clone(),
-                    source_worker_id: entry.worker_id.clone(),
-                }));
-                outcome(
-                    handle,
-                    step,
-                    build::StepStatus::Cached,
-                    Some(&entry.layer),
-                    &entry.worker_id,
-                    Duration::ZERO,
-                    0,
-                );
-                workers.insert(step.id.clone(), (true, entry.worker_id.clone()));
+                if let Some(e) = earlier.ended(&step.id, &entry.layer.digest) {
+                    // Ended before the scheduler restarted: as it ended
+                    // then, with no second event.
+                    outcome(
+                        handle,
+                        step,
+                        e.status,
+                        Some(&entry.layer),
+                        &e.worker_id,
+                        e.took,
+                        e.attempts,
+                    );
+                    let cached = e.status == build::StepStatus::Cached;
+                    workers.insert(step.id.clone(), (cached, e.worker_id.clone()));
+                } else {
+                    inner.metrics.steps.with_label_values(&["cached"]).inc();
+                    handle.emit(Event::StepCached(build::StepCached {
+                        step_id: step.id.clone(),
+                        cache_key: step.cache_key.clone(),
+                        layer: Some(layer_proto(&entry.layer)),
+                        source_build_id: entry.build_id.clone(),
+                        source_worker_id: entry.worker_id.clone(),
+                    }));
+                    outcome(
+                        handle,
+                        step,
+                        build::StepStatus::Cached,
+                        Some(&entry.layer),
+                        &entry.worker_id,
+                        Duration::ZERO,
+                        0,
+                    );
+                    workers.insert(step.id.clone(), (true, entry.worker_id.clone()));
+                }
                 if pin_times {
                     layer_times.insert(step.id.clone(), entry.created.clone());
                 }

@@ -1,0 +1,276 @@
+//! How a build's steps end: each step's outcome in the build's summary,
+//! the steps a build ending early cancels, and what a resumed build's log
+//! already says (so that a step ends once in it, its job ids stay unique
+//! and the build starts once).
+
+use super::handle::BuildHandle;
+use super::wire::{duration, layer_proto};
+use crate::Inner;
+use crate::image::LayerInfo;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use strata_frontend::plan::{BuildPlan, Step};
+use strata_proto::build::v1 as build;
+
+use build::build_event::Event;
+
+/// Records how `step` ended in the build's summary.
+pub(super) fn outcome(
+    handle: &BuildHandle,
+    step: &Step,
+    status: build::StepStatus,
+    layer: Option<&LayerInfo>,
+    worker_id: &str,
+    took: Duration,
+    attempts: u32,
+) {
+    handle.update(|i| {
+        i.step_outcomes.push(build::StepOutcome {
+            step_id: step.id.clone(),
+            status: status as i32,
+            worker_id: worker_id.to_string(),
+            duration: Some(duration(took)),
+            layer: layer.map(layer_proto),
+            cache_key: step.cache_key.clone(),
+            attempts,
+        });
+        let counts = i.steps.get_or_insert_with(Default::default);
+        match status {
+            build::StepStatus::Cached => counts.cached += 1,
+            build::StepStatus::Executed => counts.executed += 1,
+            build::StepStatus::Failed => counts.failed += 1,
+            _ => {}
+        }
+    });
+}
+
+/// Stops a build ending early: its jobs still running are cancelled, and
+/// every step without a terminal event gets `StepCancelled` and a
+/// cancelled outcome, so that the build's clients see each step end.
+pub(super) fn stop_the_rest(
+    inner: &Inner,
+    handle: &BuildHandle,
+    plan: &BuildPlan,
+    running_jobs: &BTreeSet<String>,
+    reason: &str,
+) {
+    for job in running_jobs {
+        inner.pool.cancel(job, reason);
+    }
+    let ended: BTreeSet<String> = handle
+        .info()
+        .step_outcomes
+        .into_iter()
+        .map(|o| o.step_id)
+        .collect();
+    for step in plan.steps.iter().filter(|s| !ended.contains(&s.id)) {
+        handle.emit(Event::StepCancelled(build::StepCancelled {
+            step_id: step.id.clone(),
+            reason: reason.to_string(),
+        }));
+        outcome(
+            handle,
+            step,
+            build::StepStatus::Cancelled,
+            None,
+            "",
+            Duration::ZERO,
+            0,
+        );
+    }
+    in_plan_order(handle, plan);
+}
+
+/// Orders the build's step outcomes as its plan orders the steps (they
+/// are recorded as the steps end).
+pub(super) fn in_plan_order(handle: &BuildHandle, plan: &BuildPlan) {
+    let at: BTreeMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    handle.update(|i| {
+        i.step_outcomes
+            .sort_by_key(|o| at.get(o.step_id.as_str()).copied().unwrap_or(usize::MAX));
+    });
+}
+
+/// What a build's log says already when the build resumes after a
+/// scheduler restart (nothing, for a new build).
+#[derive(Debug, Default)]
+pub(super) struct Earlier {
+    /// `BuildStarted` is in the log.
+    pub(super) started: bool,
+    /// Steps that ended (done or cached) before the restart.
+    ended: BTreeMap<String, Ended>,
+    /// Steps started and not ended: (step, attempt) of their last run,
+    /// which the restart cut short.
+    pub(super) interrupted: Vec<(String, u32)>,
+    /// Step → the runs its job ids have numbered so far.
+    pub(super) runs: BTreeMap<String, u32>,
+}
+
+/// How a step ended before a restart.
+#[derive(Debug, Clone)]
+pub(super) struct Ended {
+    pub(super) status: build::StepStatus,
+    pub(super) digest: String,
+    pub(super) worker_id: String,
+    pub(super) took: Duration,
+    pub(super) attempts: u32,
+}
+
+impl Earlier {
+    /// Reads build `build_id`'s log `events`.
+    pub(super) fn of(build_id: &str, events: &[build::BuildEvent]) -> Self {
+        let mut e = Earlier::default();
+        let mut last_run: BTreeMap<String, u32> = BTreeMap::new();
+        for ev in events {
+            match &ev.event {
+                Some(Event::BuildStarted(_)) => e.started = true,
+                Some(Event::StepStarted(s)) => {
+                    last_run.insert(s.step_id.clone(), s.attempt);
+                    let n = run_number(build_id, &s.step_id, &s.job_id);
+                    let runs = e.runs.entry(s.step_id.clone()).or_insert(0);
+                    *runs = (*runs).max(n);
+                }
+                // A run withdrawn (queued again) is not interrupted.
+                Some(Event::StepQueued(q)) => {
+                    last_run.remove(&q.step_id);
+                }
+                Some(Event::StepDone(d)) => {
+                    last_run.remove(&d.step_id);
+                    e.ended.insert(
+                        d.step_id.clone(),
+                        Ended {
+                            status: build::StepStatus::Executed,
+                            digest: d.layer.as_ref().map(digest_of).unwrap_or_default(),
+                            worker_id: d.worker_id.clone(),
+                            took: d
+                                .duration
+                                .and_then(|d| Duration::try_from(d).ok())
+                                .unwrap_or_default(),
+                            attempts: d.attempt,
+                        },
+                    );
+                }
+                Some(Event::StepCached(c)) => {
+                    last_run.remove(&c.step_id);
+                    e.ended.insert(
+                        c.step_id.clone(),
+                        Ended {
+                            status: build::StepStatus::Cached,
+                            digest: c.layer.as_ref().map(digest_of).unwrap_or_default(),
+                            worker_id: c.source_worker_id.clone(),
+                            took: Duration::ZERO,
+                            attempts: 0,
+                        },
+                    );
+                }
+                Some(Event::StepFailed(f)) if !f.will_retry => {
+                    last_run.remove(&f.step_id);
+                }
+                Some(Event::StepCancelled(c)) => {
+                    last_run.remove(&c.step_id);
+                }
+                _ => {}
+            }
+        }
+        e.interrupted = last_run.into_iter().collect();
+        e
+    }
+
+    /// How `step_id` ended before the restart, if its layer was `digest`:
+    /// the cache hit the resumed build finds for it is that end, not a new
+    /// one.
+    pub(super) fn ended(&self, step_id: &str, digest: &str) -> Option<&Ended> {
+        self.ended.get(step_id).filter(|e| e.digest == digest)
+    }
+}
+
+fn digest_of(l: &strata_proto::common::v1::Layer) -> String {
+    l.blob
+        .as_ref()
+        .map(|b| b.digest.clone())
+        .unwrap_or_default()
+}
+
+/// The run a job id numbers (see `Riding::job_id`): 1 for
+/// `<build>-<step>`, n for `<build>-<step>-<n>`.
+fn run_number(build_id: &str, step_id: &str, job_id: &str) -> u32 {
+    job_id
+        .strip_prefix(&format!("{build_id}-{step_id}"))
+        .and_then(|rest| match rest {
+            "" => Some(1),
+            _ => rest.strip_prefix('-')?.parse().ok(),
+        })
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(event: Event) -> build::BuildEvent {
+        build::BuildEvent {
+            event: Some(event),
+            ..Default::default()
+        }
+    }
+
+    fn started(step: &str, job: &str, attempt: u32) -> build::BuildEvent {
+        ev(Event::StepStarted(build::StepStarted {
+            step_id: step.into(),
+            worker_id: "w1".into(),
+            job_id: job.into(),
+            attempt,
+        }))
+    }
+
+    #[test]
+    fn a_resumed_build_knows_what_ended_what_was_cut_short_and_its_job_ids() {
+        let layer = strata_proto::common::v1::Layer {
+            blob: Some(strata_proto::common::v1::Descriptor {
+                digest: "sha256:a".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let log = [
+            ev(Event::BuildStarted(Default::default())),
+            started("s1", "b-s1", 1),
+            ev(Event::StepDone(build::StepDone {
+                step_id: "s1".into(),
+                worker_id: "w1".into(),
+                attempt: 1,
+                layer: Some(layer),
+                ..Default::default()
+            })),
+            started("s2", "b-s2", 1),
+            ev(Event::StepQueued(build::StepQueued {
+                step_id: "s2".into(),
+                attempt: 1,
+                ..Default::default()
+            })),
+            started("s2", "b-s2-2", 1),
+            started("s3", "b-s3", 2),
+        ];
+        let e = Earlier::of("b", &log);
+        assert!(e.started);
+        assert_eq!(
+            e.ended("s1", "sha256:a")
+                .map(|x| (x.status, x.worker_id.as_str())),
+            Some((build::StepStatus::Executed, "w1"))
+        );
+        // Another layer is another end.
+        assert!(e.ended("s1", "sha256:b").is_none());
+        assert_eq!(e.interrupted, [("s2".into(), 1), ("s3".into(), 2)]);
+        assert_eq!(
+            e.runs,
+            BTreeMap::from([("s1".into(), 1), ("s2".into(), 2), ("s3".into(), 1)])
+        );
+        let fresh = Earlier::of("b", &[]);
+        assert!(!fresh.started && fresh.interrupted.is_empty());
+    }
+}
