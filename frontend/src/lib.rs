@@ -14,6 +14,7 @@
 
 pub mod context;
 pub mod dockerignore;
+pub mod hosts;
 pub mod instructions;
 pub mod limits;
 pub mod parser;

@@ -232,6 +232,7 @@ pub fn assignment(
 ) -> Result<worker::JobAssignment, AssignError> {
     use worker::job_assignment::Instruction;
     let mut secrets = Vec::new();
+    let mut extra_hosts = Vec::new();
     let (kind, instruction, net, security) = match &step.action {
         Action::Run {
             argv,
@@ -239,8 +240,10 @@ pub fn assignment(
             mounts,
             network: n,
             security,
+            extra_hosts: hosts,
             ..
         } => {
+            extra_hosts.clone_from(hosts);
             let mut ms = Vec::with_capacity(mounts.len());
             for m in mounts {
                 ms.push(mount(step, m, inputs, &mut secrets)?);
@@ -381,7 +384,7 @@ pub fn assignment(
             nanos: 0,
         }),
         layer_compression: inputs.compression as i32,
-        extra_hosts: Vec::new(),
+        extra_hosts,
         extra: Default::default(),
         trace_context: Default::default(),
     })

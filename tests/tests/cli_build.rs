@@ -465,3 +465,78 @@ fn a_failed_step_ends_every_other_step_of_the_build() {
         "events after build_failed: {err}"
     );
 }
+
+/// `--label` and `--add-host`, as with `docker build`: the labels end up
+/// in the image's config over the Dockerfile's, and RUN steps resolve the
+/// extra host. A malformed `--add-host` is refused before anything runs.
+#[test]
+fn label_and_add_host_flags_reach_the_image_and_its_steps() {
+    let home = tempfile::tempdir().expect("home");
+    let ctx = tempfile::tempdir().expect("ctx");
+    context(
+        ctx.path(),
+        "FROM scratch\nCOPY rootfs/ /\nLABEL kept=1 over=dockerfile\nRUN cat /etc/hosts > /hosts\n",
+    );
+    let out_dir = tempfile::tempdir().expect("out");
+    let archive = out_dir.path().join("image.tar");
+    let root = out_dir.path().join("root");
+    let ctx_arg = ctx.path().to_str().expect("utf-8");
+    let o = strata(
+        home.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--label",
+            "over=flag",
+            "--label",
+            "org.opencontainers.image.revision=abc123",
+            "--add-host",
+            "mirror.test:10.1.2.3",
+            "-o",
+            &format!("type=docker,dest={}", archive.display()),
+            "-o",
+            &format!("type=local,dest={}", root.display()),
+            ctx_arg,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let hosts = fs::read_to_string(root.join("hosts")).expect("/hosts");
+    assert!(hosts.contains("10.1.2.3\tmirror.test\n"), "{hosts}");
+    let unpacked = out_dir.path().join("archive");
+    fs::create_dir(&unpacked).expect("mkdir");
+    let tar = Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(unpacked.join("manifest.json")).expect("manifest.json"))
+            .expect("json");
+    let config_path = manifest[0]["Config"].as_str().expect("Config");
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(unpacked.join(config_path)).expect("config"))
+            .expect("json");
+    assert_eq!(
+        config["config"]["Labels"],
+        serde_json::json!({
+            "kept": "1",
+            "over": "flag",
+            "org.opencontainers.image.revision": "abc123",
+        })
+    );
+
+    let bad = strata(
+        home.path(),
+        &["build", "--add-host", "mirror.test", ctx_arg],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("--add-host \"mirror.test\": expected HOST:IP"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -5,6 +5,7 @@ use crate::job::{FileSource, Job, JobAction, RunMount};
 use crate::store::LayerRef;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use strata_frontend::hosts::ExtraHost;
 use strata_oci::layer::Compression;
 use strata_proto::common::v1 as common;
 use strata_proto::worker::v1 as wire;
@@ -31,6 +32,14 @@ pub enum AssignmentError {
         job: String,
         /// The secret id.
         id: String,
+    },
+    /// A field holds what it cannot hold.
+    #[error("job {job}: {what}")]
+    Invalid {
+        /// The job id.
+        job: String,
+        /// What is wrong.
+        what: String,
     },
     /// Something this worker does not support yet.
     #[error("job {job}: {what} is not supported by this worker yet")]
@@ -208,6 +217,18 @@ pub fn job_from_assignment(
         common::Compression::Uncompressed => Compression::Uncompressed,
         _ => Compression::Zstd { level: 3 },
     };
+    let extra_hosts = a
+        .extra_hosts
+        .iter()
+        .map(|h| {
+            ExtraHost::parse(h)
+                .map(|h| (h.host, h.ip.to_string()))
+                .map_err(|what| AssignmentError::Invalid {
+                    job: a.job_id.clone(),
+                    what,
+                })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(Job {
         id: if a.attempt > 1 {
             format!("{}-{}", a.job_id, a.attempt)
@@ -222,6 +243,7 @@ pub fn job_from_assignment(
         source_date_epoch: a.source_date_epoch.as_ref().map(|t| t.seconds),
         compression,
         timeout: a.timeout.as_ref().and_then(|d| Duration::try_from(*d).ok()),
+        extra_hosts,
     })
 }
 

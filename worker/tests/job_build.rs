@@ -69,6 +69,7 @@ fn job(id: &str, parent: &[LayerRef], action: JobAction) -> Job {
         source_date_epoch: Some(EPOCH),
         compression: Compression::Zstd { level: 3 },
         timeout: Some(Duration::from_secs(60)),
+        extra_hosts: Vec::new(),
     }
 }
 

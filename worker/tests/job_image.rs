@@ -56,6 +56,7 @@ fn job(id: &str, parent: &[LayerRef], action: JobAction) -> Job {
         source_date_epoch: None,
         compression: Compression::Zstd { level: 3 },
         timeout: Some(Duration::from_secs(60)),
+        extra_hosts: Vec::new(),
     }
 }
 

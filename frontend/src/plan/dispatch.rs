@@ -282,7 +282,13 @@ impl<'a> Planner<'a> {
         let reachable = self.reachable(target);
         let mut stages = Vec::new();
         for &i in &reachable {
-            stages.push(self.dispatch_stage(i)?);
+            let mut stage = self.dispatch_stage(i)?;
+            if i == target {
+                for (k, v) in &self.opts.labels {
+                    stage.config.labels.insert(k.clone(), v.clone());
+                }
+            }
+            stages.push(stage);
         }
         self.unused_build_args();
         Ok(BuildPlan {

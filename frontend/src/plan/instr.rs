@@ -501,6 +501,7 @@ impl Planner<'_> {
             network: r.network.clone(),
             security: r.security.clone(),
             proxy_env,
+            extra_hosts: self.opts.extra_hosts.clone(),
         };
         let used = st.arg_values();
         self.push_step(

@@ -177,6 +177,12 @@ pub struct PlanOptions {
     pub no_cache: bool,
     /// `--no-cache-filter`: rebuild the steps of these stages.
     pub no_cache_filter: Vec<String>,
+    /// `--label K=V`: labels set on the target stage's image config, over
+    /// its `LABEL`s (as BuildKit: no history entry, no step).
+    pub labels: BTreeMap<String, String>,
+    /// `--add-host`: `/etc/hosts` entries of every RUN step (`HOST:IP`,
+    /// see [`crate::hosts::ExtraHost::wire`]); part of their cache keys.
+    pub extra_hosts: Vec<String>,
     /// Input limits.
     pub limits: Limits,
 }
@@ -363,6 +369,10 @@ pub enum Action {
         /// Proxy variables from build args (not in the cache key or history).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         proxy_env: Vec<String>,
+        /// `--add-host` entries (`HOST:IP`), in the cache key as with
+        /// BuildKit.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extra_hosts: Vec<String>,
     },
     /// COPY or ADD.
     Copy {

@@ -458,3 +458,76 @@ fn copy_keys_cover_mode_and_owner_but_not_mtime() {
     assert_ne!(plain[0], chgrp[0], "a group change rebuilds the COPY");
     assert_ne!(chown[0], chgrp[0]);
 }
+
+#[test]
+fn label_flags_go_on_the_target_stage_s_config_over_its_labels() {
+    let df = "FROM scratch AS a\nLABEL from=a\nFROM scratch\nLABEL kept=1 over=dockerfile\nCOPY --from=a / /\n";
+    let opts = PlanOptions {
+        labels: BTreeMap::from([
+            ("over".to_string(), "flag".to_string()),
+            ("new".to_string(), String::new()),
+        ]),
+        ..PlanOptions::default()
+    };
+    let p = plan_with(df, &opts, None).unwrap();
+    let plain = plan_str(df).unwrap();
+    let target = p.target_stage().unwrap();
+    assert_eq!(
+        target.config.labels,
+        BTreeMap::from([
+            ("kept".to_string(), "1".to_string()),
+            ("over".to_string(), "flag".to_string()),
+            ("new".to_string(), String::new()),
+        ])
+    );
+    // Not on other stages, and no step nor history entry of their own.
+    let a = p.stages.iter().find(|s| s.index == 0).unwrap();
+    assert_eq!(a.config.labels.len(), 1);
+    assert_eq!(target.history, plain.target_stage().unwrap().history);
+    let keys = |p: &BuildPlan| {
+        p.steps
+            .iter()
+            .map(|s| s.cache_key.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&p), keys(&plain));
+}
+
+#[test]
+fn add_host_reaches_every_run_step_and_its_cache_key() {
+    let df = "FROM scratch\nCOPY a /a\nRUN true\nFROM scratch\nCOPY --from=0 /a /b\nRUN false\n";
+    let ctx = ContextManifest {
+        entries: vec![file("a", "a")],
+    };
+    let opts = PlanOptions {
+        extra_hosts: vec!["mirror.test:10.1.2.3".into()],
+        ..PlanOptions::default()
+    };
+    let with = plan_with(df, &opts, Some(&ctx)).unwrap();
+    let without = plan_with(
+        df,
+        &PlanOptions {
+            extra_hosts: Vec::new(),
+            ..opts.clone()
+        },
+        Some(&ctx),
+    )
+    .unwrap();
+    assert_eq!(with.steps.len(), 4);
+    // What comes before any RUN keeps its key; each RUN has the hosts
+    // and a key of its own.
+    assert_eq!(with.steps[0].cache_key, without.steps[0].cache_key);
+    for (w, o) in with.steps.iter().zip(&without.steps) {
+        if let Action::Run { extra_hosts, .. } = &w.action {
+            assert_eq!(extra_hosts, &["mirror.test:10.1.2.3"]);
+            assert_ne!(w.cache_key, o.cache_key, "{}", w.instruction);
+        }
+    }
+    assert_eq!(
+        with.steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Run { .. }))
+            .count(),
+        2
+    );
+}

@@ -10,6 +10,7 @@ use crate::images::normalise;
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use strata_frontend::context::{ContextEntry, ContextManifest, EntryKind};
+use strata_frontend::hosts::ExtraHost;
 use strata_frontend::plan::{Offline, PlanOptions, Platform, plan_dockerfile};
 use strata_proto::build::v1 as build;
 use strata_proto::common::v1 as common;
@@ -231,6 +232,13 @@ pub(crate) async fn build_input(
         platform: platform_of(req.platforms.first())?,
         no_cache: req.no_cache,
         no_cache_filter: req.no_cache_filter.clone(),
+        labels: req.labels.clone().into_iter().collect(),
+        extra_hosts: req
+            .add_hosts
+            .iter()
+            .map(|h| ExtraHost::parse(h).map(|h| h.wire()))
+            .collect::<Result<_, _>>()
+            .map_err(Status::invalid_argument)?,
         ..PlanOptions::default()
     };
     // Fail fast on what needs no base image: syntax, flags, unknown

@@ -161,6 +161,9 @@ pub struct Job {
     pub compression: Compression,
     /// Kill a RUN after this long.
     pub timeout: Option<Duration>,
+    /// `/etc/hosts` entries of a RUN beyond its own (`--add-host`): host,
+    /// address.
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 /// What a job produced.

@@ -303,7 +303,7 @@ impl Worker {
                     security_insecure: *insecure,
                     mounts: prepared.mounts.clone(),
                     hostname: String::new(),
-                    extra_hosts: Vec::new(),
+                    extra_hosts: job.extra_hosts.clone(),
                     timeout: job.timeout,
                 };
                 let status = tokio::select! {

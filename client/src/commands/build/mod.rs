@@ -16,6 +16,7 @@ use options::{OutputSpec, SecretSpec};
 use prost::Message as _;
 use std::path::{Path, PathBuf};
 use strata_frontend::context::{ContextError, ContextManifest, DigestCache, EntryKind};
+use strata_frontend::hosts::ExtraHost;
 use strata_proto::build::v1 as pb;
 use strata_proto::common::v1 as common;
 use upload::{Blob, BlobSource};
@@ -90,6 +91,16 @@ pub struct BuildArgs {
     /// `id=ID,env=VAR`); repeatable.
     #[arg(long = "secret", value_name = "id=ID,src=PATH")]
     pub secrets: Vec<String>,
+    /// Set a label on the image (`KEY=VALUE`, or `KEY` for an empty
+    /// value), over the Dockerfile's `LABEL`s; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Add an `/etc/hosts` entry for RUN steps (`HOST:IP`); repeatable.
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Print nothing but the image ID (`--progress quiet`).
+    #[arg(short = 'q', long, conflicts_with = "progress")]
+    pub quiet: bool,
     /// The build context directory.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
@@ -145,6 +156,25 @@ pub fn prepare(args: &BuildArgs) -> Result<Prepared> {
     {
         bail!("--push / --output type=registry needs at least one -t NAME:TAG to push to");
     }
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some(("", _)) => Err(anyhow!("invalid --label {l:?}: the key is empty")),
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None if l.is_empty() => Err(anyhow!("invalid --label \"\": the key is empty")),
+            None => Ok((l.clone(), String::new())),
+        })
+        .collect::<Result<_>>()?;
+    let add_hosts = args
+        .add_hosts
+        .iter()
+        .map(|h| {
+            ExtraHost::parse(h)
+                .map(|h| h.wire())
+                .map_err(|e| anyhow!(e))
+        })
+        .collect::<Result<_>>()?;
     let secrets = args
         .secrets
         .iter()
@@ -186,6 +216,8 @@ pub fn prepare(args: &BuildArgs) -> Result<Prepared> {
             e
         },
         secrets,
+        labels,
+        add_hosts,
         platforms,
         source_date_epoch,
         client: Some(options::client_metadata()),
@@ -248,7 +280,12 @@ pub async fn run(args: &BuildArgs, scheduler: Option<&str>) -> Result<()> {
             .await
             .map_err(|e| anyhow!("reading the build context: {e}"))??
     };
-    let mode = args.progress.resolve();
+    let mode = if args.quiet {
+        Mode::Quiet
+    } else {
+        args.progress
+    }
+    .resolve();
     let mut renderer = progress::renderer(mode);
     let mut conn = connect::connect(scheduler).await?;
     let client = &mut conn.client;
