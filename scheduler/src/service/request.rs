@@ -226,6 +226,9 @@ pub(crate) async fn build_input(
     for t in &req.tags {
         normalise(t).map_err(image_status)?;
     }
+    if req.labels.keys().any(String::is_empty) {
+        return Err(Status::invalid_argument("--label: a label's key is empty"));
+    }
     let options = PlanOptions {
         build_args: req.build_args.clone().into_iter().collect(),
         target: (!req.target.is_empty()).then(|| req.target.clone()),
