@@ -8,6 +8,7 @@ use super::wire::{duration, layer_proto};
 use crate::Inner;
 use crate::image::LayerInfo;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 use strata_frontend::plan::{BuildPlan, Step};
 use strata_proto::build::v1 as build;
@@ -48,7 +49,7 @@ pub(super) fn outcome(
 /// every step without a terminal event gets `StepCancelled` and a
 /// cancelled outcome, so that the build's clients see each step end.
 pub(super) fn stop_the_rest(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     handle: &BuildHandle,
     plan: &BuildPlan,
     running_jobs: &BTreeSet<String>,
@@ -57,6 +58,7 @@ pub(super) fn stop_the_rest(
     for job in running_jobs {
         inner.pool.cancel(job, reason);
     }
+    super::step::mark_jobs(inner, running_jobs.iter().cloned().collect(), "cancelled");
     let ended: BTreeSet<String> = handle
         .info()
         .step_outcomes

@@ -28,7 +28,7 @@ use super::chains::Chains;
 use super::early::{Early, Link, Riding, Stopped};
 use super::ends::{Earlier, in_plan_order, outcome, stop_the_rest};
 use super::job::{Failure, store_failure};
-use super::step::{Satisfied, satisfy};
+use super::step::{Satisfied, mark_jobs, satisfy};
 use super::wire::{
     duration, job_assignment, layer_proto, location, manifest_proto, plan_proto, stage_name,
 };
@@ -153,7 +153,7 @@ async fn pin_base(inner: &Inner, build_id: &str, r: &Resolved) -> Result<Option<
 /// queues them again: they will be built on the layer that is stored.
 #[allow(clippy::too_many_arguments)]
 fn requeue_riders<'p>(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     handle: &BuildHandle,
     plan: &'p BuildPlan,
     stopped: Vec<Stopped>,
@@ -162,6 +162,11 @@ fn requeue_riders<'p>(
     chains: &mut Chains<'p>,
     cause: &str,
 ) {
+    mark_jobs(
+        inner,
+        stopped.iter().map(|s| s.job_id.clone()).collect(),
+        "cancelled",
+    );
     for s in stopped {
         running_jobs.remove(&s.job_id);
         inner.pool.cancel(

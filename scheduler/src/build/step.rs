@@ -339,6 +339,36 @@ async fn record_job(
     }
 }
 
+/// Marks the records of jobs the build stopped (`jobs/<id>`, see
+/// [`record_job`]) as `state`, in the background: their steps' futures
+/// were dropped before they could say so.
+pub(super) fn mark_jobs(inner: &Arc<Inner>, jobs: Vec<String>, state: &'static str) {
+    if jobs.is_empty() {
+        return;
+    }
+    let inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        for job_id in jobs {
+            let key = format!("jobs/{job_id}");
+            let Ok(Some(bytes)) = inner.state.get(&key).await else {
+                continue;
+            };
+            let Ok(mut record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            record["state"] = state.into();
+            record["updated"] = now_rfc3339().into();
+            if let Err(e) = inner
+                .state
+                .put(&key, record.to_string().as_bytes(), Some(JOB_RECORD_TTL))
+                .await
+            {
+                tracing::debug!("recording job {job_id}: {e}");
+            }
+        }
+    });
+}
+
 /// Where the fleet's latest archive of cache mount `id` is named.
 fn cache_mount_pointer(id: &str) -> String {
     format!(
@@ -365,4 +395,42 @@ async fn fleet_cache_mounts(inner: &Inner, a: &mut wire::JobAssignment) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Scheduler, SchedulerConfig};
+
+    #[tokio::test]
+    async fn a_stopped_job_s_record_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let inner = s.inner();
+        let record = serde_json::json!({"job_id": "j1", "state": "queued", "step_id": "s0-1"});
+        inner
+            .state
+            .put("jobs/j1", record.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+        // A job with no record gets none.
+        mark_jobs(inner, vec!["j1".into(), "j2".into()], "cancelled");
+        let read = |key: &'static str| async move {
+            inner
+                .state
+                .get(key)
+                .await
+                .unwrap()
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while read("jobs/j1").await.unwrap()["state"] != "cancelled" {
+            assert!(std::time::Instant::now() < deadline, "not marked");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(read("jobs/j1").await.unwrap()["step_id"], "s0-1");
+        assert!(read("jobs/j2").await.is_none());
+    }
 }
