@@ -4,7 +4,9 @@
 //! and the build starts once).
 
 use super::handle::BuildHandle;
-use super::wire::{duration, layer_proto};
+use super::job::{Failure, layer_info};
+use super::run::BuildInput;
+use super::wire::{duration, layer_proto, location, stage_name};
 use crate::Inner;
 use crate::image::LayerInfo;
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +54,7 @@ pub(super) fn stop_the_rest(
     inner: &Arc<Inner>,
     handle: &BuildHandle,
     plan: &BuildPlan,
+    earlier: &Earlier,
     running_jobs: &BTreeSet<String>,
     reason: &str,
 ) {
@@ -66,6 +69,19 @@ pub(super) fn stop_the_rest(
         .map(|o| o.step_id)
         .collect();
     for step in plan.steps.iter().filter(|s| !ended.contains(&s.id)) {
+        // Ended before a scheduler restart: as it ended then.
+        if let Some(e) = earlier.ended(&step.id) {
+            outcome(
+                handle,
+                step,
+                e.status,
+                e.layer.as_ref(),
+                &e.worker_id,
+                e.took,
+                e.attempts,
+            );
+            continue;
+        }
         handle.emit(Event::StepCancelled(build::StepCancelled {
             step_id: step.id.clone(),
             reason: reason.to_string(),
@@ -81,6 +97,96 @@ pub(super) fn stop_the_rest(
         );
     }
     in_plan_order(handle, plan);
+}
+
+/// Ends a build at its failed `step` (job `job_id`): the step's
+/// `StepFailed` and outcome, every other step stopped
+/// ([`stop_the_rest`]), and the failure named as `docker build` names it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn fail_step(
+    inner: &Arc<Inner>,
+    handle: &BuildHandle,
+    plan: &BuildPlan,
+    earlier: &Earlier,
+    input: &BuildInput,
+    step: &Step,
+    job_id: &str,
+    running_jobs: &BTreeSet<String>,
+    mut f: Failure,
+) -> Failure {
+    handle.emit(Event::StepFailed(build::StepFailed {
+        step_id: step.id.clone(),
+        worker_id: f.worker_id.clone(),
+        job_id: job_id.to_string(),
+        attempt: f.attempts,
+        exit_code: f.error.exit_code,
+        signal: f.error.signal,
+        message: f.error.message.clone(),
+        log_tail: f.error.log_tail.clone(),
+        will_retry: false,
+        duration: Some(duration(f.duration)),
+    }));
+    outcome(
+        handle,
+        step,
+        build::StepStatus::Failed,
+        None,
+        &f.worker_id,
+        f.duration,
+        f.attempts,
+    );
+    // As BuildKit: one failed step stops the build; the others are
+    // cancelled.
+    stop_the_rest(
+        inner,
+        handle,
+        plan,
+        earlier,
+        running_jobs,
+        "another step failed",
+    );
+    f.error.step_id = step.id.clone();
+    f.error.stage_name = stage_name(plan, step.stage);
+    f.error.instruction = step.instruction.clone();
+    f.error.location = Some(location(input, step.line));
+    if f.error.code == build::ErrorCode::StepFailed as i32 {
+        let code = match (f.error.exit_code, f.error.signal) {
+            (Some(c), _) => format!("exit code: {c}"),
+            (None, Some(s)) => format!("signal: {s}"),
+            _ => f.error.message.clone(),
+        };
+        f.error.message = format!(
+            "{}:{}: {}: did not complete successfully: {code}",
+            input.dockerfile_name, step.line, step.instruction
+        );
+    }
+    f
+}
+
+/// Gives every step the log shows queued or started, and not ended, a
+/// `StepCancelled` (a build failing before it could plan, or a path that
+/// did not stop its steps).
+pub(super) fn close_open_steps(handle: &BuildHandle, reason: &str) {
+    let mut open: Vec<String> = Vec::new();
+    for ev in handle.logged() {
+        match ev.event {
+            Some(Event::StepQueued(q)) if !open.contains(&q.step_id) => open.push(q.step_id),
+            Some(Event::StepStarted(s)) if !open.contains(&s.step_id) => open.push(s.step_id),
+            Some(Event::StepDone(build::StepDone { step_id, .. }))
+            | Some(Event::StepCached(build::StepCached { step_id, .. }))
+            | Some(Event::StepCancelled(build::StepCancelled { step_id, .. })) => {
+                open.retain(|s| *s != step_id);
+            }
+            Some(Event::StepFailed(f)) if !f.will_retry => open.retain(|s| *s != f.step_id),
+            _ => {}
+        }
+    }
+    for step_id in open {
+        handle.emit(Event::StepCancelled(build::StepCancelled {
+            step_id,
+            reason: reason.to_string(),
+        }));
+    }
 }
 
 /// Orders the build's step outcomes as its plan orders the steps (they
@@ -111,13 +217,16 @@ pub(super) struct Earlier {
     pub(super) interrupted: Vec<(String, u32)>,
     /// Step → the runs its job ids have numbered so far.
     pub(super) runs: BTreeMap<String, u32>,
+    /// A step that failed (not to be retried) before the restart, which
+    /// the build did not get to report: (step, message).
+    pub(super) failed: Option<(String, String)>,
 }
 
 /// How a step ended before a restart.
 #[derive(Debug, Clone)]
 pub(super) struct Ended {
     pub(super) status: build::StepStatus,
-    pub(super) digest: String,
+    pub(super) layer: Option<LayerInfo>,
     pub(super) worker_id: String,
     pub(super) took: Duration,
     pub(super) attempts: u32,
@@ -147,7 +256,7 @@ impl Earlier {
                         d.step_id.clone(),
                         Ended {
                             status: build::StepStatus::Executed,
-                            digest: d.layer.as_ref().map(digest_of).unwrap_or_default(),
+                            layer: d.layer.clone().map(layer_info),
                             worker_id: d.worker_id.clone(),
                             took: d
                                 .duration
@@ -163,7 +272,7 @@ impl Earlier {
                         c.step_id.clone(),
                         Ended {
                             status: build::StepStatus::Cached,
-                            digest: c.layer.as_ref().map(digest_of).unwrap_or_default(),
+                            layer: c.layer.clone().map(layer_info),
                             worker_id: c.source_worker_id.clone(),
                             took: Duration::ZERO,
                             attempts: 0,
@@ -172,6 +281,7 @@ impl Earlier {
                 }
                 Some(Event::StepFailed(f)) if !f.will_retry => {
                     last_run.remove(&f.step_id);
+                    e.failed = Some((f.step_id.clone(), f.message.clone()));
                 }
                 Some(Event::StepCancelled(c)) => {
                     last_run.remove(&c.step_id);
@@ -183,19 +293,27 @@ impl Earlier {
         e
     }
 
-    /// How `step_id` ended before the restart, if its layer was `digest`:
-    /// the cache hit the resumed build finds for it is that end, not a new
-    /// one.
-    pub(super) fn ended(&self, step_id: &str, digest: &str) -> Option<&Ended> {
-        self.ended.get(step_id).filter(|e| e.digest == digest)
+    /// How `step_id` ended before the restart: the cache hit the resumed
+    /// build finds for it is that end, not a new one.
+    pub(super) fn ended(&self, step_id: &str) -> Option<&Ended> {
+        self.ended.get(step_id)
     }
 }
 
-fn digest_of(l: &strata_proto::common::v1::Layer) -> String {
-    l.blob
-        .as_ref()
-        .map(|b| b.digest.clone())
-        .unwrap_or_default()
+/// Whether `job_id` is one of the runs of `step_id` in build `build_id`
+/// (see `Riding::job_id`): a resumed build's new run finds the claim of
+/// its run before the restart.
+pub(super) fn run_of(build_id: &str, step_id: &str, job_id: &str) -> bool {
+    job_id
+        .strip_prefix(build_id)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_prefix(step_id))
+        .is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix('-')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// The run a job id numbers (see `Riding::job_id`): 1 for
@@ -261,12 +379,17 @@ mod tests {
         let e = Earlier::of("b", &log);
         assert!(e.started);
         assert_eq!(
-            e.ended("s1", "sha256:a")
-                .map(|x| (x.status, x.worker_id.as_str())),
-            Some((build::StepStatus::Executed, "w1"))
+            e.ended("s1").map(|x| (
+                x.status,
+                x.worker_id.as_str(),
+                x.layer.as_ref().map(|l| l.digest.as_str())
+            )),
+            Some((build::StepStatus::Executed, "w1", Some("sha256:a")))
         );
-        // Another layer is another end.
-        assert!(e.ended("s1", "sha256:b").is_none());
+        assert!(e.ended("s2").is_none() && e.failed.is_none());
+        assert!(run_of("b", "s2", "b-s2-2") && run_of("b", "s2", "b-s2"));
+        assert!(!run_of("b", "s2", "b-s2-x") && !run_of("b", "s0-1", "b-s0-10"));
+        assert!(!run_of("b", "s2", "c-s2") && !run_of("b", "s2", "b-s2-"));
         assert_eq!(e.interrupted, [("s2".into(), 1), ("s3".into(), 2)]);
         assert_eq!(
             e.runs,
@@ -274,5 +397,49 @@ mod tests {
         );
         let fresh = Earlier::of("b", &[]);
         assert!(!fresh.started && fresh.interrupted.is_empty());
+    }
+
+    #[test]
+    fn a_failing_build_leaves_no_step_open() {
+        let handle = BuildHandle::new("b".into(), Default::default());
+        for e in [
+            started("s1", "b-s1", 1),
+            ev(Event::StepDone(build::StepDone {
+                step_id: "s1".into(),
+                ..Default::default()
+            })),
+            ev(Event::StepQueued(build::StepQueued {
+                step_id: "s2".into(),
+                ..Default::default()
+            })),
+            started("s3", "b-s3", 1),
+            ev(Event::StepFailed(build::StepFailed {
+                step_id: "s3".into(),
+                will_retry: true,
+                ..Default::default()
+            })),
+        ] {
+            handle.emit(e.event.unwrap());
+        }
+        close_open_steps(&handle, "boom");
+        // Again: nothing more.
+        close_open_steps(&handle, "boom");
+        let cancelled: Vec<String> = handle
+            .logged()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Some(Event::StepCancelled(c)) => Some(format!("{} {}", c.step_id, c.reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cancelled, ["s2 boom", "s3 boom"]);
+        // A final failure in the log is what a resumed build reports.
+        handle.emit(Event::StepFailed(build::StepFailed {
+            step_id: "s4".into(),
+            message: "exit code: 3".into(),
+            ..Default::default()
+        }));
+        let e = Earlier::of("b", &handle.logged());
+        assert_eq!(e.failed, Some(("s4".into(), "exit code: 3".into())));
     }
 }

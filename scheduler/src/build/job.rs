@@ -23,8 +23,6 @@ pub(super) struct Failure {
     pub(super) attempts: u32,
     /// How long its last run took, from its start on the worker.
     pub(super) duration: Duration,
-    /// Whether a `StepFailed` told the build's clients already.
-    pub(super) announced: bool,
 }
 
 impl Failure {
@@ -43,7 +41,6 @@ impl Failure {
             worker_id: String::new(),
             attempts: 1,
             duration: Duration::ZERO,
-            announced: false,
         }
     }
 }
@@ -85,7 +82,7 @@ pub(super) fn store_failure(e: impl std::fmt::Display) -> Failure {
     )
 }
 
-fn layer_info(l: strata_proto::common::v1::Layer) -> LayerInfo {
+pub(super) fn layer_info(l: strata_proto::common::v1::Layer) -> LayerInfo {
     let blob = l.blob.unwrap_or_default();
     LayerInfo {
         diff_id: l.diff_id,
@@ -295,21 +292,11 @@ async fn follow(
                 }));
             }
             JobEvent::Failed { failure, worker_id } => {
+                // The build loop reports it (StepFailed), once it takes
+                // the failure: a step ends once.
                 if !failure.log_tail.is_empty() && tail.is_empty() {
                     tail = failure.log_tail.clone();
                 }
-                handle.emit(Event::StepFailed(build::StepFailed {
-                    step_id: step.id.clone(),
-                    worker_id: worker_id.clone(),
-                    job_id: job_id.clone(),
-                    attempt: run.attempt,
-                    exit_code: failure.exit_code,
-                    signal: failure.signal,
-                    message: failure.message.clone(),
-                    log_tail: tail.clone(),
-                    will_retry: false,
-                    duration: Some(duration(run.started.elapsed())),
-                }));
                 let code = match wire::FailureKind::try_from(failure.kind) {
                     Ok(wire::FailureKind::Timeout) => build::ErrorCode::StepTimeout,
                     Ok(wire::FailureKind::Cancelled) => build::ErrorCode::Cancelled,
@@ -320,7 +307,6 @@ async fn follow(
                 f.error.signal = failure.signal;
                 f.error.log_tail = tail;
                 f.worker_id = worker_id;
-                f.announced = true;
                 return Err(f);
             }
             JobEvent::Lost(reason) => {

@@ -26,12 +26,10 @@ use build::build_event::Event;
 
 use super::chains::Chains;
 use super::early::{Early, Link, Riding, Stopped};
-use super::ends::{Earlier, in_plan_order, outcome, stop_the_rest};
+use super::ends::{Earlier, close_open_steps, fail_step, in_plan_order, outcome, stop_the_rest};
 use super::job::{Failure, store_failure};
 use super::step::{Satisfied, mark_jobs, satisfy};
-use super::wire::{
-    duration, job_assignment, layer_proto, location, manifest_proto, plan_proto, stage_name,
-};
+use super::wire::{duration, job_assignment, layer_proto, location, manifest_proto, plan_proto};
 
 /// Everything a build needs, validated.
 #[derive(Debug, Clone)]
@@ -194,6 +192,31 @@ async fn execute(
     handle: &BuildHandle,
     input: &BuildInput,
 ) -> Result<build::BuildResult, Failure> {
+    // What the log says already: a build resumed after a scheduler
+    // restart has started, and its steps may have ended.
+    let earlier = Earlier::of(&handle.id, &handle.logged());
+    let result = match &earlier.failed {
+        // It failed before the restart; only its end was not logged.
+        Some((step_id, message)) => {
+            let mut f = Failure::new(build::ErrorCode::StepFailed, message.clone());
+            f.error.step_id = step_id.clone();
+            Err(f)
+        }
+        None => run_plan(inner, handle, input, &earlier).await,
+    };
+    if let Err(f) = &result {
+        // Whatever path it took, no step is left without an end.
+        close_open_steps(handle, &f.error.message);
+    }
+    result
+}
+
+async fn run_plan(
+    inner: &Arc<Inner>,
+    handle: &BuildHandle,
+    input: &BuildInput,
+    earlier: &Earlier,
+) -> Result<build::BuildResult, Failure> {
     let started = Instant::now();
     let plan_with = |resolver: &dyn ImageResolver| {
         plan_dockerfile(
@@ -269,7 +292,6 @@ async fn execute(
     });
     // A build resumed after a scheduler restart has started already;
     // the runs the restart cut short are withdrawn.
-    let earlier = Earlier::of(&handle.id, &handle.logged());
     if !earlier.started {
         handle.emit(Event::BuildStarted(build::BuildStarted {
             plan: Some(plan_wire),
@@ -339,14 +361,23 @@ async fn execute(
             let a = match job_assignment(&chains, step, input, &job_id, &handle.id, &full_context) {
                 Ok(a) => a,
                 Err(e) => {
-                    let mut f = Failure::new(build::ErrorCode::InvalidRequest, e);
-                    f.error.step_id = step.id.clone();
-                    stop_the_rest(inner, handle, &plan, &running_jobs, "another step failed");
-                    return Err(f);
+                    let f = Failure::new(build::ErrorCode::InvalidRequest, e);
+                    return Err(fail_step(
+                        inner,
+                        handle,
+                        &plan,
+                        earlier,
+                        input,
+                        step,
+                        &job_id,
+                        &running_jobs,
+                        f,
+                    ));
                 }
             };
             running_jobs.insert(job_id.clone());
             let ns = input.namespace.as_str();
+            let made_before = earlier.ended(&step.id).is_some();
             let span = tracing::info_span!(
                 "step",
                 build_id = %handle.id,
@@ -366,7 +397,7 @@ async fn execute(
                 {
                     let job_id = job_id.clone();
                     async move {
-                        let r = satisfy(inner, handle, step, a, ns, link).await;
+                        let r = satisfy(inner, handle, step, a, ns, link, made_before).await;
                         (step, job_id, r)
                     }
                 },
@@ -399,7 +430,7 @@ async fn execute(
             }
             n = running.next() => n,
             () = handle.cancel.cancelled() => {
-                stop_the_rest(inner, handle, &plan, &running_jobs, "build cancelled");
+                stop_the_rest(inner, handle, &plan, earlier, &running_jobs, "build cancelled");
                 return Err(Failure::new(build::ErrorCode::Cancelled, "build cancelled"));
             }
         };
@@ -428,7 +459,7 @@ async fn execute(
         let layer = match result {
             Ok(Satisfied::Cached(hit)) => {
                 let Hit { entry, .. } = hit;
-                if let Some(e) = earlier.ended(&step.id, &entry.layer.digest) {
+                if let Some(e) = earlier.ended(&step.id) {
                     // Ended before the scheduler restarted: as it ended
                     // then, with no second event.
                     outcome(
@@ -500,53 +531,19 @@ async fn execute(
                 workers.insert(step.id.clone(), (false, run.worker_id));
                 run.layer
             }
-            Err(mut f) => {
+            Err(f) => {
                 inner.metrics.steps.with_label_values(&["failed"]).inc();
-                if !f.announced {
-                    // Failed in the scheduler's part of the step (its
-                    // worker lost for good, the store): say so as for a
-                    // failed run.
-                    handle.emit(Event::StepFailed(build::StepFailed {
-                        step_id: step.id.clone(),
-                        worker_id: f.worker_id.clone(),
-                        job_id: job_id.clone(),
-                        attempt: f.attempts,
-                        exit_code: f.error.exit_code,
-                        signal: f.error.signal,
-                        message: f.error.message.clone(),
-                        log_tail: f.error.log_tail.clone(),
-                        will_retry: false,
-                        duration: Some(duration(f.duration)),
-                    }));
-                }
-                outcome(
+                return Err(fail_step(
+                    inner,
                     handle,
+                    &plan,
+                    earlier,
+                    input,
                     step,
-                    build::StepStatus::Failed,
-                    None,
-                    &f.worker_id,
-                    f.duration,
-                    f.attempts,
-                );
-                // As BuildKit: one failed step stops the build; the others
-                // are cancelled.
-                stop_the_rest(inner, handle, &plan, &running_jobs, "another step failed");
-                f.error.step_id = step.id.clone();
-                f.error.stage_name = stage_name(&plan, step.stage);
-                f.error.instruction = step.instruction.clone();
-                f.error.location = Some(location(input, step.line));
-                if f.error.code == build::ErrorCode::StepFailed as i32 {
-                    let code = match (f.error.exit_code, f.error.signal) {
-                        (Some(c), _) => format!("exit code: {c}"),
-                        (None, Some(s)) => format!("signal: {s}"),
-                        _ => f.error.message.clone(),
-                    };
-                    f.error.message = format!(
-                        "{}:{}: {}: did not complete successfully: {code}",
-                        input.dockerfile_name, step.line, step.instruction
-                    );
-                }
-                return Err(f);
+                    &job_id,
+                    &running_jobs,
+                    f,
+                ));
             }
         };
         // Steps that rode on this one are riders no more; if its layer is

@@ -4,6 +4,7 @@
 //! one's layer instead of running it again; run the job; record the layer.
 
 use super::early::Link;
+use super::ends::run_of;
 use super::handle::BuildHandle;
 use super::job::{Driven, Failure, StepRun, drive_job, store_failure};
 use crate::Inner;
@@ -99,7 +100,8 @@ impl Drop for Claim {
 /// Satisfies `step` of namespace `ns`, running `assignment` only when
 /// neither the cache nor another build's running job can provide it. A
 /// rider (`link.ride`) runs on the worker holding the layers it starts
-/// on.
+/// on. A step this build made before a scheduler restart (`made_before`)
+/// is looked up even with `--no-cache`: it is this build's own layer.
 pub(super) async fn satisfy(
     inner: &Arc<Inner>,
     handle: &BuildHandle,
@@ -107,11 +109,12 @@ pub(super) async fn satisfy(
     assignment: wire::JobAssignment,
     ns: &str,
     link: Link,
+    made_before: bool,
 ) -> Result<Satisfied, Failure> {
     let job_id = assignment.job_id.clone();
     let key = &step.cache_key;
     let mut claim = None;
-    if !step.no_cache {
+    if !step.no_cache || made_before {
         let found = lookup(inner, &handle.id, ns, step).await?;
         let result = if found.is_some() { "hit" } else { "miss" };
         inner
@@ -125,13 +128,23 @@ pub(super) async fn satisfy(
         }
         let mut told = false;
         loop {
-            // A claim held by this very job id is ours: a build resumed
-            // after a scheduler restart.
             let claimed = inner
                 .cache
                 .claim(ns, key, &job_id, CLAIM_TTL)
                 .await
                 .map(|held| held.filter(|h| *h != job_id));
+            // A claim held by an earlier run of this very step is ours: a
+            // build resumed after a scheduler restart, whose new run has a
+            // new job id, takes it over.
+            if let Ok(Some(h)) = &claimed
+                && run_of(&handle.id, &step.id, h)
+            {
+                if let Err(e) = inner.cache.release(ns, key, h).await {
+                    tracing::warn!("taking over the claim on {}: {e}", step.id);
+                    break;
+                }
+                continue;
+            }
             match claimed {
                 Ok(None) => {
                     claim = Some(Claim {
