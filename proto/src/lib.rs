@@ -127,6 +127,34 @@ pub const LOG_TAIL_MAX_BYTES: usize = 8 * 1024;
 /// `RegisterAck.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Features of a worker (`Register.features`): parts of an assignment
+/// added after protocol version 1, which an older worker would ignore.
+pub const WORKER_FEATURES: &[&str] = &[FEATURE_EXTRA_HOSTS, FEATURE_CACHE_SHARING];
+
+/// `JobAssignment.extra_hosts` (`--add-host`).
+pub const FEATURE_EXTRA_HOSTS: &str = "extra-hosts";
+
+/// `CacheMount.sharing` other than shared (`sharing=locked`, `private`).
+pub const FEATURE_CACHE_SHARING: &str = "cache-sharing";
+
+/// The features a worker needs to run `a` as asked.
+pub fn features_needed(a: &worker::v1::JobAssignment) -> Vec<&'static str> {
+    use worker::v1::{CacheSharing, job_assignment::Instruction, mount::Kind};
+    let mut needed = Vec::new();
+    if !a.extra_hosts.is_empty() {
+        needed.push(FEATURE_EXTRA_HOSTS);
+    }
+    if let Some(Instruction::Run(run)) = &a.instruction
+        && run.mounts.iter().any(|m| {
+            matches!(&m.kind, Some(Kind::Cache(c)) if c.sharing != CacheSharing::Shared as i32
+                && c.sharing != CacheSharing::Unspecified as i32)
+        })
+    {
+        needed.push(FEATURE_CACHE_SHARING);
+    }
+    needed
+}
+
 /// Placeholder printed instead of sensitive values.
 const REDACTED: &str = "<redacted>";
 
@@ -607,5 +635,39 @@ mod tests {
             }],
         };
         assert!(chunk.encoded_len() <= MAX_MESSAGE_SIZE);
+    }
+
+    #[test]
+    fn a_job_needs_the_features_of_what_it_asks_for() {
+        let cache = |sharing: w::CacheSharing| w::Mount {
+            kind: Some(w::mount::Kind::Cache(w::CacheMount {
+                sharing: sharing as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let run = |mounts| w::JobAssignment {
+            instruction: Some(w::job_assignment::Instruction::Run(w::RunInstruction {
+                mounts,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert!(features_needed(&run(vec![cache(w::CacheSharing::Shared)])).is_empty());
+        assert!(features_needed(&run(vec![cache(w::CacheSharing::Unspecified)])).is_empty());
+        assert_eq!(
+            features_needed(&run(vec![cache(w::CacheSharing::Locked)])),
+            [FEATURE_CACHE_SHARING]
+        );
+        let mut a = run(vec![cache(w::CacheSharing::Private)]);
+        a.extra_hosts = vec!["h:10.0.0.1".into()];
+        assert_eq!(
+            features_needed(&a),
+            [FEATURE_EXTRA_HOSTS, FEATURE_CACHE_SHARING]
+        );
+        // Every feature asked for is one a worker of this release has.
+        for f in features_needed(&a) {
+            assert!(WORKER_FEATURES.contains(&f));
+        }
     }
 }

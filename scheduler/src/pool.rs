@@ -106,6 +106,8 @@ struct Slot {
     full: bool,
     /// When the worker last sent anything (heartbeats renew its leases).
     seen: Instant,
+    /// What it honours beyond the protocol's base (`Register.features`).
+    features: HashSet<String>,
 }
 
 struct Queued {
@@ -118,6 +120,9 @@ struct Queued {
     /// The one worker the job may go to, while that worker alone holds a
     /// layer it reads ([`Pool::submit_on`]).
     only: Option<String>,
+    /// Features a worker must have to run it
+    /// ([`strata_proto::features_needed`]).
+    needs: Vec<&'static str>,
 }
 
 struct Running {
@@ -244,6 +249,7 @@ impl Pool {
                 draining,
                 full: false,
                 seen: Instant::now(),
+                features: reg.features.iter().cloned().collect(),
             },
         );
 
@@ -438,6 +444,7 @@ impl Pool {
         assignment.attempt = attempt.max(1);
         assignment.lease_id = uuid::Uuid::new_v4().simple().to_string();
         let wants = wants_of(&assignment);
+        let needs = strata_proto::features_needed(&assignment);
         let mut st = self.lock();
         st.queue.push_back(Queued {
             assignment,
@@ -445,6 +452,7 @@ impl Pool {
             wants,
             avoid: HashSet::new(),
             only,
+            needs,
         });
         self.dispatch(&mut st);
         rx
@@ -483,11 +491,15 @@ impl Pool {
         let mut i = 0;
         while i < st.queue.len() {
             let q = &st.queue[i];
-            let (wants, avoid, only) = (&q.wants, &q.avoid, &q.only);
+            let (wants, avoid, only, needs) = (&q.wants, &q.avoid, &q.only, &q.needs);
             let best = st
                 .workers
                 .iter()
-                .filter(|(id, w)| w.takes_jobs() && only.as_ref().is_none_or(|o| o == *id))
+                .filter(|(id, w)| {
+                    w.takes_jobs()
+                        && only.as_ref().is_none_or(|o| o == *id)
+                        && needs.iter().all(|f| w.features.contains(*f))
+                })
                 .max_by(|(ia, a), (ib, b)| {
                     let held = |w: &Slot| wants.iter().filter(|d| w.layers.contains(*d)).count();
                     let free = |w: &Slot| {
@@ -501,8 +513,9 @@ impl Pool {
                 })
                 .map(|(id, _)| id.clone());
             let Some(worker_id) = best else {
-                if only.is_some() {
-                    // Its worker is busy; later jobs may go elsewhere.
+                if only.is_some() || !needs.is_empty() {
+                    // The workers it may go to are busy (or not connected
+                    // yet); later jobs may go elsewhere.
                     i += 1;
                     continue;
                 }

@@ -674,3 +674,33 @@ fn a_rider_on_its_last_attempt_outlives_the_loss_of_its_parent_s_worker() {
         "an unbound job's last attempt is spent by its worker's loss"
     );
 }
+
+#[test]
+fn a_job_needing_a_feature_goes_only_to_workers_that_have_it() {
+    let pool = Pool::new(3);
+    // An older worker, holding the job's parent, that knows no features.
+    let (_, mut old) = register(&pool, "old", 2, &["sha256:p"]);
+    let mut hosts = job("h", &["sha256:p"]);
+    hosts.extra_hosts = vec!["mirror.test:10.1.2.3".into()];
+    let mut h = pool.submit(hosts);
+    assert!(
+        h.try_recv().is_err(),
+        "sent to a worker that would drop --add-host"
+    );
+    // It waits without holding up the jobs behind it.
+    let mut plain = pool.submit(job("j", &["sha256:p"]));
+    assert_eq!(started(&mut plain), "old");
+    assert_eq!(assigned(&mut old).len(), 1);
+    let (tx, mut new) = mpsc::unbounded_channel();
+    let reg = wire::Register {
+        capacity: 1,
+        features: strata_proto::WORKER_FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
+        ..Default::default()
+    };
+    pool.register("new", &reg, tx);
+    assert_eq!(started(&mut h), "new");
+    assert_eq!(assigned(&mut new)[0].extra_hosts, ["mirror.test:10.1.2.3"]);
+}

@@ -144,6 +144,10 @@ async fn session(
         hostname: host_name(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         protocol_version: strata_proto::PROTOCOL_VERSION,
+        features: strata_proto::WORKER_FEATURES
+            .iter()
+            .map(|f| f.to_string())
+            .collect(),
         capacity: config.capacity.max(1),
         labels: config.labels.clone().into_iter().collect(),
         platforms: vec![common::Platform {
