@@ -264,7 +264,12 @@ impl Store {
         let path = self.blob_path(digest)?;
         File::open(&path)
             .and_then(|f| f.sync_data())
-            .map_err(io_err("syncing blob", &path))
+            .map_err(io_err("syncing blob", &path))?;
+        // And its name: the blob was renamed into place.
+        let dir = path.parent().unwrap_or(&path);
+        File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("syncing the blob directory", dir))
     }
 
     /// Holds the layers and blobs `ids` (diffIDs, digests) against
