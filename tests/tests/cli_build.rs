@@ -468,7 +468,8 @@ fn a_failed_step_ends_every_other_step_of_the_build() {
 
 /// `--label` and `--add-host`, as with `docker build`: the labels end up
 /// in the image's config over the Dockerfile's, and RUN steps resolve the
-/// extra host. A malformed `--add-host` is refused before anything runs.
+/// extra host; buildx's `--cache-from` and `--load` are taken. A malformed
+/// `--add-host` is refused before anything runs.
 #[test]
 fn label_and_add_host_flags_reach_the_image_and_its_steps() {
     let home = tempfile::tempdir().expect("home");
@@ -493,6 +494,9 @@ fn label_and_add_host_flags_reach_the_image_and_its_steps() {
             "org.opencontainers.image.revision=abc123",
             "--add-host",
             "mirror.test:10.1.2.3",
+            "--cache-from",
+            "type=registry,ref=127.0.0.1:1/app:cache",
+            "--load",
             "-o",
             &format!("type=docker,dest={}", archive.display()),
             "-o",
@@ -501,6 +505,12 @@ fn label_and_add_host_flags_reach_the_image_and_its_steps() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // buildx's cache flags are taken, and said to be unused.
+    assert!(
+        stderr(&o).contains("--cache-from/--cache-to are not used"),
+        "{}",
+        stderr(&o)
+    );
     let hosts = fs::read_to_string(root.join("hosts")).expect("/hosts");
     assert!(hosts.contains("10.1.2.3\tmirror.test\n"), "{hosts}");
     let unpacked = out_dir.path().join("archive");

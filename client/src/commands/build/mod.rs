@@ -101,6 +101,18 @@ pub struct BuildArgs {
     /// Print nothing but the image ID (`--progress quiet`).
     #[arg(short = 'q', long, conflicts_with = "progress")]
     pub quiet: bool,
+    /// Accepted from `docker buildx build` scripts and not used: every
+    /// build of a farm shares its layer cache (a warning says so).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Accepted from `docker buildx build` scripts and not used (see
+    /// `--cache-from`).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Accepted from `docker buildx build` scripts: the image is always
+    /// kept in strata's image store (`strata images`).
+    #[arg(long)]
+    pub load: bool,
     /// The build context directory.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
@@ -287,6 +299,11 @@ pub async fn run(args: &BuildArgs, scheduler: Option<&str>) -> Result<()> {
     }
     .resolve();
     let mut renderer = progress::renderer(mode);
+    if !args.cache_from.is_empty() || !args.cache_to.is_empty() {
+        renderer.message(
+            "WARNING: --cache-from/--cache-to are not used: every build of this farm (or of this STRATA_HOME) shares one layer cache",
+        )?;
+    }
     let mut conn = connect::connect(scheduler).await?;
     let client = &mut conn.client;
     let context = send_context(client, &root, &prepared.manifest, renderer.as_mut()).await?;
