@@ -77,6 +77,8 @@ pub enum JobEvent {
         /// The worker's reason.
         reason: String,
     },
+    /// The job waits, and why (no connected worker can run it yet).
+    Waiting(String),
     /// The worker went away; the job is queued again.
     Requeued {
         /// Why.
@@ -123,6 +125,8 @@ struct Queued {
     /// Features a worker must have to run it
     /// ([`strata_proto::features_needed`]).
     needs: Vec<&'static str>,
+    /// The build was told no connected worker has them.
+    told_needs: bool,
 }
 
 struct Running {
@@ -453,6 +457,7 @@ impl Pool {
             avoid: HashSet::new(),
             only,
             needs,
+            told_needs: false,
         });
         self.dispatch(&mut st);
         rx
@@ -513,7 +518,26 @@ impl Pool {
                 })
                 .map(|(id, _)| id.clone());
             let Some(worker_id) = best else {
-                if only.is_some() || !needs.is_empty() {
+                let missing: Vec<&str> = if needs.is_empty()
+                    || st
+                        .workers
+                        .values()
+                        .any(|w| needs.iter().all(|f| w.features.contains(*f)))
+                {
+                    Vec::new()
+                } else {
+                    needs.clone()
+                };
+                let skip = only.is_some() || !needs.is_empty();
+                if !missing.is_empty() && !st.queue[i].told_needs {
+                    let q = &mut st.queue[i];
+                    q.told_needs = true;
+                    let _ = q.events.send(JobEvent::Waiting(format!(
+                        "waiting for a worker that supports {}: no connected worker does (workers older than this scheduler do not)",
+                        missing.join(", ")
+                    )));
+                }
+                if skip {
                     // The workers it may go to are busy (or not connected
                     // yet); later jobs may go elsewhere.
                     i += 1;

@@ -8,7 +8,7 @@ use super::job::{Failure, layer_info};
 use super::run::BuildInput;
 use super::wire::{duration, layer_proto, location, stage_name};
 use crate::Inner;
-use crate::image::LayerInfo;
+use crate::image::{LayerInfo, rfc3339};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,18 +114,27 @@ pub(super) fn fail_step(
     running_jobs: &BTreeSet<String>,
     mut f: Failure,
 ) -> Failure {
-    handle.emit(Event::StepFailed(build::StepFailed {
-        step_id: step.id.clone(),
-        worker_id: f.worker_id.clone(),
-        job_id: job_id.to_string(),
-        attempt: f.attempts,
-        exit_code: f.error.exit_code,
-        signal: f.error.signal,
-        message: f.error.message.clone(),
-        log_tail: f.error.log_tail.clone(),
-        will_retry: false,
-        duration: Some(duration(f.duration)),
-    }));
+    // A step that ended before a scheduler restart (StepDone, StepCached
+    // or StepFailed in the log) gets no second end.
+    let ended_before = earlier.ended(&step.id).is_some()
+        || earlier
+            .failed
+            .as_ref()
+            .is_some_and(|x| x.step_id == step.id);
+    if !ended_before {
+        handle.emit(Event::StepFailed(build::StepFailed {
+            step_id: step.id.clone(),
+            worker_id: f.worker_id.clone(),
+            job_id: job_id.to_string(),
+            attempt: f.attempts,
+            exit_code: f.error.exit_code,
+            signal: f.error.signal,
+            message: f.error.message.clone(),
+            log_tail: f.error.log_tail.clone(),
+            will_retry: false,
+            duration: Some(duration(f.duration)),
+        }));
+    }
     outcome(
         handle,
         step,
@@ -218,8 +227,8 @@ pub(super) struct Earlier {
     /// Step → the runs its job ids have numbered so far.
     pub(super) runs: BTreeMap<String, u32>,
     /// A step that failed (not to be retried) before the restart, which
-    /// the build did not get to report: (step, message).
-    pub(super) failed: Option<(String, String)>,
+    /// the build did not get to report.
+    pub(super) failed: Option<build::StepFailed>,
 }
 
 /// How a step ended before a restart.
@@ -230,6 +239,8 @@ pub(super) struct Ended {
     pub(super) worker_id: String,
     pub(super) took: Duration,
     pub(super) attempts: u32,
+    /// When it ended (RFC 3339), for the layer's history entry.
+    pub(super) created: String,
 }
 
 impl Earlier {
@@ -238,6 +249,10 @@ impl Earlier {
         let mut e = Earlier::default();
         let mut last_run: BTreeMap<String, u32> = BTreeMap::new();
         for ev in events {
+            let at = ev
+                .timestamp
+                .map(|t| rfc3339(t.seconds, t.nanos.max(0) as u32))
+                .unwrap_or_default();
             match &ev.event {
                 Some(Event::BuildStarted(_)) => e.started = true,
                 Some(Event::StepStarted(s)) => {
@@ -263,6 +278,7 @@ impl Earlier {
                                 .and_then(|d| Duration::try_from(d).ok())
                                 .unwrap_or_default(),
                             attempts: d.attempt,
+                            created: at.clone(),
                         },
                     );
                 }
@@ -276,12 +292,13 @@ impl Earlier {
                             worker_id: c.source_worker_id.clone(),
                             took: Duration::ZERO,
                             attempts: 0,
+                            created: at.clone(),
                         },
                     );
                 }
                 Some(Event::StepFailed(f)) if !f.will_retry => {
                     last_run.remove(&f.step_id);
-                    e.failed = Some((f.step_id.clone(), f.message.clone()));
+                    e.failed = Some(f.clone());
                 }
                 Some(Event::StepCancelled(c)) => {
                     last_run.remove(&c.step_id);
@@ -440,6 +457,10 @@ mod tests {
             ..Default::default()
         }));
         let e = Earlier::of("b", &handle.logged());
-        assert_eq!(e.failed, Some(("s4".into(), "exit code: 3".into())));
+        let failed = e.failed.expect("the failure");
+        assert_eq!(
+            (failed.step_id.as_str(), failed.message.as_str()),
+            ("s4", "exit code: 3")
+        );
     }
 }

@@ -217,6 +217,14 @@ async fn follow(
                     cache_key: step.cache_key.clone(),
                 }));
             }
+            JobEvent::Waiting(reason) => {
+                handle.emit(Event::StepQueued(build::StepQueued {
+                    step_id: step.id.clone(),
+                    attempt: run.attempt,
+                    reason,
+                    cache_key: step.cache_key.clone(),
+                }));
+            }
             JobEvent::Requeued { reason, attempt: a } => {
                 revoke(&mut committed);
                 handle.emit(Event::StepQueued(build::StepQueued {

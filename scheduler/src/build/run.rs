@@ -28,7 +28,7 @@ use super::chains::Chains;
 use super::early::{Early, Link, Riding, Stopped};
 use super::ends::{Earlier, close_open_steps, fail_step, in_plan_order, outcome, stop_the_rest};
 use super::job::{Failure, store_failure};
-use super::step::{Satisfied, mark_jobs, satisfy};
+use super::step::{Satisfied, mark_jobs, reuse, satisfy};
 use super::wire::{duration, job_assignment, layer_proto, location, manifest_proto, plan_proto};
 
 /// Everything a build needs, validated.
@@ -195,15 +195,7 @@ async fn execute(
     // What the log says already: a build resumed after a scheduler
     // restart has started, and its steps may have ended.
     let earlier = Earlier::of(&handle.id, &handle.logged());
-    let result = match &earlier.failed {
-        // It failed before the restart; only its end was not logged.
-        Some((step_id, message)) => {
-            let mut f = Failure::new(build::ErrorCode::StepFailed, message.clone());
-            f.error.step_id = step_id.clone();
-            Err(f)
-        }
-        None => run_plan(inner, handle, input, &earlier).await,
-    };
+    let result = run_plan(inner, handle, input, &earlier).await;
     if let Err(f) = &result {
         // Whatever path it took, no step is left without an end.
         close_open_steps(handle, &f.error.message);
@@ -307,6 +299,34 @@ async fn run_plan(
             }));
         }
     }
+    // It failed before the restart; only the build's end was not logged.
+    if let Some(sf) = &earlier.failed {
+        let mut f = Failure::new(build::ErrorCode::StepFailed, sf.message.clone());
+        f.error.exit_code = sf.exit_code;
+        f.error.signal = sf.signal;
+        f.error.log_tail = sf.log_tail.clone();
+        f.worker_id = sf.worker_id.clone();
+        f.attempts = sf.attempt;
+        f.duration = sf
+            .duration
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or_default();
+        if let Some(step) = plan.step(&sf.step_id) {
+            return Err(fail_step(
+                inner,
+                handle,
+                &plan,
+                earlier,
+                input,
+                step,
+                &sf.job_id,
+                &BTreeSet::new(),
+                f,
+            ));
+        }
+        f.error.step_id = sf.step_id.clone();
+        return Err(f);
+    }
     for (step_id, attempt) in &earlier.interrupted {
         handle.emit(Event::StepQueued(build::StepQueued {
             step_id: step_id.clone(),
@@ -377,7 +397,7 @@ async fn run_plan(
             };
             running_jobs.insert(job_id.clone());
             let ns = input.namespace.as_str();
-            let made_before = earlier.ended(&step.id).is_some();
+            let ended = earlier.ended(&step.id).cloned();
             let span = tracing::info_span!(
                 "step",
                 build_id = %handle.id,
@@ -397,7 +417,11 @@ async fn run_plan(
                 {
                     let job_id = job_id.clone();
                     async move {
-                        let r = satisfy(inner, handle, step, a, ns, link, made_before).await;
+                        let r = match ended {
+                            // Ended before a scheduler restart: that end.
+                            Some(e) => reuse(inner, handle, ns, step, e).await,
+                            None => satisfy(inner, handle, step, a, ns, link).await,
+                        };
                         (step, job_id, r)
                     }
                 },

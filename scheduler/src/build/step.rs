@@ -4,7 +4,7 @@
 //! one's layer instead of running it again; run the job; record the layer.
 
 use super::early::Link;
-use super::ends::run_of;
+use super::ends::{Ended, run_of};
 use super::handle::BuildHandle;
 use super::job::{Driven, Failure, StepRun, drive_job, store_failure};
 use crate::Inner;
@@ -70,6 +70,58 @@ async fn cached(hit: Hit, link: &Link) -> Result<Satisfied, Failure> {
     }
 }
 
+/// Satisfies `step` with the layer this build made (or found) for it
+/// before a scheduler restart (`ended`), as its log reported it: the cache
+/// entry when it still names that layer, else the layer itself if the
+/// store still has it. Otherwise the build fails (it can be retried): the
+/// step ended once, and is not run again under the same build.
+pub(super) async fn reuse(
+    inner: &Inner,
+    handle: &BuildHandle,
+    ns: &str,
+    step: &Step,
+    ended: Ended,
+) -> Result<Satisfied, Failure> {
+    let Some(layer) = ended.layer else {
+        return Err(Failure::new(
+            build::ErrorCode::Internal,
+            format!(
+                "{}: its end before the scheduler restarted names no layer",
+                step.instruction
+            ),
+        ));
+    };
+    if let Some(hit) = lookup(inner, &handle.id, ns, step).await?
+        && hit.entry.layer.digest == layer.digest
+    {
+        return Ok(Satisfied::Cached(hit));
+    }
+    let present = {
+        let _guard = inner.pins.guard().await;
+        inner.pins.pin(&handle.id, [layer.digest.as_str()]);
+        inner.blobs.stat(&layer.digest).await
+    };
+    match present {
+        Ok(Some(_)) => Ok(Satisfied::Cached(Hit {
+            entry: CacheEntry {
+                layer,
+                build_id: handle.id.clone(),
+                worker_id: ended.worker_id,
+                created: ended.created,
+            },
+            namespace: ns.to_string(),
+        })),
+        Ok(None) => Err(Failure::new(
+            build::ErrorCode::StoreUnavailable,
+            format!(
+                "{}: layer {}, made before the scheduler restarted, was removed from the store (strata prune?); the build can be retried",
+                step.instruction, layer.digest
+            ),
+        )),
+        Err(e) => Err(store_failure(e)),
+    }
+}
+
 /// Releases a claim when the step ends or its future is dropped (build
 /// cancelled, another step failed).
 struct Claim {
@@ -100,8 +152,7 @@ impl Drop for Claim {
 /// Satisfies `step` of namespace `ns`, running `assignment` only when
 /// neither the cache nor another build's running job can provide it. A
 /// rider (`link.ride`) runs on the worker holding the layers it starts
-/// on. A step this build made before a scheduler restart (`made_before`)
-/// is looked up even with `--no-cache`: it is this build's own layer.
+/// on.
 pub(super) async fn satisfy(
     inner: &Arc<Inner>,
     handle: &BuildHandle,
@@ -109,12 +160,11 @@ pub(super) async fn satisfy(
     assignment: wire::JobAssignment,
     ns: &str,
     link: Link,
-    made_before: bool,
 ) -> Result<Satisfied, Failure> {
     let job_id = assignment.job_id.clone();
     let key = &step.cache_key;
     let mut claim = None;
-    if !step.no_cache || made_before {
+    if !step.no_cache {
         let found = lookup(inner, &handle.id, ns, step).await?;
         let result = if found.is_some() { "hit" } else { "miss" };
         inner
@@ -369,6 +419,10 @@ pub(super) fn mark_jobs(inner: &Arc<Inner>, jobs: Vec<String>, state: &'static s
             let Ok(mut record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
                 continue;
             };
+            // A job that ended (succeeded, failed) keeps its record.
+            if record["state"] != "queued" {
+                continue;
+            }
             record["state"] = state.into();
             record["updated"] = now_rfc3339().into();
             if let Err(e) = inner
@@ -445,5 +499,59 @@ mod tests {
         }
         assert_eq!(read("jobs/j1").await.unwrap()["step_id"], "s0-1");
         assert!(read("jobs/j2").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_step_ended_before_a_restart_keeps_its_layer_or_fails_the_build() {
+        use strata_frontend::plan::{Offline, PlanOptions, plan_dockerfile};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let inner = s.inner();
+        let plan = plan_dockerfile(
+            b"FROM scratch\nRUN true\n",
+            None,
+            &PlanOptions::default(),
+            &Offline,
+        )
+        .unwrap();
+        let handle = BuildHandle::new("b1".into(), Default::default());
+        let stored = inner.blobs.put_bytes(b"the layer it made").await.unwrap();
+        let ended = |digest: &str| Ended {
+            status: build::StepStatus::Executed,
+            layer: Some(crate::image::LayerInfo {
+                diff_id: digest.to_string(),
+                digest: digest.to_string(),
+                media_type: String::new(),
+                size: 1,
+            }),
+            worker_id: "w1".into(),
+            took: Duration::ZERO,
+            attempts: 1,
+            created: "2026-12-01T00:00:00Z".into(),
+        };
+        // No cache entry names it (its insert failed): the layer itself.
+        match reuse(inner, &handle, "default", &plan.steps[0], ended(&stored)).await {
+            Ok(Satisfied::Cached(hit)) => {
+                assert_eq!(hit.entry.layer.digest, stored);
+                assert_eq!(
+                    (hit.entry.build_id.as_str(), hit.entry.worker_id.as_str()),
+                    ("b1", "w1")
+                );
+            }
+            _ => panic!("the layer made before the restart was not reused"),
+        }
+        assert!(inner.pins.is_pinned(&stored));
+        // Gone from the store: the build fails, and says it can be retried.
+        let gone = strata_store::sha256_of(b"pruned");
+        match reuse(inner, &handle, "default", &plan.steps[0], ended(&gone)).await {
+            Err(f) => assert!(
+                f.error.message.contains("can be retried"),
+                "{}",
+                f.error.message
+            ),
+            Ok(_) => panic!("reused a layer the store does not have"),
+        }
     }
 }
