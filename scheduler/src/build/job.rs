@@ -331,8 +331,6 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Scheduler, SchedulerConfig};
-    use strata_frontend::plan::{Offline, PlanOptions, plan_dockerfile};
     use strata_proto::common::v1 as common;
 
     fn done(digest: &str) -> JobEvent {
@@ -370,18 +368,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_step_is_done_only_once_its_layer_is_pinned_and_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
-            .await
-            .unwrap();
+        let (_dir, s, plan) = super::super::test_scheduler("FROM scratch\nRUN true\n").await;
         let inner = s.inner();
-        let plan = plan_dockerfile(
-            b"FROM scratch\nRUN true\n",
-            None,
-            &PlanOptions::default(),
-            &Offline,
-        )
-        .unwrap();
         let step = &plan.steps[0];
         let handle = BuildHandle::new("b1".into(), Default::default());
 
@@ -421,17 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_step_names_its_last_worker_and_its_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
-            .await
-            .unwrap();
-        let plan = plan_dockerfile(
-            b"FROM scratch\nRUN false\n",
-            None,
-            &PlanOptions::default(),
-            &Offline,
-        )
-        .unwrap();
+        let (_dir, s, plan) = super::super::test_scheduler("FROM scratch\nRUN false\n").await;
         let handle = BuildHandle::new("b1".into(), Default::default());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let failure = |retryable| {
@@ -478,18 +456,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_run_is_withdrawn_before_the_step_starts_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
-            .await
-            .unwrap();
+        let (_dir, s, plan) = super::super::test_scheduler("FROM scratch\nRUN true\n").await;
         let inner = s.inner();
-        let plan = plan_dockerfile(
-            b"FROM scratch\nRUN true\n",
-            None,
-            &PlanOptions::default(),
-            &Offline,
-        )
-        .unwrap();
         let handle = BuildHandle::new("b1".into(), Default::default());
         let there = inner.blobs.put_bytes(b"a layer").await.unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -503,19 +503,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_step_ended_before_a_restart_keeps_its_layer_or_fails_the_build() {
-        use strata_frontend::plan::{Offline, PlanOptions, plan_dockerfile};
-        let dir = tempfile::tempdir().unwrap();
-        let s = Scheduler::open(SchedulerConfig::new(dir.path()))
-            .await
-            .unwrap();
+        let (_dir, s, plan) = super::super::test_scheduler("FROM scratch\nRUN true\n").await;
         let inner = s.inner();
-        let plan = plan_dockerfile(
-            b"FROM scratch\nRUN true\n",
-            None,
-            &PlanOptions::default(),
-            &Offline,
-        )
-        .unwrap();
         let handle = BuildHandle::new("b1".into(), Default::default());
         let stored = inner.blobs.put_bytes(b"the layer it made").await.unwrap();
         let ended = |digest: &str| Ended {
