@@ -233,6 +233,7 @@ impl Pool {
             connected_at: Some(now()),
             runtime: reg.runtime.clone(),
             layers_held: reg.layers_held.len() as u64,
+            features: reg.features.clone(),
             ..Default::default()
         };
         // A worker registering while the scheduler shuts down (after its

@@ -136,6 +136,12 @@ fn another_farm_reuses_the_cache_through_redis_and_s3_even_after_flushall() {
     assert_eq!(workers[0]["jobs_completed"], 0, "{workers:#?}");
     assert_eq!(workers[0]["blobs_downloaded"], 0, "{workers:#?}");
     assert_eq!(workers[0]["bytes_downloaded"], 0, "{workers:#?}");
+    // It names what it honours beyond the protocol's base.
+    assert_eq!(
+        workers[0]["features"],
+        serde_json::json!(["extra-hosts", "cache-sharing"]),
+        "{workers:#?}"
+    );
 
     // The cache mount the first farm's worker wrote is on this worker too.
     let reader_ctx = work.path().join("reader");

@@ -30,6 +30,7 @@ pub fn render_json(workers: &[pb::WorkerInfo]) -> String {
                 "running_jobs": w.running_jobs,
                 "uploading_jobs": w.uploading_job_ids.len(),
                 "labels": w.labels,
+                "features": w.features,
                 "platforms": w.platforms.iter().map(format::platform).collect::<Vec<_>>(),
                 "free_disk_bytes": w.free_disk_bytes,
                 "layers_held": w.layers_held,
