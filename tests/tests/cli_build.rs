@@ -429,6 +429,18 @@ fn a_failed_step_ends_every_other_step_of_the_build() {
             .collect()
     };
     assert_eq!(ends(&id_of("exit 3")), ["step_failed"], "{err}");
+    let failed_step = events
+        .iter()
+        .find(|e| e["type"] == "step_failed" && e["step_id"] == id_of("exit 3").as_str())
+        .expect("step_failed");
+    assert_eq!(
+        (
+            failed_step["exit_code"].as_i64(),
+            failed_step["code"].as_str()
+        ),
+        (Some(3), Some("step_failed")),
+        "{err}"
+    );
     assert_eq!(ends(&id_of("sleep 60")), ["step_cancelled"], "{err}");
     assert_eq!(ends(&id_of("/slow")), ["step_cancelled"], "{err}");
     assert_eq!(ends(&id_of("/bad")), ["step_cancelled"], "{err}");

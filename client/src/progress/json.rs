@@ -163,6 +163,7 @@ pub fn event_json(ev: &pb::BuildEvent) -> Value {
                 "message": f.message,
                 "log_tail": lossy(&f.log_tail),
                 "will_retry": f.will_retry,
+                "code": if f.code == 0 { String::new() } else { enum_word(f.code().as_str_name(), "ERROR_CODE_") },
                 "duration_seconds": format::duration(f.duration.as_ref()).as_secs_f64(),
             }),
         ),

@@ -133,6 +133,7 @@ pub(super) fn fail_step(
             log_tail: f.error.log_tail.clone(),
             will_retry: false,
             duration: Some(duration(f.duration)),
+            code: f.error.code,
         }));
     }
     outcome(

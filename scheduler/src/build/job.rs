@@ -297,6 +297,7 @@ async fn follow(
                     },
                     will_retry: true,
                     duration: Some(duration(run.started.elapsed())),
+                    code: build::ErrorCode::Unspecified as i32,
                 }));
             }
             JobEvent::Failed { failure, worker_id } => {

@@ -301,7 +301,11 @@ async fn run_plan(
     }
     // It failed before the restart; only the build's end was not logged.
     if let Some(sf) = &earlier.failed {
-        let mut f = Failure::new(build::ErrorCode::StepFailed, sf.message.clone());
+        let code = match build::ErrorCode::try_from(sf.code) {
+            Ok(build::ErrorCode::Unspecified) | Err(_) => build::ErrorCode::StepFailed,
+            Ok(c) => c,
+        };
+        let mut f = Failure::new(code, sf.message.clone());
         f.error.exit_code = sf.exit_code;
         f.error.signal = sf.signal;
         f.error.log_tail = sf.log_tail.clone();
