@@ -42,6 +42,19 @@ pub struct Farm {
     pub worker_extra: Vec<String>,
 }
 
+impl Drop for Farm {
+    fn drop(&mut self) {
+        // Workers killed mid-step (the fault tests kill and freeze them)
+        // leave containers and overlay mounts in their state, which no
+        // later worker cleans up: without this, every run left one mount
+        // behind.
+        self.workers.clear();
+        for i in 0..self.names.len() {
+            crate::procs::clean_worker_state(&self.state(i));
+        }
+    }
+}
+
 impl Farm {
     /// A scheduler and two workers, each started with `worker_extra`.
     pub fn start(worker_extra: &[&str]) -> Self {

@@ -253,24 +253,31 @@ impl Drop for WorkerProc {
         if let Some(state) = &self._state {
             let _ = self.proc.child.kill();
             let _ = self.proc.child.wait();
-            let root = state.path().join("exec/runc");
-            let ids = Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["list", "-q"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for id in ids.lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .status();
-            }
-            unmount_under(state.path());
+            clean_worker_state(state.path());
         }
     }
+}
+
+/// What a worker killed mid-step leaves in its state directory `state`,
+/// removed as the next worker on it would: its step's containers (killed
+/// and deleted) and overlay mounts. Call once no worker runs on it.
+pub fn clean_worker_state(state: &Path) {
+    let root = state.join("exec/runc");
+    let ids = Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["list", "-q"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for id in ids.lines() {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", id])
+            .status();
+    }
+    unmount_under(state);
 }
 
 /// Every mount point at or below `dir`.
