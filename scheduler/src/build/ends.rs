@@ -199,6 +199,27 @@ pub(super) fn close_open_steps(handle: &BuildHandle, reason: &str) {
     }
 }
 
+/// The failure a `StepFailed` logged before a scheduler restart reported,
+/// for the resumed build to end with.
+pub(super) fn replayed(sf: &build::StepFailed) -> Failure {
+    let code = match build::ErrorCode::try_from(sf.code) {
+        Ok(build::ErrorCode::Unspecified) | Err(_) => build::ErrorCode::StepFailed,
+        Ok(c) => c,
+    };
+    let mut f = Failure::new(code, sf.message.clone());
+    f.error.step_id = sf.step_id.clone();
+    f.error.exit_code = sf.exit_code;
+    f.error.signal = sf.signal;
+    f.error.log_tail = sf.log_tail.clone();
+    f.worker_id = sf.worker_id.clone();
+    f.attempts = sf.attempt;
+    f.duration = sf
+        .duration
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    f
+}
+
 /// Orders the build's step outcomes as its plan orders the steps (they
 /// are recorded as the steps end).
 pub(super) fn in_plan_order(handle: &BuildHandle, plan: &BuildPlan) {

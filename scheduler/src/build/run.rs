@@ -26,7 +26,9 @@ use build::build_event::Event;
 
 use super::chains::Chains;
 use super::early::{Early, Link, Riding, Stopped};
-use super::ends::{Earlier, close_open_steps, fail_step, in_plan_order, outcome, stop_the_rest};
+use super::ends::{
+    Earlier, close_open_steps, fail_step, in_plan_order, outcome, replayed, stop_the_rest,
+};
 use super::job::{Failure, store_failure};
 use super::step::{Satisfied, mark_jobs, reuse, satisfy};
 use super::wire::{duration, job_assignment, layer_proto, location, manifest_proto, plan_proto};
@@ -299,37 +301,19 @@ async fn run_plan(
             }));
         }
     }
+    // Ends the build at its failed step (`fail_step`).
+    let fail = |step: &Step, job_id: &str, running: &BTreeSet<String>, f: Failure| {
+        fail_step(
+            inner, handle, &plan, earlier, input, step, job_id, running, f,
+        )
+    };
     // It failed before the restart; only the build's end was not logged.
     if let Some(sf) = &earlier.failed {
-        let code = match build::ErrorCode::try_from(sf.code) {
-            Ok(build::ErrorCode::Unspecified) | Err(_) => build::ErrorCode::StepFailed,
-            Ok(c) => c,
-        };
-        let mut f = Failure::new(code, sf.message.clone());
-        f.error.exit_code = sf.exit_code;
-        f.error.signal = sf.signal;
-        f.error.log_tail = sf.log_tail.clone();
-        f.worker_id = sf.worker_id.clone();
-        f.attempts = sf.attempt;
-        f.duration = sf
-            .duration
-            .and_then(|d| Duration::try_from(d).ok())
-            .unwrap_or_default();
-        if let Some(step) = plan.step(&sf.step_id) {
-            return Err(fail_step(
-                inner,
-                handle,
-                &plan,
-                earlier,
-                input,
-                step,
-                &sf.job_id,
-                &BTreeSet::new(),
-                f,
-            ));
-        }
-        f.error.step_id = sf.step_id.clone();
-        return Err(f);
+        let f = replayed(sf);
+        return Err(match plan.step(&sf.step_id) {
+            Some(step) => fail(step, &sf.job_id, &BTreeSet::new(), f),
+            None => f,
+        });
     }
     for (step_id, attempt) in &earlier.interrupted {
         handle.emit(Event::StepQueued(build::StepQueued {
@@ -386,17 +370,7 @@ async fn run_plan(
                 Ok(a) => a,
                 Err(e) => {
                     let f = Failure::new(build::ErrorCode::InvalidRequest, e);
-                    return Err(fail_step(
-                        inner,
-                        handle,
-                        &plan,
-                        earlier,
-                        input,
-                        step,
-                        &job_id,
-                        &running_jobs,
-                        f,
-                    ));
+                    return Err(fail(step, &job_id, &running_jobs, f));
                 }
             };
             running_jobs.insert(job_id.clone());
@@ -561,17 +535,7 @@ async fn run_plan(
             }
             Err(f) => {
                 inner.metrics.steps.with_label_values(&["failed"]).inc();
-                return Err(fail_step(
-                    inner,
-                    handle,
-                    &plan,
-                    earlier,
-                    input,
-                    step,
-                    &job_id,
-                    &running_jobs,
-                    f,
-                ));
+                return Err(fail(step, &job_id, &running_jobs, f));
             }
         };
         // Steps that rode on this one are riders no more; if its layer is
