@@ -12,8 +12,8 @@ use common::{
 };
 use strata_oci::layer::{
     Compression, LayerDescriptor, LayerOptions, UnpackOptions, WhiteoutStyle, XattrPolicy,
-    diff_trees, diff_upper, unpack, unpack_to_overlay_layer_dir, write_layer_from_trees,
-    write_layer_from_upper, write_layer_from_upper_teed,
+    diff_id_teed, diff_trees, diff_upper, unpack, unpack_to_overlay_layer_dir, write_layer,
+    write_layer_from_trees, write_layer_from_upper, write_layer_from_upper_teed,
 };
 
 struct Run {
@@ -477,4 +477,51 @@ fn a_layer_unpacked_as_it_is_written_links_the_upper_and_matches_the_blob() {
         "replace_me/c",
     ];
     assert_eq!(report.linked, regular_single.len() as u64, "{report:?}");
+}
+
+#[test]
+fn a_layer_hashed_and_unpacked_first_and_packed_later_is_the_same_layer() {
+    let opts = LayerOptions {
+        xattrs: XattrPolicy::All,
+        ..epoch_opts()
+    };
+    let run = overlay_run(&opts, Xattrs::All);
+    let mut single = Vec::new();
+    let expected = write_layer_from_upper(
+        &run.upper,
+        &[&run.lower],
+        &mut single,
+        Compression::ZSTD,
+        &opts,
+    )
+    .expect("write layer");
+
+    // The worker's early commit: the diffID, and the tar unpacked by
+    // linking the upper's files (which sets their owners, modes and times
+    // again from the tar)...
+    let changes = diff_upper(&run.upper, &[&run.lower], &opts).expect("diff");
+    let mut tar = Vec::new();
+    let (diff_id, size) = diff_id_teed(&changes, &mut tar, &opts).expect("hash the tar");
+    assert_eq!(diff_id, expected.diff_id);
+    assert_eq!(size, expected.uncompressed_size);
+    assert_eq!(size, tar.len() as u64, "the whole tar is teed");
+    let teed = run.scratch.dir("teed");
+    unpack_to_overlay_layer_dir(
+        tar.as_slice(),
+        &teed,
+        &[&run.lower],
+        &UnpackOptions {
+            link_from: Some(run.upper.clone()),
+            hash: false,
+            ..UnpackOptions::default()
+        },
+    )
+    .expect("unpack the teed tar");
+
+    // ...then the blob, from the same changes once the next steps run:
+    // the same bytes as the one-pass commit.
+    let mut later = Vec::new();
+    let desc = write_layer(&changes, &mut later, Compression::ZSTD, &opts).expect("the blob");
+    assert_eq!(desc, expected);
+    assert!(later == single, "same blob bytes in one pass or two");
 }

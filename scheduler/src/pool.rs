@@ -127,6 +127,9 @@ struct Queued {
     needs: Vec<&'static str>,
     /// The build was told no connected worker has them.
     told_needs: bool,
+    /// Bound to a worker with no free slot, it asked that worker to store
+    /// the layers it reads ([`wire::Hurry`]).
+    hurried: bool,
 }
 
 struct Running {
@@ -191,6 +194,39 @@ fn drain_message(reason: &str) -> wire::scheduler_message::Message {
         reason: reason.to_string(),
         deadline: None,
     })
+}
+
+/// Gives every layer `a` reads that is `layer` without a blob the blob.
+fn fill_blob(a: &mut wire::JobAssignment, layer: &common::Layer) {
+    let mut snapshots: Vec<&mut common::Snapshot> = a.parent.iter_mut().collect();
+    let mut sources: Vec<&mut wire::FileSource> = Vec::new();
+    match &mut a.instruction {
+        Some(wire::job_assignment::Instruction::Copy(c)) => sources.extend(c.from.as_mut()),
+        Some(wire::job_assignment::Instruction::Run(r)) => {
+            for m in &mut r.mounts {
+                match &mut m.kind {
+                    Some(wire::mount::Kind::Bind(b)) => sources.extend(b.from.as_mut()),
+                    Some(wire::mount::Kind::Cache(c)) => sources.extend(c.from.as_mut()),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    for s in sources {
+        if let Some(wire::file_source::Source::Snapshot(snap)) = &mut s.source {
+            snapshots.push(snap);
+        }
+    }
+    for l in snapshots.into_iter().flat_map(|s| s.layers.iter_mut()) {
+        if l.diff_id == layer.diff_id && l.blob.as_ref().is_none_or(|b| b.digest.is_empty()) {
+            *l = layer.clone();
+        }
+    }
+}
+
+fn hurry_message(diff_ids: Vec<String>) -> wire::scheduler_message::Message {
+    wire::scheduler_message::Message::Hurry(wire::Hurry { diff_ids })
 }
 
 fn wants_of(a: &wire::JobAssignment) -> Vec<String> {
@@ -419,6 +455,33 @@ impl Pool {
         self.enqueue(assignment, attempt, Some(worker_id.to_string()))
     }
 
+    /// Tells worker `worker_id` that steps wait for its layers
+    /// `diff_ids`, reported committed and not stored yet ([`wire::Hurry`]);
+    /// nothing if it is not connected.
+    pub fn hurry(&self, worker_id: &str, diff_ids: Vec<String>) {
+        let st = self.lock();
+        if let Some(w) = st.workers.get(worker_id) {
+            send(&w.tx, hurry_message(diff_ids));
+        }
+    }
+
+    /// `layer` is in the farm's store now. Jobs queued or running that
+    /// read it as reported early (its diffID alone, no blob: only the
+    /// worker that made it had it) get its blob, so that they, or their
+    /// retries, can go to any worker.
+    pub fn stored(&self, layer: &common::Layer) {
+        if layer.blob.as_ref().is_none_or(|b| b.digest.is_empty()) {
+            return;
+        }
+        let mut st = self.lock();
+        let st = &mut *st;
+        let queued = st.queue.iter_mut().map(|q| &mut q.assignment);
+        let running = st.running.values_mut().map(|r| &mut r.job.assignment);
+        for a in queued.chain(running) {
+            fill_blob(a, layer);
+        }
+    }
+
     /// Lets a job queued with [`Pool::submit_on`] go to any worker; a
     /// job already running, or not bound, is left as it is.
     pub fn release(&self, job_id: &str) {
@@ -459,6 +522,7 @@ impl Pool {
             only,
             needs,
             told_needs: false,
+            hurried: false,
         });
         self.dispatch(&mut st);
         rx
@@ -540,7 +604,16 @@ impl Pool {
                 }
                 if skip {
                     // The workers it may go to are busy (or not connected
-                    // yet); later jobs may go elsewhere.
+                    // yet); later jobs may go elsewhere. A job bound to a
+                    // busy worker waits for the layers only it holds to be
+                    // stored: that worker is told not to put it off.
+                    let q = &mut st.queue[i];
+                    if let Some(w) = q.only.as_ref().and_then(|o| st.workers.get(o))
+                        && !q.hurried
+                    {
+                        q.hurried = true;
+                        send(&w.tx, hurry_message(q.wants.clone()));
+                    }
                     i += 1;
                     continue;
                 }

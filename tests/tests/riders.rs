@@ -123,3 +123,104 @@ fn a_step_started_on_a_layer_lost_before_it_was_stored_starts_again_on_the_store
         dump(&events)
     );
 }
+
+/// A Dockerfile in its own context directory.
+fn context_with(farm: &Farm, name: &str, dockerfile: &str) -> PathBuf {
+    let ctx = farm.dir.path().join(name);
+    std::fs::create_dir_all(&ctx).expect("context");
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("Dockerfile");
+    ctx
+}
+
+/// Workers that put off every big layer's blob and upload until no step
+/// runs on them (the CPUs never count as idle, the bound is ten minutes),
+/// unless the scheduler says a step or a build waits for the layer.
+const PUT_OFF: [&str; 4] = ["--defer-uploads", "600", "--defer-idle-cpus", "1000"];
+
+#[test]
+fn a_layer_a_step_on_another_worker_waits_for_is_not_put_off() {
+    // One slot each. The parent's two stages: `slow` rides on the worker
+    // that made the layer and takes its slot; `quick` is bound there too,
+    // finds no slot, and its wait is what gets the layer stored, so that
+    // it runs on the other worker while `slow` still sleeps.
+    let mut extra = vec!["--capacity", "1"];
+    extra.extend(PUT_OFF);
+    let farm = Farm::start(&extra);
+    let ctx = context_with(
+        &farm,
+        "elsewhere",
+        &format!(
+            "FROM {} AS parent\n\
+             RUN dd if=/dev/urandom of=/seed bs=1048576 count=16 2>/dev/null\n\
+             FROM parent AS slow\n\
+             RUN echo sleeping; sleep 8; echo slow > /slow\n\
+             FROM parent AS quick\n\
+             RUN echo quick > /quick\n\
+             FROM parent\n\
+             COPY --from=slow /slow /slow\n\
+             COPY --from=quick /quick /quick\n",
+            farm.base
+        ),
+    );
+    let mut b = Build::start(&farm.url(), &ctx, "elsewhere", farm.dir.path());
+    let (slow, quick) = (b.step("sleep 8", &farm), b.step("> /quick", &farm));
+    let end = b.finish(&farm);
+    let events = b.events();
+    assert!(end.status.success(), "{}\n{}", end.stderr, dump(&events));
+    let (slow_done, quick_done) = (
+        position(&events, "step_done", &slow).expect("slow done"),
+        position(&events, "step_done", &quick).expect("quick done"),
+    );
+    assert!(
+        quick_done < slow_done,
+        "the step on the other worker waited for the slow one (the layer's upload was put off):\n{}",
+        dump(&events)
+    );
+    let worker = |step: &str| {
+        events[position(&events, "step_started", step).expect("started")]["worker_id"].clone()
+    };
+    assert_ne!(worker(&slow), worker(&quick), "{}", dump(&events));
+}
+
+#[test]
+fn a_build_left_with_nothing_but_an_upload_is_not_held_up_by_other_steps() {
+    // One worker: another build's step keeps a step running there, so
+    // the worker alone would put the layer off until that step ends. The
+    // build whose layer it is has nothing else to run, and says so.
+    let mut extra = vec!["--capacity", "2"];
+    extra.extend(PUT_OFF);
+    let farm = Farm::start_n(1, &extra);
+    let busy_ctx = context_with(
+        &farm,
+        "busy",
+        &format!("FROM {}\nRUN echo sleeping; sleep 15\n", farm.base),
+    );
+    let mut busy = Build::start(&farm.url(), &busy_ctx, "busy", farm.dir.path());
+    let sleeping = busy.step("sleep 15", &farm);
+    busy.running(&sleeping, "sleeping", &farm);
+    let ctx = context_with(
+        &farm,
+        "alone",
+        &format!(
+            "FROM {}\nRUN dd if=/dev/urandom of=/seed bs=1048576 count=16 2>/dev/null\n",
+            farm.base
+        ),
+    );
+    let mut b = Build::start(&farm.url(), &ctx, "alone", farm.dir.path());
+    let end = b.finish(&farm);
+    assert!(
+        end.status.success(),
+        "{}\n{}",
+        end.stderr,
+        dump(&b.events())
+    );
+    assert!(
+        !busy
+            .events()
+            .iter()
+            .any(|e| e["type"] == "step_done" && e["step_id"] == sleeping),
+        "the build waited for another build's step to end:\n{}",
+        dump(&b.events())
+    );
+    assert!(busy.finish(&farm).status.success());
+}

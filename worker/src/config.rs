@@ -81,6 +81,23 @@ pub struct Args {
     /// terminationGracePeriodSeconds).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub drain_timeout: u64,
+    /// While steps keep this machine's CPUs busy, a layer of 4 MiB or
+    /// more is compressed and uploaded once the CPUs have room, once no
+    /// step runs here, or once a step or a build waits for it (the
+    /// scheduler says so), and at the latest this many seconds after its
+    /// step ended; the steps built on it start at once on the unpacked
+    /// layer meanwhile. 0 compresses and uploads every layer at once.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "SECONDS",
+        env = "STRATA_DEFER_UPLOADS"
+    )]
+    pub defer_uploads: f64,
+    /// Idle CPUs the machine must have had over 100 ms for a put-off
+    /// layer to go ahead (default: 1, or 0.5 on a machine of one CPU).
+    #[arg(long, value_name = "CPUS", env = "STRATA_DEFER_IDLE_CPUS")]
+    pub defer_idle_cpus: Option<f64>,
     /// Run steps without no-new-privileges, as docker build and BuildKit
     /// do, so setuid binaries (sudo, su) in RUN can raise privileges
     /// (within the step's capabilities). By default every step runs with
@@ -241,6 +258,19 @@ impl Args {
                 .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", f.display()))?,
             None => strata_telemetry::Outgoing::default(),
         };
+        let bound = std::time::Duration::try_from_secs_f64(self.defer_uploads)
+            .map_err(|e| anyhow::anyhow!("--defer-uploads {}: {e}", self.defer_uploads))?;
+        let mut defer = crate::headroom::Defer {
+            bound,
+            ..Default::default()
+        };
+        if let Some(cpus) = self.defer_idle_cpus {
+            anyhow::ensure!(
+                cpus.is_finite() && cpus >= 0.0,
+                "--defer-idle-cpus {cpus}: expected a number of CPUs, 0 or more"
+            );
+            defer.idle_cpus = cpus;
+        }
         Ok(AgentConfig {
             worker_id,
             capacity: self.capacity.unwrap_or_else(default_capacity),
@@ -248,6 +278,7 @@ impl Args {
             outgoing,
             drain_timeout: std::time::Duration::from_secs(self.drain_timeout),
             max_store_bytes: self.max_store_bytes,
+            defer,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod context;
 pub mod copy;
 pub mod evict;
 pub mod fetch;
+pub mod headroom;
 pub mod job;
 pub mod keyed;
 pub mod pull;

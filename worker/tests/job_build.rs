@@ -343,6 +343,108 @@ async fn a_cache_restore_cut_short_leaves_nothing_after_a_restart() {
     assert_eq!(left, vec!["kept".to_string()]);
 }
 
+#[tokio::test]
+async fn the_next_step_starts_on_a_layer_before_its_blob_is_made() {
+    let state = tempfile::tempdir().expect("state");
+    let worker = open(state.path(), false).await;
+    let base = base_layer(&worker);
+    let (tx, _rx) = mpsc::channel(64);
+    let mut early = worker
+        .run_job_early(
+            job("early", std::slice::from_ref(&base), run(CHANGES)),
+            tx,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+    let pending = early
+        .pending
+        .take()
+        .expect("an overlay step's blob comes later");
+    assert_eq!(early.layer.digest, "", "no blob yet");
+    assert_eq!(pending.diff_id(), early.layer.diff_id);
+    let store = worker.store();
+    assert!(store.layer_dir(&early.layer.diff_id).expect("dir").is_dir());
+
+    // A step on it now: it has the layer unpacked, and no blob to read.
+    let (_, log) = exec(
+        &worker,
+        job(
+            "on-early",
+            &[base.clone(), early.layer.clone()],
+            run("cat /data/f; ls /var/lib"),
+        ),
+    )
+    .await
+    .expect("a step on the layer before its blob");
+    assert_eq!(log, "hello\nnew\n");
+
+    // The blob follows, the tar the diffID named.
+    let (layer, _held) = pending.make().await.expect("the blob");
+    assert_eq!(layer.diff_id, early.layer.diff_id);
+    let blob = fs::File::open(store.blob_path(&layer.digest).expect("path")).expect("blob");
+    let fresh = tempfile::tempdir().expect("fresh");
+    let report = unpack_to_overlay_layer_dir(
+        blob,
+        fresh.path(),
+        &[store.layer_dir(&base.diff_id).expect("base dir")],
+        &UnpackOptions::default(),
+    )
+    .expect("unpack the blob");
+    assert_eq!(report.diff_id, layer.diff_id);
+    assert_eq!(
+        describe(&store.layer_dir(&layer.diff_id).expect("dir")),
+        describe(fresh.path())
+    );
+    worker.wait_idle().await;
+}
+
+#[tokio::test]
+async fn a_layer_whose_files_change_before_its_blob_is_made_fails_and_stores_nothing() {
+    let state = tempfile::tempdir().expect("state");
+    let worker = open(state.path(), false).await;
+    let base = base_layer(&worker);
+    let (tx, _rx) = mpsc::channel(64);
+    let mut early = worker
+        .run_job_early(
+            job("changed", std::slice::from_ref(&base), run(CHANGES)),
+            tx,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+    let pending = early.pending.take().expect("pending");
+    // The unpacked file is the snapshot's own inode: writing to it
+    // changes what the blob would pack.
+    let store = worker.store();
+    let f = store
+        .layer_dir(&early.layer.diff_id)
+        .expect("dir")
+        .join("var/lib/new");
+    fs::write(&f, "changed\n").expect("write through the link");
+    let blobs_before = fs::read_dir(state.path().join("store/blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let err = pending.make().await.expect_err("a changed layer");
+    assert!(matches!(err, JobError::Changed { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&early.layer.diff_id),
+        "the error names the diffID first reported: {err}"
+    );
+    let blobs_after = fs::read_dir(state.path().join("store/blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs_before, blobs_after, "no blob stored");
+    let tmp: Vec<_> = fs::read_dir(state.path().join("store/tmp"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !tmp.iter().any(|n| n.to_string_lossy().starts_with("blob-")),
+        "no half-made blob left: {tmp:?}"
+    );
+    worker.wait_idle().await;
+}
+
 /// Whether the running kernel's release is `major.minor` or later.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");

@@ -206,6 +206,7 @@ pub async fn start(home: &Path) -> Result<(Channel, Farm)> {
             outgoing: Default::default(),
             drain_timeout: std::time::Duration::ZERO,
             max_store_bytes: None,
+            defer: Default::default(),
         },
         Arc::clone(&stats),
         shutdown.clone(),

@@ -178,10 +178,10 @@ impl<W: Write> Write for Compressor<W> {
 }
 
 /// Counts and (optionally) hashes what passes through.
-struct DigestWriter<W: Write> {
-    out: W,
-    hasher: Option<Sha256>,
-    written: u64,
+pub(crate) struct DigestWriter<W: Write> {
+    pub(crate) out: W,
+    pub(crate) hasher: Option<Sha256>,
+    pub(crate) written: u64,
 }
 
 impl<W: Write> Write for DigestWriter<W> {
@@ -213,10 +213,28 @@ impl<W: Write> LayerWriter<W> {
     /// A writer producing a `compression` blob on `out`, compressing on
     /// `threads` threads.
     pub fn new(out: W, compression: Compression, threads: usize) -> Result<Self, LayerError> {
+        // An uncompressed blob's digest is its diffID: hash once.
+        Self::hashing_blob(
+            out,
+            compression,
+            threads,
+            compression != Compression::Uncompressed,
+        )
+    }
+
+    /// [`LayerWriter::new`], but with `hash_blob` false the compressed
+    /// bytes are not hashed here: whoever reads them from `out` does (on
+    /// another thread), and [`LayerWriter::finish`] leaves the blob digest
+    /// empty for it to fill in.
+    pub(crate) fn hashing_blob(
+        out: W,
+        compression: Compression,
+        threads: usize,
+        hash_blob: bool,
+    ) -> Result<Self, LayerError> {
         let digest = DigestWriter {
             out,
-            // An uncompressed blob's digest is its diffID: hash once.
-            hasher: (compression != Compression::Uncompressed).then(Sha256::new),
+            hasher: hash_blob.then(Sha256::new),
             written: 0,
         };
         Ok(LayerWriter {
@@ -237,7 +255,8 @@ impl<W: Write> LayerWriter<W> {
         let diff_id = sha256_string(self.diff);
         let digest = match digest_writer.hasher {
             Some(h) => sha256_string(h),
-            None => diff_id.clone(),
+            None if self.compression == Compression::Uncompressed => diff_id.clone(),
+            None => String::new(),
         };
         let desc = LayerDescriptor {
             diff_id,

@@ -120,6 +120,8 @@ mod view;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 pub use compress::{
     Compression, CompressionKind, Compressor, LayerDescriptor, LayerWriter, MEDIA_TYPE_TAR,
     MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD, decompress, recompress,
@@ -215,6 +217,39 @@ pub fn write_layer_from_upper_teed<P: AsRef<Path>>(
     write_layer_with(&changes, out, Some(tee), compression, opts)
 }
 
+/// The diffID and uncompressed size of the layer `changes` make, without
+/// making its blob: the tar is hashed and handed to `tee` as it is
+/// written (to unpack it at the same time, as
+/// [`write_layer_from_upper_teed`] does), and nothing is compressed. The
+/// blob can be made later from the same changes with [`write_layer`],
+/// which writes the same tar as long as the files have not changed: the
+/// diffID it reports tells.
+pub fn diff_id_teed(
+    changes: &[Change],
+    tee: impl Write,
+    opts: &LayerOptions,
+) -> Result<(String, u64), LayerError> {
+    let hashing = Tee {
+        inner: compress::DigestWriter {
+            out: io::sink(),
+            hasher: Some(Sha256::new()),
+            written: 0,
+        },
+        tee: Some(tee),
+    };
+    let buffered = BufWriter::with_capacity(256 * 1024, hashing);
+    let (buffered, _) = write_tar(changes, buffered, opts)?;
+    let Tee { inner, tee } = buffered
+        .into_inner()
+        .map_err(|e| LayerError::Stream(e.into_error()))?;
+    drop(tee);
+    let diff_id = inner
+        .hasher
+        .map(compress::sha256_string)
+        .unwrap_or_default();
+    Ok((diff_id, inner.written))
+}
+
 /// Writes the layer that turns the tree `lower` into the tree `new` to
 /// `out` (the copy snapshotter's path). For the same change it produces
 /// the same bytes as [`write_layer_from_upper`].
@@ -248,28 +283,39 @@ fn write_layer_with(
 ) -> Result<LayerDescriptor, LayerError> {
     let threads = opts.effective_threads();
     if threads < 2 {
-        return write_layer_into(changes, out, tee, compression, threads, opts);
+        return write_layer_into(changes, out, tee, compression, threads, opts, true);
     }
-    // With cores to spare the blob is written out on a thread of its own:
-    // writing a big layer's bytes into the page cache costs about as much
-    // as reading, hashing and teeing them, and the step's result waits on
-    // both.
+    // With cores to spare the blob is hashed and written out on a thread
+    // of its own: hashing the compressed bytes and writing them into the
+    // page cache cost about as much as reading, hashing and teeing the
+    // tar, and the step's result waits on both.
+    let hash_here = compression != Compression::Uncompressed;
     std::thread::scope(|s| {
         let (blob, mut written) = pipe::pipe();
         let writing = std::thread::Builder::new()
             .name("strata-blob-write".into())
             .spawn_scoped(s, move || {
-                let mut out = out;
+                let mut out = compress::DigestWriter {
+                    out,
+                    hasher: hash_here.then(Sha256::new),
+                    written: 0,
+                };
                 written.write_to(&mut out)?;
-                out.flush()
+                out.flush()?;
+                Ok(out.hasher.map(compress::sha256_string))
             })
             .map_err(LayerError::Stream)?;
-        let made = write_layer_into(changes, blob, tee, compression, threads, opts);
+        let made = write_layer_into(changes, blob, tee, compression, threads, opts, false);
         let wrote = writing
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the thread writing the blob panicked")));
         match (made, wrote) {
-            (Ok(desc), Ok(())) => Ok(desc),
+            (Ok(mut desc), Ok(digest)) => {
+                if let Some(digest) = digest {
+                    desc.digest = digest;
+                }
+                Ok(desc)
+            }
             (Ok(_), Err(e)) => Err(LayerError::Stream(e)),
             // A failed write ends the pipe, which fails the layer writer
             // with BrokenPipe: the write's own error is the one that
@@ -290,9 +336,15 @@ fn write_layer_into(
     compression: Compression,
     threads: usize,
     opts: &LayerOptions,
+    hash_blob: bool,
 ) -> Result<LayerDescriptor, LayerError> {
     let writer = Tee {
-        inner: LayerWriter::new(out, compression, threads)?,
+        inner: LayerWriter::hashing_blob(
+            out,
+            compression,
+            threads,
+            hash_blob && compression != Compression::Uncompressed,
+        )?,
         tee,
     };
     // Batch the many small header writes before they reach the hashers

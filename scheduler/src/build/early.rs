@@ -114,6 +114,8 @@ pub(super) struct Riding {
     /// Step → the job id of its current run: what a stopped run still
     /// had on its way is ignored.
     current: BTreeMap<String, String>,
+    /// Early layers (step, diffID) their worker was told steps wait for.
+    hurried: BTreeSet<(String, String)>,
 }
 
 impl Riding {
@@ -126,6 +128,7 @@ impl Riding {
             done: watch::channel(BTreeSet::new()).0,
             runs,
             current: BTreeMap::new(),
+            hurried: BTreeSet::new(),
         }
     }
 
@@ -172,6 +175,43 @@ impl Riding {
         worker.map(|w| (w.to_string(), parents))
     }
 
+    /// Early layers the build now waits for, by worker, each named once
+    /// over the build: those a step still `pending` (not started, so not
+    /// riding) depends on, and all of them once every job in
+    /// `running_jobs` has made its layer (nothing else is left to run
+    /// before they are stored). Their workers are told
+    /// ([`crate::pool::Pool::hurry`]), so as not to put off their blobs
+    /// and uploads for spare CPU.
+    pub(super) fn waited_for(
+        &mut self,
+        pending: &[&Step],
+        running_jobs: &BTreeSet<String>,
+    ) -> BTreeMap<String, Vec<String>> {
+        let committed: BTreeSet<&String> = self
+            .early
+            .keys()
+            .filter_map(|s| self.current.get(s))
+            .collect();
+        let all = running_jobs.iter().all(|j| committed.contains(j));
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (step_id, (worker, layer)) in &self.early {
+            let wanted = all
+                || pending
+                    .iter()
+                    .any(|p| p.depends_on.iter().any(|d| d == step_id));
+            if wanted
+                && self
+                    .hurried
+                    .insert((step_id.clone(), layer.diff_id.clone()))
+            {
+                out.entry(worker.clone())
+                    .or_default()
+                    .push(layer.diff_id.clone());
+            }
+        }
+        out
+    }
+
     /// The wait for `parents` to be done.
     pub(super) fn gate(&self, parents: Vec<String>) -> Gate {
         Gate {
@@ -196,7 +236,7 @@ impl Riding {
             return None;
         }
         let stopped = match self.early.get(step_id) {
-            Some((_, earlier)) if *earlier != layer => self.stop_riders_of(step_id),
+            Some((_, earlier)) if earlier.diff_id != layer.diff_id => self.stop_riders_of(step_id),
             _ => Vec::new(),
         };
         self.early
@@ -227,11 +267,14 @@ impl Riding {
     /// to any worker if still queued. If the layer is not the one
     /// reported early (it cannot be, from a worker that keeps its
     /// word), the step's riders are stopped instead and returned second.
+    /// A layer is the one reported early if its diffID is: a worker
+    /// reports a layer before making its blob, so the early report may
+    /// have no blob.
     pub(super) fn done(&mut self, step_id: &str, layer: &LayerInfo) -> (Vec<String>, Vec<Stopped>) {
         let differs = self
             .early
             .remove(step_id)
-            .is_some_and(|(_, early)| early != *layer);
+            .is_some_and(|(_, early)| early.diff_id != layer.diff_id);
         let stopped = if differs {
             self.stop_riders_of(step_id)
         } else {
@@ -335,6 +378,55 @@ mod tests {
     }
 
     #[test]
+    fn early_layers_are_waited_for_by_steps_not_riding_and_at_the_end() {
+        let mut r = Riding::new(BTreeMap::new());
+        let running = |ids: &[&String]| ids.iter().map(|s| s.to_string()).collect();
+        let a = r.job_id("b1", "a");
+        let b = r.job_id("b1", "b");
+        let s = r.job_id("b1", "s");
+        r.committed("a", &a, "w1", layer("la"));
+        // a's rider s runs on w1, b runs elsewhere: nothing waits on a.
+        r.started("s", &s, vec!["a".into()], handle());
+        assert!(r.waited_for(&[], &running(&[&a, &b, &s])).is_empty());
+        // A step on a and b (made on another worker) cannot ride: it
+        // waits for a's upload.
+        r.committed("b", &b, "w2", layer("lb"));
+        let both = step("ab", &["a", "b"]);
+        let told = r.waited_for(&[&both], &running(&[&a, &b, &s]));
+        assert_eq!(
+            told,
+            BTreeMap::from([
+                ("w1".to_string(), vec!["la".to_string()]),
+                ("w2".to_string(), vec!["lb".to_string()]),
+            ])
+        );
+        // Once.
+        assert!(r.waited_for(&[&both], &running(&[&a, &b, &s])).is_empty());
+        // Everything running has made its layer: all are waited for.
+        let mut r = Riding::new(BTreeMap::new());
+        let a = r.job_id("b1", "a");
+        let s = r.job_id("b1", "s");
+        r.committed("a", &a, "w1", layer("la"));
+        r.started("s", &s, vec!["a".into()], handle());
+        assert!(r.waited_for(&[], &running(&[&a, &s])).is_empty(), "s runs");
+        r.committed("s", &s, "w1", layer("ls"));
+        let told = r.waited_for(&[], &running(&[&a, &s]));
+        assert_eq!(
+            told,
+            BTreeMap::from([("w1".to_string(), vec!["la".to_string(), "ls".to_string()])])
+        );
+        // A layer made again (another diffID) is told again.
+        let (_, _) = r.done("s", &layer("ls"));
+        let a2 = r.job_id("b1", "a");
+        r.committed("a", &a2, "w2", layer("la2"));
+        let told = r.waited_for(&[], &running(&[&a2]));
+        assert_eq!(
+            told,
+            BTreeMap::from([("w2".to_string(), vec!["la2".to_string()])])
+        );
+    }
+
+    #[test]
     fn a_step_rides_only_on_layers_one_worker_holds_and_done_steps() {
         let mut r = Riding::new(BTreeMap::new());
         let mut done = BTreeSet::new();
@@ -422,6 +514,23 @@ mod tests {
         let (released, stopped) = r.done("a", &layer("other"));
         assert!(released.is_empty());
         assert_eq!(stopped.len(), 1);
+    }
+
+    #[test]
+    fn an_early_layer_reported_before_its_blob_is_the_layer_done_with_it() {
+        let mut r = Riding::new(BTreeMap::new());
+        let a = r.job_id("b1", "a");
+        let diff_id_only = LayerInfo {
+            digest: String::new(),
+            size: 0,
+            ..layer("la")
+        };
+        r.committed("a", &a, "w1", diff_id_only);
+        let s = r.job_id("b1", "s");
+        r.started("s", &s, vec!["a".into()], handle());
+        let (released, stopped) = r.done("a", &layer("la"));
+        assert_eq!(released, vec![s], "the rider goes on");
+        assert!(stopped.is_empty());
     }
 
     #[test]

@@ -410,6 +410,11 @@ async fn run_plan(
             }
             running.push(run);
         }
+        // Workers put off a big layer's blob and upload while their steps
+        // keep the CPUs busy; not one a step or the build's end waits for.
+        for (worker, diff_ids) in riding.waited_for(&pending, &running_jobs) {
+            inner.pool.hurry(&worker, diff_ids);
+        }
         let next = tokio::select! {
             // Early layers first: reported before the results after them.
             biased;
@@ -541,6 +546,7 @@ async fn run_plan(
         // Steps that rode on this one are riders no more; if its layer is
         // not the one it reported early, they start again.
         let (released, stopped) = riding.done(&step.id, &layer);
+        inner.pool.stored(&layer_proto(&layer));
         chains.steps.insert(step.id.clone(), layer);
         done.insert(step.id.clone());
         for job in released {

@@ -5,7 +5,8 @@ use super::{AgentStats, RemoteBlobs, cache_mounts, send};
 use crate::assignment::{job_from_assignment, layers_of};
 use crate::context;
 use crate::executor::{OutputChunk, Stream as OutStream};
-use crate::job::{JobError, Worker};
+use crate::headroom;
+use crate::job::{JobError, PendingBlob, Worker};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -55,7 +56,13 @@ fn layers_read(a: &wire::JobAssignment) -> Vec<(String, String)> {
 
 /// The blob digests of every layer an assignment reads.
 pub(super) fn layer_digests(a: &wire::JobAssignment) -> Vec<String> {
-    let mut out: Vec<String> = layers_read(a).into_iter().map(|(_, d)| d).collect();
+    // A layer whose blob its worker is still making (an empty digest:
+    // only that worker has it, unpacked) has no blob to fetch.
+    let mut out: Vec<String> = layers_read(a)
+        .into_iter()
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -70,6 +77,7 @@ pub(super) fn in_use(a: &wire::JobAssignment) -> std::collections::HashSet<Strin
     layers_read(a)
         .into_iter()
         .flat_map(|(diff_id, digest)| [diff_id, digest])
+        .filter(|id| !id.is_empty())
         .chain(context)
         .collect()
 }
@@ -128,6 +136,23 @@ fn layer_proto(l: &crate::store::LayerRef) -> common::Layer {
 pub(super) struct JobSlot {
     pub(super) cancel: CancellationToken,
     pub(super) uploading: Arc<std::sync::atomic::AtomicBool>,
+    /// Told when someone waits for the job's layer (another worker, the
+    /// build's end): its blob and upload then wait for no spare CPU.
+    pub(super) hurry: Arc<tokio::sync::Notify>,
+    /// The diffID of the job's layer once made: what a Hurry names.
+    pub(super) made: Arc<std::sync::OnceLock<String>>,
+    /// How long the blob and upload may wait for spare CPU.
+    pub(super) defer: headroom::Defer,
+    /// Every job of the session, to tell whether steps still run here.
+    pub(super) session: Arc<std::sync::Mutex<std::collections::HashMap<String, super::Running>>>,
+}
+
+impl JobSlot {
+    /// Whether a job of this session other than those only uploading
+    /// runs a step.
+    fn steps_running(&self) -> bool {
+        super::slots_taken(&self.session) > 0
+    }
 }
 
 pub(super) fn failure_kind(e: &JobError, cancelled: bool) -> wire::FailureKind {
@@ -191,7 +216,7 @@ async fn run_in_span(
     slot: JobSlot,
     stats: &AgentStats,
 ) {
-    let cancel = slot.cancel;
+    let cancel = slot.cancel.clone();
     let (job_id, lease_id) = (a.job_id.clone(), a.lease_id.clone());
     stats.jobs_running.inc();
     send(
@@ -348,7 +373,7 @@ async fn run_in_span(
                 }
             })
         };
-        let result = worker.run_job(job, tx, cancel.clone()).await;
+        let result = worker.run_job_early(job, tx, cancel.clone()).await;
         let _ = forward.await;
         restored.discard_own(worker);
         let mut cache_users = restored.users;
@@ -362,19 +387,58 @@ async fn run_in_span(
             };
             (failure_kind(&e, cancel.is_cancelled()), e.to_string(), code)
         })?;
-        // The layer is in this worker's store: the scheduler may start the
-        // steps built on it here while it uploads, which takes no slot.
+        let mut outcome = outcome;
+        // The layer is in this worker's store, unpacked: the scheduler may
+        // start the steps built on it here while its blob is made and
+        // uploaded, which take no slot.
         slot.uploading
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let early = match &outcome.pending {
+            // Its diffID only: the blob is made next.
+            Some(_) => common::Layer {
+                diff_id: outcome.layer.diff_id.clone(),
+                ..Default::default()
+            },
+            None => layer_proto(&outcome.layer),
+        };
         send(
             out,
             Out::JobCommitted(wire::JobCommitted {
                 job_id: job_id.clone(),
                 lease_id: lease_id.clone(),
-                layer: Some(layer_proto(&outcome.layer)),
+                layer: Some(early),
             }),
         )
         .await;
+        // The blob and the upload can wait for spare CPU while steps run
+        // here (the steps on this layer among them), unless someone waits
+        // for the layer.
+        let size = outcome
+            .pending
+            .as_ref()
+            .map_or(outcome.layer.size, PendingBlob::tar_size);
+        let _ = slot.made.set(outcome.layer.diff_id.clone());
+        if size >= headroom::SMALL_LAYER && !slot.defer.bound.is_zero() {
+            // A cancelled job waits no longer: it stops below.
+            let hurry = async {
+                tokio::select! {
+                    () = slot.hurry.notified() => {}
+                    () = cancel.cancelled() => {}
+                }
+            };
+            let waited = headroom::idle_cpu(slot.defer, || slot.steps_running(), hurry)
+                .instrument(tracing::info_span!("defer"))
+                .await;
+            tracing::debug!(?waited, size, "making and uploading the layer's blob");
+            if cancel.is_cancelled() {
+                return Err((wire::FailureKind::Cancelled, "cancelled".to_string(), None));
+            }
+        }
+        if let Some(pending) = outcome.pending.take() {
+            let (layer, held) = pending.make().await.map_err(|e| infra(e.to_string()))?;
+            outcome.layer = layer;
+            outcome.held = outcome.held.and(held);
+        }
         send(
             out,
             Out::JobProgress(wire::JobProgress {

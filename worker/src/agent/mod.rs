@@ -46,6 +46,9 @@ pub struct AgentConfig {
     /// Keep the local layer store under this many bytes (least recently
     /// used layers and blobs go after each job); no limit when unset.
     pub max_store_bytes: Option<u64>,
+    /// How long a big layer's blob and upload wait for spare CPU while
+    /// steps run here (`crate::headroom`).
+    pub defer: crate::headroom::Defer,
 }
 
 struct Running {
@@ -54,6 +57,10 @@ struct Running {
     /// Set once the job's layer is made: it only uploads from then on,
     /// and no longer takes a slot.
     uploading: Arc<AtomicBool>,
+    /// The layer's diffID once made, and the job's wait for spare CPU
+    /// before its blob and upload, which a Hurry naming it ends.
+    made: Arc<std::sync::OnceLock<String>>,
+    hurry: Arc<tokio::sync::Notify>,
     /// Layers (diffIDs, digests) the job reads, held against eviction
     /// from its assignment to its end.
     _reads: crate::store::Held,
@@ -321,13 +328,19 @@ async fn session(
                     .await;
                     continue;
                 }
-                let slot = job::JobSlot::default();
+                let slot = job::JobSlot {
+                    session: Arc::clone(&running),
+                    defer: config.defer,
+                    ..Default::default()
+                };
                 running.lock().unwrap_or_else(|e| e.into_inner()).insert(
                     a.job_id.clone(),
                     Running {
                         lease: a.lease_id.clone(),
                         cancel: slot.cancel.clone(),
                         uploading: Arc::clone(&slot.uploading),
+                        made: Arc::clone(&slot.made),
+                        hurry: Arc::clone(&slot.hurry),
                         _reads: {
                             let reads = job::in_use(&a);
                             let ids: Vec<&str> = reads.iter().map(String::as_str).collect();
@@ -388,6 +401,13 @@ async fn session(
             }
             Some(In::Ping(p)) => {
                 send(&out, Out::Pong(wire::Pong { nonce: p.nonce })).await;
+            }
+            Some(In::Hurry(h)) => {
+                for r in running.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                    if r.made.get().is_some_and(|d| h.diff_ids.contains(d)) {
+                        r.hurry.notify_one();
+                    }
+                }
             }
             Some(In::Drain(d)) => {
                 tracing::info!("the scheduler asks to drain: {}", d.reason);

@@ -2,6 +2,7 @@
 //! runc, COPY/ADD, WORKDIR's mkdir), and turn the change into an OCI layer
 //! in the local store.
 
+mod commit;
 mod file_action;
 mod mounts;
 mod run;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use strata_oci::layer::{Compression, LayerError};
 use thiserror::Error;
 
+pub use commit::PendingBlob;
 pub use mounts::{CacheMountUser, CacheMountUsers, cache_mount_dir};
 pub use run::{Worker, WorkerConfig};
 
@@ -167,19 +169,22 @@ pub struct Job {
 }
 
 /// What a job produced.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct JobOutcome {
     /// The layer, stored locally (blob and unpacked dir).
     pub layer: LayerRef,
     /// Keeps the layer from store eviction while the outcome lives (drop
     /// it once the layer is uploaded).
-    pub held: std::sync::Arc<crate::store::Held>,
+    pub held: crate::store::Held,
     /// The layer is empty (the step changed nothing).
     pub empty: bool,
     /// How a RUN ended.
     pub exit: Option<ExitStatus>,
     /// Wall time of the whole job.
     pub duration: Duration,
+    /// From [`Worker::run_job_early`](run::Worker::run_job_early): the
+    /// layer's blob, still to make (`layer` has its diffID only).
+    pub pending: Option<PendingBlob>,
 }
 
 /// Why a job failed.
@@ -233,6 +238,17 @@ pub enum JobError {
     /// The job was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// The snapshot changed between hashing the layer's tar and packing
+    /// its blob.
+    #[error(
+        "the step's files changed while its layer was made: its tar hashed to {before}, then to {after}"
+    )]
+    Changed {
+        /// The diffID reported first.
+        before: String,
+        /// The blob's.
+        after: String,
+    },
 }
 
 impl From<PullError> for JobError {

@@ -1,6 +1,7 @@
 //! The worker: runs jobs against the local store with a snapshotter and
 //! an executor.
 
+use super::commit::commit;
 use super::file_action::{apply_file_action, download_sources};
 use super::mounts::prepare;
 use super::{FileSource, Job, JobAction, JobError, JobOutcome, RunMount};
@@ -9,17 +10,13 @@ use crate::executor::{ExecSpec, Executor, OutputChunk, RuncConfig, RuncExecutor}
 use crate::fetch::http_client;
 use crate::pull::{PulledImage, pull_image};
 use crate::snapshot::{
-    ChangeSource, CopySnapshotter, OverlaySnapshotter, Snapshot, Snapshotter, overlay_supported,
-    recover, spread_new_dirs,
+    CopySnapshotter, OverlaySnapshotter, Snapshotter, overlay_supported, recover, spread_new_dirs,
 };
 use crate::store::{LayerRef, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use strata_oci::layer::{
-    LayerOptions, write_layer_from_trees, write_layer_from_upper, write_layer_from_upper_teed,
-};
 use strata_oci::registry::{Platform, RegistryClient};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -238,6 +235,25 @@ impl Worker {
         output: mpsc::Sender<OutputChunk>,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, JobError> {
+        let mut outcome = self.run_job_early(job, output, cancel).await?;
+        if let Some(pending) = outcome.pending.take() {
+            let (layer, held) = pending.make().await?;
+            outcome.layer = layer;
+            outcome.held = outcome.held.and(held);
+        }
+        Ok(outcome)
+    }
+
+    /// [`Worker::run_job`], but the outcome may come before the layer's
+    /// blob is made: with [`JobOutcome::pending`] set, its layer has a
+    /// diffID and is unpacked here (the next steps can start on it), and
+    /// [`PendingBlob::make`](super::PendingBlob::make) makes the blob.
+    pub async fn run_job_early(
+        &self,
+        job: Job,
+        output: mpsc::Sender<OutputChunk>,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, JobError> {
         let started = Instant::now();
         let store = self.store.clone();
         let snapshotter = self.snapshotter.clone();
@@ -348,127 +364,30 @@ impl Worker {
         let store = self.store.clone();
         let (compression, sde) = (job.compression, job.source_date_epoch);
         let span = tracing::info_span!("commit");
-        let (layer, empty, snapshot, held) = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| commit_layer(snapshot, &lowers, &store, compression, sde))
+        let busy = self.removals.token();
+        let committed = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| commit(snapshot, &lowers, &store, compression, sde, busy))
         })
         .await
         .map_err(blocking_err)??;
-        // The layer is stored: removing the snapshot (unmount, delete the
-        // upper dir) need not delay the step's result, nor the next step.
-        let span = tracing::info_span!("remove_snapshot");
-        self.removals
-            .spawn_blocking(move || span.in_scope(|| drop(snapshot)));
+        // Removing the snapshot (unmount, delete the upper dir) need not
+        // delay the step's result, nor the next step.
+        if let Some(snapshot) = committed.snapshot {
+            let span = tracing::info_span!("remove_snapshot");
+            self.removals
+                .spawn_blocking(move || span.in_scope(|| drop(snapshot)));
+        }
         Ok(JobOutcome {
-            layer,
-            held: std::sync::Arc::new(held),
-            empty,
+            layer: committed.layer,
+            held: committed.held,
+            empty: committed.empty,
             exit,
             duration: started.elapsed(),
+            pending: committed.pending,
         })
     }
 }
 
 fn state_run_files(state: &Path) -> PathBuf {
     state.join("run-files")
-}
-
-/// Diffs the snapshot into a layer blob in the store and keeps the
-/// unpacked form for later steps; gives the snapshot back for removal, and
-/// a hold that keeps the new layer from eviction (taken before it appears).
-fn commit_layer(
-    snapshot: Box<dyn Snapshot>,
-    lowers: &[PathBuf],
-    store: &Store,
-    compression: strata_oci::layer::Compression,
-    source_date_epoch: Option<i64>,
-) -> Result<(LayerRef, bool, Box<dyn Snapshot>, crate::store::Held), JobError> {
-    let tmp = store.temp_path("blob");
-    let file = std::fs::File::create(&tmp).map_err(|source| JobError::Io {
-        op: "creating",
-        path: tmp.clone(),
-        source,
-    })?;
-    let opts = LayerOptions {
-        source_date_epoch,
-        ..LayerOptions::default()
-    };
-    let topmost_first: Vec<&PathBuf> = lowers.iter().rev().collect();
-    let mut teed = None;
-    let desc = match snapshot.change() {
-        // An overlay's upper dir is unpacked while the tar is written, its
-        // files hardlinked rather than copied: the next step on this
-        // worker finds the layer unpacked, as BuildKit's next step finds
-        // its parent snapshot. (A plain snapshot's files may be links to
-        // the worker's context, which must not be touched, and an upper
-        // dir on another filesystem cannot be linked from: those layers
-        // are unpacked from the blob when a step needs them.)
-        ChangeSource::Upper(upper) if !snapshot.plain() && store.links_from(&upper) => {
-            let (tee, tar) = strata_oci::layer::pipe::pipe();
-            let (desc, unpacked) = std::thread::scope(|s| {
-                let (span, up) = (tracing::Span::current(), &upper);
-                let unpacking =
-                    s.spawn(move || span.in_scope(|| store.unpack_teed(tar, lowers, up)));
-                let desc = write_layer_from_upper_teed(
-                    &upper,
-                    &topmost_first,
-                    std::io::BufWriter::new(file),
-                    tee,
-                    compression,
-                    &opts,
-                );
-                (desc, unpacking.join())
-            });
-            match unpacked {
-                Ok(Ok(t)) => teed = Some(t),
-                Ok(Err(e)) => tracing::warn!("unpacking the new layer as it was written: {e}"),
-                Err(_) => tracing::warn!("unpacking the new layer as it was written panicked"),
-            }
-            match desc {
-                Ok(d) => d,
-                Err(e) => {
-                    if let Some(t) = teed {
-                        store.discard_unpacked(t);
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-        ChangeSource::Upper(upper) => write_layer_from_upper(
-            &upper,
-            &topmost_first,
-            std::io::BufWriter::new(file),
-            compression,
-            &opts,
-        )?,
-        ChangeSource::Trees { lower } => write_layer_from_trees(
-            &lower,
-            snapshot.merged(),
-            std::io::BufWriter::new(file),
-            compression,
-            &opts,
-        )?,
-    };
-    let held = store.hold(&[&desc.digest, &desc.diff_id]);
-    if let Err(e) = store.commit_blob(&tmp, &desc.digest) {
-        if let Some(t) = teed {
-            store.discard_unpacked(t);
-        }
-        return Err(e.into());
-    }
-    if let Some(t) = teed {
-        let linked = t.linked;
-        match store.keep_unpacked(t, &desc.diff_id) {
-            Ok(_) => tracing::debug!(linked, "the new layer is unpacked"),
-            Err(e) => tracing::warn!("keeping the new layer unpacked: {e}"),
-        }
-    }
-    let layer = LayerRef {
-        diff_id: desc.diff_id.clone(),
-        digest: desc.digest.clone(),
-        media_type: desc.media_type.clone(),
-        size: desc.size,
-    };
-    // An empty tar is 1024 zero bytes.
-    let empty = desc.uncompressed_size <= 1024;
-    Ok((layer, empty, snapshot, held))
 }

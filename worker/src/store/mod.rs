@@ -156,6 +156,14 @@ pub struct Held {
     ids: Vec<String>,
 }
 
+impl Held {
+    /// One hold on what `self` and `other` (of the same store) hold.
+    pub fn and(mut self, mut other: Held) -> Held {
+        self.ids.append(&mut other.ids);
+        self
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
