@@ -393,6 +393,8 @@ async fn run_in_span(
         // uploaded, which take no slot.
         slot.uploading
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Before the report: a Hurry may follow it at once.
+        let _ = slot.made.set(outcome.layer.diff_id.clone());
         let early = match &outcome.pending {
             // Its diffID only: the blob is made next.
             Some(_) => common::Layer {
@@ -417,7 +419,6 @@ async fn run_in_span(
             .pending
             .as_ref()
             .map_or(outcome.layer.size, PendingBlob::tar_size);
-        let _ = slot.made.set(outcome.layer.diff_id.clone());
         if size >= headroom::SMALL_LAYER && !slot.defer.bound.is_zero() {
             // A cancelled job waits no longer: it stops below.
             let hurry = async {
