@@ -137,6 +137,58 @@ pub const FEATURE_EXTRA_HOSTS: &str = "extra-hosts";
 /// `CacheMount.sharing` other than shared (`sharing=locked`, `private`).
 pub const FEATURE_CACHE_SHARING: &str = "cache-sharing";
 
+/// Features of a scheduler (`RegisterAck.features`) a worker may rely on.
+pub const SCHEDULER_FEATURES: &[&str] = &[FEATURE_EARLY_DIFF_ID];
+
+/// A `JobCommitted` may name the layer by its diffID alone, and `Hurry`
+/// says when steps wait for a layer: the worker may put off its blob.
+pub const FEATURE_EARLY_DIFF_ID: &str = "early-diff-id";
+
+/// Every layer `a` reads: its parent chain's, and those of the snapshots
+/// a COPY --from or a RUN --mount=from reads.
+pub fn layers_read_mut(a: &mut worker::v1::JobAssignment) -> Vec<&mut common::v1::Layer> {
+    use worker::v1::{file_source::Source, job_assignment::Instruction, mount::Kind};
+    let mut snapshots: Vec<&mut common::v1::Snapshot> = a.parent.iter_mut().collect();
+    let mut sources = Vec::new();
+    match &mut a.instruction {
+        Some(Instruction::Copy(c)) => sources.extend(c.from.as_mut()),
+        Some(Instruction::Run(r)) => {
+            for m in &mut r.mounts {
+                match &mut m.kind {
+                    Some(Kind::Bind(b)) => sources.extend(b.from.as_mut()),
+                    Some(Kind::Cache(c)) => sources.extend(c.from.as_mut()),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    for s in sources {
+        if let Some(Source::Snapshot(snap)) = &mut s.source {
+            snapshots.push(snap);
+        }
+    }
+    snapshots
+        .into_iter()
+        .flat_map(|s| s.layers.iter_mut())
+        .collect()
+}
+
+/// Gives each layer `a` reads without a blob (reported by its worker
+/// before the blob was made) the blob `stored` knows for its diffID.
+pub fn fill_blobs(
+    a: &mut worker::v1::JobAssignment,
+    stored: impl Fn(&str) -> Option<common::v1::Layer>,
+) {
+    for l in layers_read_mut(a) {
+        if l.blob.as_ref().is_none_or(|b| b.digest.is_empty())
+            && let Some(full) = stored(&l.diff_id)
+        {
+            *l = full;
+        }
+    }
+}
+
 /// The features a worker needs to run `a` as asked.
 pub fn features_needed(a: &worker::v1::JobAssignment) -> Vec<&'static str> {
     use worker::v1::{CacheSharing, job_assignment::Instruction, mount::Kind};

@@ -38,7 +38,8 @@ pub enum JobEvent {
     /// The job's layer is made and kept by its worker, which uploads it
     /// next: until `Done`, only that worker has it.
     Committed {
-        /// The layer, as `Done` will report it.
+        /// The layer as `Done` will report it, or its diffID alone when
+        /// the worker makes the blob after reporting it.
         layer: Box<common::Layer>,
         /// The worker holding it.
         worker_id: String,
@@ -196,37 +197,8 @@ fn drain_message(reason: &str) -> wire::scheduler_message::Message {
     })
 }
 
-/// Gives every layer `a` reads that is `layer` without a blob the blob.
-fn fill_blob(a: &mut wire::JobAssignment, layer: &common::Layer) {
-    let mut snapshots: Vec<&mut common::Snapshot> = a.parent.iter_mut().collect();
-    let mut sources: Vec<&mut wire::FileSource> = Vec::new();
-    match &mut a.instruction {
-        Some(wire::job_assignment::Instruction::Copy(c)) => sources.extend(c.from.as_mut()),
-        Some(wire::job_assignment::Instruction::Run(r)) => {
-            for m in &mut r.mounts {
-                match &mut m.kind {
-                    Some(wire::mount::Kind::Bind(b)) => sources.extend(b.from.as_mut()),
-                    Some(wire::mount::Kind::Cache(c)) => sources.extend(c.from.as_mut()),
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
-    for s in sources {
-        if let Some(wire::file_source::Source::Snapshot(snap)) = &mut s.source {
-            snapshots.push(snap);
-        }
-    }
-    for l in snapshots.into_iter().flat_map(|s| s.layers.iter_mut()) {
-        if l.diff_id == layer.diff_id && l.blob.as_ref().is_none_or(|b| b.digest.is_empty()) {
-            *l = layer.clone();
-        }
-    }
-}
-
-fn hurry_message(diff_ids: Vec<String>) -> wire::scheduler_message::Message {
-    wire::scheduler_message::Message::Hurry(wire::Hurry { diff_ids })
+fn hurry_message(diff_ids: Vec<String>, job_ids: Vec<String>) -> wire::scheduler_message::Message {
+    wire::scheduler_message::Message::Hurry(wire::Hurry { diff_ids, job_ids })
 }
 
 fn wants_of(a: &wire::JobAssignment) -> Vec<String> {
@@ -455,30 +427,43 @@ impl Pool {
         self.enqueue(assignment, attempt, Some(worker_id.to_string()))
     }
 
-    /// Tells worker `worker_id` that steps wait for its layers
-    /// `diff_ids`, reported committed and not stored yet ([`wire::Hurry`]);
-    /// nothing if it is not connected.
-    pub fn hurry(&self, worker_id: &str, diff_ids: Vec<String>) {
+    /// Tells the workers running `job_ids` that steps wait for those
+    /// jobs' layers ([`wire::Hurry`]); jobs not running are left alone.
+    pub fn hurry(&self, job_ids: &[String]) {
         let st = self.lock();
-        if let Some(w) = st.workers.get(worker_id) {
-            send(&w.tx, hurry_message(diff_ids));
+        let mut by_worker: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for id in job_ids {
+            if let Some(r) = st.running.get(id) {
+                by_worker.entry(&r.worker_id).or_default().push(id.clone());
+            }
+        }
+        for (worker_id, ids) in by_worker {
+            if let Some(w) = st.workers.get(worker_id) {
+                send(&w.tx, hurry_message(Vec::new(), ids));
+            }
         }
     }
 
-    /// `layer` is in the farm's store now. Jobs queued or running that
+    /// `layer` of build `build_id` is in the farm's store now. That
+    /// build's jobs (ids `<build_id>-<step>...`), queued or running, that
     /// read it as reported early (its diffID alone, no blob: only the
     /// worker that made it had it) get its blob, so that they, or their
-    /// retries, can go to any worker.
-    pub fn stored(&self, layer: &common::Layer) {
+    /// retries, can go to any worker. Other builds' jobs get the blob
+    /// their own build pinned, when it tells.
+    pub fn stored(&self, build_id: &str, layer: &common::Layer) {
         if layer.blob.as_ref().is_none_or(|b| b.digest.is_empty()) {
             return;
         }
+        let prefix = format!("{build_id}-");
         let mut st = self.lock();
         let st = &mut *st;
         let queued = st.queue.iter_mut().map(|q| &mut q.assignment);
         let running = st.running.values_mut().map(|r| &mut r.job.assignment);
-        for a in queued.chain(running) {
-            fill_blob(a, layer);
+        for a in queued
+            .chain(running)
+            .filter(|a| a.job_id.starts_with(&prefix))
+        {
+            strata_proto::fill_blobs(a, |d| (d == layer.diff_id).then(|| layer.clone()));
         }
     }
 
@@ -612,7 +597,11 @@ impl Pool {
                         && !q.hurried
                     {
                         q.hurried = true;
-                        send(&w.tx, hurry_message(q.wants.clone()));
+                        let reads = strata_proto::layers_read_mut(&mut q.assignment)
+                            .into_iter()
+                            .map(|l| l.diff_id.clone())
+                            .collect();
+                        send(&w.tx, hurry_message(reads, Vec::new()));
                     }
                     i += 1;
                     continue;

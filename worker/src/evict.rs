@@ -29,7 +29,7 @@ pub(crate) fn sizes_dir(store_root: &Path) -> PathBuf {
 }
 
 /// The file recording the size of the layer directory `dir`.
-fn size_file(store_root: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn size_file(store_root: &Path, dir: &Path) -> PathBuf {
     store_root
         .join(SIZES)
         .join(dir.file_name().unwrap_or_default())

@@ -23,11 +23,20 @@ pub const WINDOW: Duration = Duration::from_millis(100);
 /// often than not.
 pub const SMALL_LAYER: u64 = 4 << 20;
 
-/// Idle and total CPU time (in ticks, all CPUs together) from the first
-/// line of `/proc/stat`.
-pub(crate) fn cpu_times(stat: &str) -> Option<(u64, u64)> {
-    let line = stat.lines().next()?;
-    let mut fields = line.split_whitespace();
+/// The machine's CPU time so far, from `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CpuTimes {
+    /// Idle and iowait ticks, all CPUs together.
+    idle: u64,
+    /// All ticks, all CPUs together.
+    total: u64,
+    /// Online CPUs (the `cpuN` lines).
+    cpus: usize,
+}
+
+pub(crate) fn cpu_times(stat: &str) -> Option<CpuTimes> {
+    let mut lines = stat.lines();
+    let mut fields = lines.next()?.split_whitespace();
     if fields.next()? != "cpu" {
         return None;
     }
@@ -38,18 +47,24 @@ pub(crate) fn cpu_times(stat: &str) -> Option<(u64, u64)> {
     if counted < 5 {
         return None;
     }
-    let total = ticks[..counted].iter().sum();
-    Some((ticks[3] + ticks[4], total))
+    let cpus = lines
+        .take_while(|l| l.starts_with("cpu"))
+        .filter(|l| l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    Some(CpuTimes {
+        idle: ticks[3] + ticks[4],
+        total: ticks[..counted].iter().sum(),
+        cpus: cpus.max(1),
+    })
 }
 
-/// Idle CPUs (1.0 = one whole CPU) between two `cpu_times` readings on
-/// a machine of `cpus` CPUs.
-pub(crate) fn idle_cpus(before: (u64, u64), after: (u64, u64), cpus: usize) -> f64 {
-    let total = after.1.saturating_sub(before.1);
+/// Idle CPUs (1.0 = one whole CPU) between two readings.
+pub(crate) fn idle_cpus(before: CpuTimes, after: CpuTimes) -> f64 {
+    let total = after.total.saturating_sub(before.total);
     if total == 0 {
         return 0.0;
     }
-    after.0.saturating_sub(before.0) as f64 / total as f64 * cpus as f64
+    after.idle.saturating_sub(before.idle) as f64 / total as f64 * after.cpus as f64
 }
 
 /// How long work that can wait waits for spare CPU, and what counts as
@@ -96,7 +111,6 @@ pub async fn idle_cpu(
     steps_running: impl Fn() -> bool,
     hurry: impl Future<Output = ()>,
 ) -> Waited {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bound = defer.bound;
     let read = || {
         std::fs::read_to_string("/proc/stat")
@@ -127,7 +141,7 @@ pub async fn idle_cpu(
         let Some(after) = read() else {
             return Waited::Idle;
         };
-        if idle_cpus(before, after, cpus) >= defer.idle_cpus {
+        if idle_cpus(before, after) >= defer.idle_cpus {
             return Waited::Idle;
         }
         before = after;
@@ -139,20 +153,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_times_read_the_machine_line() {
-        let stat = "cpu  100 5 50 800 20 1 2 3 7 0\ncpu0 50 2 25 400 10 0 1 1 0 0\n";
-        assert_eq!(cpu_times(stat), Some((820, 981)));
+    fn cpu_times_read_the_machine_line_and_count_the_cpus() {
+        let stat = "cpu  100 5 50 800 20 1 2 3 7 0\ncpu0 50 2 25 400 10 0 1 1 0 0\ncpu1 50 3 25 400 10 1 1 2 7 0\nintr 5\n";
+        let t = cpu_times(stat).expect("read");
+        assert_eq!((t.idle, t.total, t.cpus), (820, 981, 2));
         assert_eq!(cpu_times("cpu0 1 2 3 4 5\n"), None);
         assert_eq!(cpu_times("cpu 1 2 x 4 5\n"), None);
         assert_eq!(cpu_times(""), None);
+        assert!(cpu_times(&std::fs::read_to_string("/proc/stat").expect("/proc/stat")).is_some());
     }
 
     #[test]
     fn idle_cpus_scale_to_the_machine() {
+        let at = |idle, total| CpuTimes {
+            idle,
+            total,
+            cpus: 2,
+        };
         // Two CPUs, 200 ticks, half of them idle: one CPU's worth.
-        assert_eq!(idle_cpus((0, 0), (100, 200), 2), 1.0);
-        assert_eq!(idle_cpus((100, 200), (110, 400), 2), 0.1);
-        assert_eq!(idle_cpus((5, 5), (5, 5), 2), 0.0);
+        assert_eq!(idle_cpus(at(0, 0), at(100, 200)), 1.0);
+        assert_eq!(idle_cpus(at(100, 200), at(110, 400)), 0.1);
+        assert_eq!(idle_cpus(at(5, 5), at(5, 5)), 0.0);
     }
 
     #[tokio::test]

@@ -32,12 +32,16 @@ pub(super) enum Early {
     },
     /// The layer reported committed is void: the step runs again.
     Revoked { step_id: String, job_id: String },
+    /// A rider's job found its layer in the cache: it waits only for the
+    /// steps it rode on.
+    Waiting { job_id: String },
 }
 
 /// A rider's wait for the steps it rode on to be done.
 #[derive(Debug, Clone)]
 pub(super) struct Gate {
-    done: watch::Receiver<BTreeSet<String>>,
+    /// Done steps and their layers (stored).
+    done: watch::Receiver<BTreeMap<String, LayerInfo>>,
     parents: Vec<String>,
 }
 
@@ -47,7 +51,7 @@ impl Gate {
     pub(super) async fn open(&mut self) -> bool {
         let parents = &self.parents;
         self.done
-            .wait_for(|done| parents.iter().all(|p| done.contains(p)))
+            .wait_for(|done| parents.iter().all(|p| done.contains_key(p)))
             .await
             .is_ok()
     }
@@ -55,7 +59,19 @@ impl Gate {
     /// Whether every step the rider rode on is done already.
     pub(super) fn is_open(&self) -> bool {
         let done = self.done.borrow();
-        self.parents.iter().all(|p| done.contains(p))
+        self.parents.iter().all(|p| done.contains_key(p))
+    }
+
+    /// Gives the layers `a` reads as they were reported early (no blob)
+    /// the blobs they were stored with, where their steps are done: an
+    /// assignment made while they were early, queued after.
+    pub(super) fn fill(&self, a: &mut strata_proto::worker::v1::JobAssignment) {
+        let done = self.done.borrow();
+        strata_proto::fill_blobs(a, |diff_id| {
+            done.values()
+                .find(|l| l.diff_id == diff_id && !l.digest.is_empty())
+                .map(super::wire::layer_proto)
+        });
     }
 }
 
@@ -67,6 +83,14 @@ impl Link {
         match &self.ride {
             Some((_, gate)) => gate.clone().open().await,
             None => true,
+        }
+    }
+
+    /// For a rider: gives the layers its assignment reads as they were
+    /// reported early the blobs they have been stored with since.
+    pub(super) fn fill(&self, a: &mut strata_proto::worker::v1::JobAssignment) {
+        if let Some((_, gate)) = &self.ride {
+            gate.fill(a);
         }
     }
 
@@ -108,14 +132,18 @@ pub(super) struct Riding {
     /// Step → (worker, layer) of layers only their worker has yet.
     early: BTreeMap<String, (String, LayerInfo)>,
     riders: BTreeMap<String, Rider>,
-    done: watch::Sender<BTreeSet<String>>,
+    done: watch::Sender<BTreeMap<String, LayerInfo>>,
     /// Step → how many times its job was started, for fresh job ids.
     runs: BTreeMap<String, u32>,
     /// Step → the job id of its current run: what a stopped run still
     /// had on its way is ignored.
     current: BTreeMap<String, String>,
-    /// Early layers (step, diffID) their worker was told steps wait for.
+    /// Runs (job id, diffID) whose early layer their worker was told
+    /// steps wait for.
     hurried: BTreeSet<(String, String)>,
+    /// Riders' jobs that found their layer in the cache and wait for the
+    /// steps they rode on.
+    waiting: BTreeSet<String>,
 }
 
 impl Riding {
@@ -125,10 +153,11 @@ impl Riding {
         Self {
             early: BTreeMap::new(),
             riders: BTreeMap::new(),
-            done: watch::channel(BTreeSet::new()).0,
+            done: watch::channel(BTreeMap::new()).0,
             runs,
             current: BTreeMap::new(),
             hurried: BTreeSet::new(),
+            waiting: BTreeSet::new(),
         }
     }
 
@@ -175,38 +204,60 @@ impl Riding {
         worker.map(|w| (w.to_string(), parents))
     }
 
-    /// Early layers the build now waits for, by worker, each named once
-    /// over the build: those a step still `pending` (not started, so not
-    /// riding) depends on, and all of them once every job in
-    /// `running_jobs` has made its layer (nothing else is left to run
-    /// before they are stored). Their workers are told
-    /// ([`crate::pool::Pool::hurry`]), so as not to put off their blobs
-    /// and uploads for spare CPU.
+    /// A rider's job `job_id` found its layer in the cache and waits for
+    /// nothing but the steps it rode on.
+    pub(super) fn waits(&mut self, job_id: &str) {
+        self.waiting.insert(job_id.to_string());
+    }
+
+    /// Jobs whose early layers the build now waits for, each named once
+    /// per run and layer: those of the steps a step still `pending` (not
+    /// started, so not riding) depends on, and of those a rider waiting
+    /// with a cache hit rode on; all of them once every job in
+    /// `running_jobs` has made its layer or waits so (nothing else is left
+    /// to run before they are stored); and, as a rider is done only after
+    /// the steps it rode on, theirs too. Their workers are told
+    /// ([`crate::pool::Pool::hurry`]), so as not to put off the blobs and
+    /// uploads for spare CPU.
     pub(super) fn waited_for(
         &mut self,
         pending: &[&Step],
         running_jobs: &BTreeSet<String>,
-    ) -> BTreeMap<String, Vec<String>> {
-        let committed: BTreeSet<&String> = self
+    ) -> Vec<String> {
+        let idle: BTreeSet<&String> = self
             .early
             .keys()
             .filter_map(|s| self.current.get(s))
+            .chain(&self.waiting)
             .collect();
-        let all = running_jobs.iter().all(|j| committed.contains(j));
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (step_id, (worker, layer)) in &self.early {
-            let wanted = all
-                || pending
-                    .iter()
-                    .any(|p| p.depends_on.iter().any(|d| d == step_id));
-            if wanted
-                && self
-                    .hurried
-                    .insert((step_id.clone(), layer.diff_id.clone()))
+        let mut wanted: Vec<String> = if running_jobs.iter().all(|j| idle.contains(j)) {
+            self.early.keys().cloned().collect()
+        } else {
+            let needed = self
+                .early
+                .keys()
+                .filter(|s| pending.iter().any(|p| p.depends_on.contains(s)))
+                .cloned();
+            let ridden = self
+                .riders
+                .values()
+                .filter(|r| self.waiting.contains(&r.job_id))
+                .flat_map(|r| r.parents.iter().cloned());
+            needed.chain(ridden).collect()
+        };
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        while let Some(step) = wanted.pop() {
+            if !seen.insert(step.clone()) {
+                continue;
+            }
+            if let Some(r) = self.riders.get(&step) {
+                wanted.extend(r.parents.iter().cloned());
+            }
+            if let (Some((_, layer)), Some(job)) = (self.early.get(&step), self.current.get(&step))
+                && self.hurried.insert((job.clone(), layer.diff_id.clone()))
             {
-                out.entry(worker.clone())
-                    .or_default()
-                    .push(layer.diff_id.clone());
+                out.push(job.clone());
             }
         }
         out
@@ -232,7 +283,7 @@ impl Riding {
         worker_id: &str,
         layer: LayerInfo,
     ) -> Option<Vec<Stopped>> {
-        if self.done.borrow().contains(step_id) || !self.is_current(step_id, job_id) {
+        if self.done.borrow().contains_key(step_id) || !self.is_current(step_id, job_id) {
             return None;
         }
         let stopped = match self.early.get(step_id) {
@@ -283,14 +334,17 @@ impl Riding {
         // A rider done (a cache hit waits for its parents too) is no
         // rider any more.
         self.riders.remove(step_id);
+        if let Some(job) = self.current.get(step_id) {
+            self.waiting.remove(job);
+        }
         self.done.send_modify(|d| {
-            d.insert(step_id.to_string());
+            d.insert(step_id.to_string(), layer.clone());
         });
         let done = self.done.borrow().clone();
         let free: Vec<String> = self
             .riders
             .iter()
-            .filter(|(_, r)| r.parents.iter().all(|p| done.contains(p)))
+            .filter(|(_, r)| r.parents.iter().all(|p| done.contains_key(p)))
             .map(|(s, _)| s.clone())
             .collect();
         let released = free
@@ -378,52 +432,77 @@ mod tests {
     }
 
     #[test]
-    fn early_layers_are_waited_for_by_steps_not_riding_and_at_the_end() {
+    fn a_rider_queued_after_its_parent_is_done_reads_the_stored_blob() {
         let mut r = Riding::new(BTreeMap::new());
-        let running = |ids: &[&String]| ids.iter().map(|s| s.to_string()).collect();
+        let a = r.job_id("b1", "a");
+        let early = LayerInfo {
+            digest: String::new(),
+            size: 0,
+            ..layer("la")
+        };
+        r.committed("a", &a, "w1", early.clone());
+        let gate = r.gate(vec!["a".into()]);
+        let mut assignment = strata_proto::worker::v1::JobAssignment {
+            parent: Some(strata_proto::common::v1::Snapshot {
+                layers: vec![super::super::wire::layer_proto(&early)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        gate.fill(&mut assignment);
+        let read = |a: &strata_proto::worker::v1::JobAssignment| {
+            a.parent.as_ref().expect("parent").layers[0].clone()
+        };
+        assert!(
+            read(&assignment).blob.is_none_or(|b| b.digest.is_empty()),
+            "not stored yet"
+        );
+        let _ = r.done("a", &layer("la"));
+        gate.fill(&mut assignment);
+        assert_eq!(
+            read(&assignment),
+            super::super::wire::layer_proto(&layer("la"))
+        );
+    }
+
+    #[test]
+    fn early_layers_are_waited_for_by_steps_not_riding_and_at_the_end() {
+        let ids = |v: &[&String]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
+        let mut r = Riding::new(BTreeMap::new());
         let a = r.job_id("b1", "a");
         let b = r.job_id("b1", "b");
         let s = r.job_id("b1", "s");
         r.committed("a", &a, "w1", layer("la"));
         // a's rider s runs on w1, b runs elsewhere: nothing waits on a.
         r.started("s", &s, vec!["a".into()], handle());
-        assert!(r.waited_for(&[], &running(&[&a, &b, &s])).is_empty());
-        // A step on a and b (made on another worker) cannot ride: it
-        // waits for a's upload.
+        assert!(r.waited_for(&[], &ids(&[&a, &b, &s])).is_empty());
+        // s made its layer early too. A step on s and b (made on another
+        // worker) cannot ride: it waits for s's layer, and s is done
+        // only after a, so for a's too; and for b's.
+        r.committed("s", &s, "w1", layer("ls"));
         r.committed("b", &b, "w2", layer("lb"));
-        let both = step("ab", &["a", "b"]);
-        let told = r.waited_for(&[&both], &running(&[&a, &b, &s]));
-        assert_eq!(
-            told,
-            BTreeMap::from([
-                ("w1".to_string(), vec!["la".to_string()]),
-                ("w2".to_string(), vec!["lb".to_string()]),
-            ])
-        );
+        let both = step("sb", &["s", "b"]);
+        let mut told = r.waited_for(&[&both], &ids(&[&a, &b, &s]));
+        told.sort();
+        assert_eq!(told, vec![a.clone(), b.clone(), s.clone()]);
         // Once.
-        assert!(r.waited_for(&[&both], &running(&[&a, &b, &s])).is_empty());
+        assert!(r.waited_for(&[&both], &ids(&[&a, &b, &s])).is_empty());
+
         // Everything running has made its layer: all are waited for.
         let mut r = Riding::new(BTreeMap::new());
         let a = r.job_id("b1", "a");
         let s = r.job_id("b1", "s");
         r.committed("a", &a, "w1", layer("la"));
         r.started("s", &s, vec!["a".into()], handle());
-        assert!(r.waited_for(&[], &running(&[&a, &s])).is_empty(), "s runs");
-        r.committed("s", &s, "w1", layer("ls"));
-        let told = r.waited_for(&[], &running(&[&a, &s]));
-        assert_eq!(
-            told,
-            BTreeMap::from([("w1".to_string(), vec!["la".to_string(), "ls".to_string()])])
-        );
-        // A layer made again (another diffID) is told again.
+        assert!(r.waited_for(&[], &ids(&[&a, &s])).is_empty(), "s runs");
+        // s found its layer in the cache and waits for a alone.
+        r.waits(&s);
+        assert_eq!(r.waited_for(&[], &ids(&[&a, &s])), vec![a.clone()]);
+        // A layer made again (another run) is told again.
         let (_, _) = r.done("s", &layer("ls"));
         let a2 = r.job_id("b1", "a");
         r.committed("a", &a2, "w2", layer("la2"));
-        let told = r.waited_for(&[], &running(&[&a2]));
-        assert_eq!(
-            told,
-            BTreeMap::from([("w2".to_string(), vec!["la2".to_string()])])
-        );
+        assert_eq!(r.waited_for(&[], &ids(&[&a2])), vec![a2.clone()]);
     }
 
     #[test]

@@ -412,8 +412,9 @@ async fn run_plan(
         }
         // Workers put off a big layer's blob and upload while their steps
         // keep the CPUs busy; not one a step or the build's end waits for.
-        for (worker, diff_ids) in riding.waited_for(&pending, &running_jobs) {
-            inner.pool.hurry(&worker, diff_ids);
+        let hurry = riding.waited_for(&pending, &running_jobs);
+        if !hurry.is_empty() {
+            inner.pool.hurry(&hurry);
         }
         let next = tokio::select! {
             // Early layers first: reported before the results after them.
@@ -426,6 +427,7 @@ async fn run_plan(
                             requeue_riders(inner, handle, &plan, stopped, &mut pending, &mut running_jobs, &mut chains, &step_id);
                         }
                     }
+                    Early::Waiting { job_id } => riding.waits(&job_id),
                     Early::Revoked { step_id, job_id } => {
                         if let Some(stopped) = riding.revoke(&step_id, &job_id) {
                             chains.steps.remove(&step_id);
@@ -546,7 +548,7 @@ async fn run_plan(
         // Steps that rode on this one are riders no more; if its layer is
         // not the one it reported early, they start again.
         let (released, stopped) = riding.done(&step.id, &layer);
-        inner.pool.stored(&layer_proto(&layer));
+        inner.pool.stored(&handle.id, &layer_proto(&layer));
         chains.steps.insert(step.id.clone(), layer);
         done.insert(step.id.clone());
         for job in released {

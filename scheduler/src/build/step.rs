@@ -3,7 +3,7 @@
 //! another build needing the same step at the same moment waits for this
 //! one's layer instead of running it again; run the job; record the layer.
 
-use super::early::Link;
+use super::early::{Early, Link};
 use super::ends::{Ended, run_of};
 use super::handle::BuildHandle;
 use super::job::{Driven, Failure, StepRun, drive_job, store_failure};
@@ -60,9 +60,15 @@ async fn lookup(
     }
 }
 
-/// A cache hit, for a rider once the steps it rode on are done: it is
-/// recorded no earlier than a rider that ran.
-async fn cached(hit: Hit, link: &Link) -> Result<Satisfied, Failure> {
+/// A cache hit, for a rider (job `job_id`) once the steps it rode on are
+/// done: it is recorded no earlier than a rider that ran. Meanwhile the
+/// build knows the rider waits for them.
+async fn cached(hit: Hit, link: &Link, job_id: &str) -> Result<Satisfied, Failure> {
+    if link.bound_to().is_some() {
+        let _ = link.early.send(Early::Waiting {
+            job_id: job_id.to_string(),
+        });
+    }
     if link.settled().await {
         Ok(Satisfied::Cached(hit))
     } else {
@@ -174,7 +180,7 @@ pub(super) async fn satisfy(
             .inc();
         tracing::Span::current().record("cached", found.is_some());
         if let Some(hit) = found {
-            return cached(hit, &link).await;
+            return cached(hit, &link, &job_id).await;
         }
         let mut told = false;
         loop {
@@ -207,6 +213,8 @@ pub(super) async fn satisfy(
                 }
                 Ok(Some(holder)) => {
                     if !told {
+                        // Its worker need not put off that layer's upload.
+                        inner.pool.hurry(std::slice::from_ref(&holder));
                         handle.emit(Event::StepQueued(build::StepQueued {
                             step_id: step.id.clone(),
                             attempt: 1,
@@ -219,7 +227,7 @@ pub(super) async fn satisfy(
                     }
                     tokio::time::sleep(WAIT_POLL).await;
                     if let Some(hit) = lookup(inner, &handle.id, ns, step).await? {
-                        return cached(hit, &link).await;
+                        return cached(hit, &link, &job_id).await;
                     }
                 }
                 Err(e) => {
@@ -248,6 +256,9 @@ pub(super) async fn satisfy(
         record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
         // A rider goes to the worker holding its parents' layers, unless
         // they were stored meanwhile (then nothing would let it go).
+        // Layers its rider parents reported early have their blobs by
+        // now if those steps are done.
+        link.fill(&mut assignment);
         let events = match link.bound_to() {
             Some(worker) if tries == 1 => inner.pool.submit_on(assignment.clone(), attempt, worker),
             _ => inner.pool.submit_from(assignment.clone(), attempt),

@@ -49,14 +49,15 @@ fn assigned(
     out
 }
 
-/// The layers of every Hurry sent to a worker since the last look.
+/// The layers and jobs of every Hurry sent to a worker since the last
+/// look.
 fn hurried(
     rx: &mut mpsc::UnboundedReceiver<Result<wire::SchedulerMessage, Status>>,
 ) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     while let Ok(Ok(m)) = rx.try_recv() {
         if let Some(wire::scheduler_message::Message::Hurry(h)) = m.message {
-            out.push(h.diff_ids);
+            out.push([h.diff_ids, h.job_ids].concat());
         }
     }
     out
@@ -549,7 +550,7 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
     assert_eq!(assigned(&mut a).remove(0).job_id, "r");
     // Another bound to a waits while a is full, though b is free; a job
     // queued after it is not held up.
-    let mut second = pool.submit_on(job("r2", &["sha256:made"]), 1, "a");
+    let mut second = pool.submit_on(job("b1-r2", &["sha256:made"]), 1, "a");
     let mut other = pool.submit(job("o", &[]));
     assert!(second.try_recv().is_err());
     // a is told a step waits for the layer, so as not to put off its
@@ -568,17 +569,17 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
     );
     assert!(second.try_recv().is_err(), "still bound to a");
     assert!(hurried(&mut a).is_empty(), "told once");
-    pool.hurry("a", vec!["sha256:other".into()]);
-    pool.hurry("gone", vec!["sha256:other".into()]);
-    assert_eq!(hurried(&mut a), vec![vec!["sha256:other".to_string()]]);
+    // Hurrying jobs tells the workers running them, by job.
+    pool.hurry(&["r".into(), "not-running".into()]);
+    assert_eq!(hurried(&mut a), vec![vec!["r".to_string()]]);
     // The parent's layer is stored: it may go anywhere, with the blob
     // it was reported early without.
     let stored = common::Layer::of_blob("sha256:made", "zstd", "sha256:blob", 7);
-    pool.stored(&stored);
-    pool.release("r2");
+    pool.stored("b1", &stored);
+    pool.release("b1-r2");
     assert_eq!(started(&mut second), "b");
     let r2 = assigned(&mut b).remove(0);
-    assert_eq!(r2.job_id, "r2");
+    assert_eq!(r2.job_id, "b1-r2");
     assert_eq!(r2.parent.expect("parent").layers, vec![stored]);
 }
 

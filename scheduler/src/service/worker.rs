@@ -79,6 +79,10 @@ impl WorkerService for Workers {
             scheduler_version: env!("CARGO_PKG_VERSION").to_string(),
             protocol_version: strata_proto::PROTOCOL_VERSION,
             extra: Default::default(),
+            features: strata_proto::SCHEDULER_FEATURES
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
         };
         let _ = tx.send(Ok(wire::SchedulerMessage {
             message: Some(wire::scheduler_message::Message::RegisterAck(ack)),

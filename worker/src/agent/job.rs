@@ -141,8 +141,10 @@ pub(super) struct JobSlot {
     pub(super) hurry: Arc<tokio::sync::Notify>,
     /// The diffID of the job's layer once made: what a Hurry names.
     pub(super) made: Arc<std::sync::OnceLock<String>>,
-    /// How long the blob and upload may wait for spare CPU.
-    pub(super) defer: headroom::Defer,
+    /// How long the blob and upload may wait for spare CPU; `None` with a
+    /// scheduler that takes no layer early by its diffID alone (the blob
+    /// is then made before the layer is reported, and uploaded at once).
+    pub(super) defer: Option<headroom::Defer>,
     /// Every job of the session, to tell whether steps still run here.
     pub(super) session: Arc<std::sync::Mutex<std::collections::HashMap<String, super::Running>>>,
 }
@@ -373,7 +375,11 @@ async fn run_in_span(
                 }
             })
         };
-        let result = worker.run_job_early(job, tx, cancel.clone()).await;
+        let result = if slot.defer.is_some() {
+            worker.run_job_early(job, tx, cancel.clone()).await
+        } else {
+            worker.run_job(job, tx, cancel.clone()).await
+        };
         let _ = forward.await;
         restored.discard_own(worker);
         let mut cache_users = restored.users;
@@ -419,7 +425,10 @@ async fn run_in_span(
             .pending
             .as_ref()
             .map_or(outcome.layer.size, PendingBlob::tar_size);
-        if size >= headroom::SMALL_LAYER && !slot.defer.bound.is_zero() {
+        if let Some(defer) = slot.defer
+            && size >= headroom::SMALL_LAYER
+            && !defer.bound.is_zero()
+        {
             // A cancelled job waits no longer: it stops below.
             let hurry = async {
                 tokio::select! {
@@ -427,7 +436,7 @@ async fn run_in_span(
                     () = cancel.cancelled() => {}
                 }
             };
-            let waited = headroom::idle_cpu(slot.defer, || slot.steps_running(), hurry)
+            let waited = headroom::idle_cpu(defer, || slot.steps_running(), hurry)
                 .instrument(tracing::info_span!("defer"))
                 .await;
             tracing::debug!(?waited, size, "making and uploading the layer's blob");
@@ -436,9 +445,21 @@ async fn run_in_span(
             }
         }
         if let Some(pending) = outcome.pending.take() {
-            let (layer, held) = pending.make().await.map_err(|e| infra(e.to_string()))?;
-            outcome.layer = layer;
-            outcome.held = outcome.held.and(held);
+            let diff_id = pending.diff_id().to_string();
+            match pending.make().await {
+                Ok((layer, held)) => {
+                    outcome.layer = layer;
+                    outcome.held = outcome.held.and(held);
+                }
+                Err(e) => {
+                    // The unpacked layer is the snapshot's files: if they
+                    // changed it is not what its diffID names. Gone unless
+                    // steps on it still run (the scheduler stops them).
+                    drop(outcome);
+                    worker.store().discard_layer(&diff_id);
+                    return Err(infra(e.to_string()));
+                }
+            }
         }
         send(
             out,

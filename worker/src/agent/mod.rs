@@ -192,6 +192,10 @@ async fn session(
         Err(e) => return Err(format!("registering: {}", e.message())),
     };
     *worker_id = ack.worker_id.clone();
+    let early = ack
+        .features
+        .iter()
+        .any(|f| f == strata_proto::FEATURE_EARLY_DIFF_ID);
     stats.connected.set(1);
     tracing::info!(worker_id = %worker_id, "registered with the scheduler");
     let interval = ack
@@ -330,7 +334,9 @@ async fn session(
                 }
                 let slot = job::JobSlot {
                     session: Arc::clone(&running),
-                    defer: config.defer,
+                    // An older scheduler takes a layer reported early for
+                    // the whole of it, and never hurries one.
+                    defer: early.then_some(config.defer),
                     ..Default::default()
                 };
                 running.lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -403,8 +409,12 @@ async fn session(
                 send(&out, Out::Pong(wire::Pong { nonce: p.nonce })).await;
             }
             Some(In::Hurry(h)) => {
-                for r in running.lock().unwrap_or_else(|e| e.into_inner()).values() {
-                    if r.made.get().is_some_and(|d| h.diff_ids.contains(d)) {
+                // A job not there yet goes on without waiting when it gets
+                // there (the permit stays).
+                for (id, r) in running.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    if h.job_ids.contains(id)
+                        || r.made.get().is_some_and(|d| h.diff_ids.contains(d))
+                    {
                         r.hurry.notify_one();
                     }
                 }

@@ -171,7 +171,8 @@ pub struct Job {
 /// What a job produced.
 #[derive(Debug)]
 pub struct JobOutcome {
-    /// The layer, stored locally (blob and unpacked dir).
+    /// The layer, stored locally: its unpacked dir and its blob, or (with
+    /// `pending` set) its unpacked dir alone, the blob fields empty.
     pub layer: LayerRef,
     /// Keeps the layer from store eviction while the outcome lives (drop
     /// it once the layer is uploaded).

@@ -167,6 +167,33 @@ impl Store {
         let _ = std::fs::remove_dir_all(&teed.tmp);
     }
 
+    /// Removes the unpacked form of `diff_id` unless a job holds it; false
+    /// when one does (or it cannot be removed).
+    pub fn discard_layer(&self, diff_id: &str) -> bool {
+        let Ok(dir) = self.layer_dir(diff_id) else {
+            return false;
+        };
+        let gone = self.temp_path("discarded");
+        let moved = self.remove_unless_held(diff_id, || {
+            let _ = std::fs::remove_file(crate::evict::size_file(&self.root, &dir));
+            std::fs::rename(&dir, &gone)
+        });
+        match moved {
+            Some(Ok(())) => {
+                if let Err(e) = std::fs::remove_dir_all(&gone) {
+                    tracing::warn!("deleting {}: {e}", gone.display());
+                }
+                true
+            }
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Some(Err(e)) => {
+                tracing::warn!("removing the unpacked layer {diff_id}: {e}");
+                false
+            }
+            None => false,
+        }
+    }
+
     /// The diffIDs of every unpacked layer (reported to the scheduler).
     pub fn layers_held(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.root.join("layers")) else {
