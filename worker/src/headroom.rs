@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 /// How long one look at the CPUs lasts.
 pub const WINDOW: Duration = Duration::from_millis(100);
 
-/// Layers smaller than this (uncompressed) are packed and uploaded at
+/// Layers smaller than this (their tar; their blob where it is made
+/// with the commit, from a plain snapshot) are packed and uploaded at
 /// once: they cost little CPU, and the step's end waits on them more
 /// often than not.
 pub const SMALL_LAYER: u64 = 4 << 20;
@@ -34,6 +35,7 @@ pub(crate) struct CpuTimes {
     cpus: usize,
 }
 
+/// Reads [`CpuTimes`] from the text of `/proc/stat`.
 pub(crate) fn cpu_times(stat: &str) -> Option<CpuTimes> {
     let mut lines = stat.lines();
     let mut fields = lines.next()?.split_whitespace();

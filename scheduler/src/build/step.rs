@@ -254,11 +254,11 @@ pub(super) async fn satisfy(
     let run = loop {
         tries += 1;
         record_job(inner, &job_id, &handle.id, step, ns, "queued", "").await;
+        // Layers reported early (no blob) by steps done since have their
+        // blobs now: the job may go to any worker.
+        link.fill(&mut assignment);
         // A rider goes to the worker holding its parents' layers, unless
         // they were stored meanwhile (then nothing would let it go).
-        // Layers its rider parents reported early have their blobs by
-        // now if those steps are done.
-        link.fill(&mut assignment);
         let events = match link.bound_to() {
             Some(worker) if tries == 1 => inner.pool.submit_on(assignment.clone(), attempt, worker),
             _ => inner.pool.submit_from(assignment.clone(), attempt),
