@@ -11,9 +11,9 @@ use common::{
     EPOCH, Overlay, Scratch, Xattrs, assert_same_tree, build_base, capability, mutate, snapshot,
 };
 use strata_oci::layer::{
-    Compression, LayerDescriptor, LayerOptions, UnpackOptions, WhiteoutStyle, XattrPolicy,
-    diff_id_teed, diff_trees, diff_upper, unpack, unpack_to_overlay_layer_dir, write_layer,
-    write_layer_from_trees, write_layer_from_upper, write_layer_from_upper_teed,
+    Compression, LayerDescriptor, LayerOptions, UnpackOptions, UnpackReport, WhiteoutStyle,
+    XattrPolicy, diff_id_teed, diff_trees, diff_upper, unpack, unpack_to_overlay_layer_dir,
+    write_layer, write_layer_from_trees, write_layer_from_upper, write_layer_from_upper_teed,
 };
 
 struct Run {
@@ -372,6 +372,25 @@ fn raw_xattrs(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<std::ffi::
     out
 }
 
+/// Unpacks `tar` (the run's layer as the writer tees it) into a new
+/// directory as the worker does: files linked from the run's upper dir,
+/// nothing hashed.
+fn unpack_teed(run: &Run, tar: &[u8]) -> (PathBuf, UnpackReport) {
+    let teed = run.scratch.dir("teed");
+    let report = unpack_to_overlay_layer_dir(
+        tar,
+        &teed,
+        &[&run.lower],
+        &UnpackOptions {
+            link_from: Some(run.upper.clone()),
+            hash: false,
+            ..UnpackOptions::default()
+        },
+    )
+    .expect("unpack the teed tar");
+    (teed, report)
+}
+
 #[test]
 fn a_layer_unpacked_as_it_is_written_links_the_upper_and_matches_the_blob() {
     use std::os::unix::fs::MetadataExt as _;
@@ -427,18 +446,7 @@ fn a_layer_unpacked_as_it_is_written_links_the_upper_and_matches_the_blob() {
         .expect("h1")
         .mtime();
 
-    let teed = run.scratch.dir("teed");
-    let report = unpack_to_overlay_layer_dir(
-        tar.as_slice(),
-        &teed,
-        &[&run.lower],
-        &UnpackOptions {
-            link_from: Some(run.upper.clone()),
-            hash: false,
-            ..UnpackOptions::default()
-        },
-    )
-    .expect("unpack the teed tar");
+    let (teed, report) = unpack_teed(&run, &tar);
     assert_eq!(report.diff_id, "", "not hashed when asked not to");
     assert_eq!(report.tar_bytes, desc.uncompressed_size);
 
@@ -505,18 +513,7 @@ fn a_layer_hashed_and_unpacked_first_and_packed_later_is_the_same_layer() {
     assert_eq!(diff_id, expected.diff_id);
     assert_eq!(size, expected.uncompressed_size);
     assert_eq!(size, tar.len() as u64, "the whole tar is teed");
-    let teed = run.scratch.dir("teed");
-    unpack_to_overlay_layer_dir(
-        tar.as_slice(),
-        &teed,
-        &[&run.lower],
-        &UnpackOptions {
-            link_from: Some(run.upper.clone()),
-            hash: false,
-            ..UnpackOptions::default()
-        },
-    )
-    .expect("unpack the teed tar");
+    unpack_teed(&run, &tar);
 
     // ...then the blob, from the same changes once the next steps run:
     // the same bytes as the one-pass commit.

@@ -343,20 +343,26 @@ async fn a_cache_restore_cut_short_leaves_nothing_after_a_restart() {
     assert_eq!(left, vec!["kept".to_string()]);
 }
 
+/// Runs CHANGES on `base` as job `id`, its outcome reported before the
+/// layer's blob is made.
+async fn run_early(worker: &Worker, id: &str, base: &LayerRef) -> strata_worker::job::JobOutcome {
+    let (tx, _rx) = mpsc::channel(64);
+    worker
+        .run_job_early(
+            job(id, std::slice::from_ref(base), run(CHANGES)),
+            tx,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run")
+}
+
 #[tokio::test]
 async fn the_next_step_starts_on_a_layer_before_its_blob_is_made() {
     let state = tempfile::tempdir().expect("state");
     let worker = open(state.path(), false).await;
     let base = base_layer(&worker);
-    let (tx, _rx) = mpsc::channel(64);
-    let mut early = worker
-        .run_job_early(
-            job("early", std::slice::from_ref(&base), run(CHANGES)),
-            tx,
-            CancellationToken::new(),
-        )
-        .await
-        .expect("run");
+    let mut early = run_early(&worker, "early", &base).await;
     let pending = early
         .pending
         .take()
@@ -404,15 +410,7 @@ async fn a_layer_whose_files_change_before_its_blob_is_made_fails_and_stores_not
     let state = tempfile::tempdir().expect("state");
     let worker = open(state.path(), false).await;
     let base = base_layer(&worker);
-    let (tx, _rx) = mpsc::channel(64);
-    let mut early = worker
-        .run_job_early(
-            job("changed", std::slice::from_ref(&base), run(CHANGES)),
-            tx,
-            CancellationToken::new(),
-        )
-        .await
-        .expect("run");
+    let mut early = run_early(&worker, "changed", &base).await;
     let pending = early.pending.take().expect("pending");
     // The unpacked file is the snapshot's own inode: writing to it
     // changes what the blob would pack.
