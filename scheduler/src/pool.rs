@@ -429,7 +429,8 @@ impl Pool {
 
     /// Tells the workers running `job_ids` that steps wait for those
     /// jobs' layers ([`wire::Hurry`]); jobs not running are left alone.
-    pub fn hurry(&self, job_ids: &[String]) {
+    /// Returns the jobs whose workers were told.
+    pub fn hurry(&self, job_ids: &[String]) -> Vec<String> {
         let st = self.lock();
         let mut by_worker: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for id in job_ids {
@@ -437,26 +438,32 @@ impl Pool {
                 by_worker.entry(&r.worker_id).or_default().push(id.clone());
             }
         }
+        let mut told = Vec::new();
         for (worker_id, ids) in by_worker {
-            if let Some(w) = st.workers.get(worker_id) {
-                send(&w.tx, hurry_message(Vec::new(), ids));
+            if let Some(w) = st.workers.get(worker_id)
+                && send(&w.tx, hurry_message(Vec::new(), ids.clone()))
+            {
+                told.extend(ids);
             }
         }
+        told
     }
 
-    /// `layer` of build `build_id` is in the farm's store now. That
-    /// build's jobs (ids `<build_id>-<step>...`), queued or running, that
-    /// read it as reported early (its diffID alone, no blob: only the
-    /// worker that made it had it) get its blob, so that they, or their
-    /// retries, can go to any worker. Other builds' jobs get the blob
-    /// their own build pinned, when it tells.
-    pub fn stored(&self, build_id: &str, layer: &common::Layer) {
+    /// Job `job_id`'s layer is stored (its result is in). The jobs of
+    /// the same build (ids `<build_id>-<step>...`, build ids being hex),
+    /// queued or running, that read it as reported early (its diffID
+    /// alone, no blob: only the worker that made it had it) get its blob
+    /// before anything is dispatched, so that they, or their retries, can
+    /// go to any worker. Other builds' jobs get the blob their own build
+    /// pinned.
+    fn stored(st: &mut State, job_id: &str, layer: &common::Layer) {
         if layer.blob.as_ref().is_none_or(|b| b.digest.is_empty()) {
             return;
         }
+        let Some((build_id, _)) = job_id.split_once('-') else {
+            return;
+        };
         let prefix = format!("{build_id}-");
-        let mut st = self.lock();
-        let st = &mut *st;
         let queued = st.queue.iter_mut().map(|q| &mut q.assignment);
         let running = st.running.values_mut().map(|r| &mut r.job.assignment);
         for a in queued

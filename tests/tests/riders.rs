@@ -139,10 +139,11 @@ const PUT_OFF: [&str; 4] = ["--defer-uploads", "600", "--defer-idle-cpus", "1000
 
 #[test]
 fn a_layer_a_step_on_another_worker_waits_for_is_not_put_off() {
-    // One slot each. The parent's two stages: `slow` rides on the worker
-    // that made the layer and takes its slot; `quick` is bound there too,
-    // finds no slot, and its wait is what gets the layer stored, so that
-    // it runs on the other worker while `slow` still sleeps.
+    // One slot each. The parent's two stages both start on the worker
+    // that made its layer; one takes the slot, the other is bound there
+    // too, finds none, and its wait is what gets the layer stored: it
+    // runs on the other worker while the first still sleeps. (Put off,
+    // the layer would be stored only once the first ended.)
     let mut extra = vec!["--capacity", "1"];
     extra.extend(PUT_OFF);
     let farm = Farm::start(&extra);
@@ -152,34 +153,46 @@ fn a_layer_a_step_on_another_worker_waits_for_is_not_put_off() {
         &format!(
             "FROM {} AS parent\n\
              RUN dd if=/dev/urandom of=/seed bs=1048576 count=16 2>/dev/null\n\
-             FROM parent AS slow\n\
-             RUN echo sleeping; sleep 8; echo slow > /slow\n\
-             FROM parent AS quick\n\
-             RUN echo quick > /quick\n\
+             FROM parent AS one\n\
+             RUN echo one-start; sleep 6; echo one-end\n\
+             FROM parent AS two\n\
+             RUN echo two-start; sleep 6; echo two-end\n\
              FROM parent\n\
-             COPY --from=slow /slow /slow\n\
-             COPY --from=quick /quick /quick\n",
+             COPY --from=one /seed /one\n\
+             COPY --from=two /seed /two\n",
             farm.base
         ),
     );
     let mut b = Build::start(&farm.url(), &ctx, "elsewhere", farm.dir.path());
-    let (slow, quick) = (b.step("sleep 8", &farm), b.step("> /quick", &farm));
+    let (one, two) = (b.step("one-start", &farm), b.step("two-start", &farm));
     let end = b.finish(&farm);
     let events = b.events();
     assert!(end.status.success(), "{}\n{}", end.stderr, dump(&events));
-    let (slow_done, quick_done) = (
-        position(&events, "step_done", &slow).expect("slow done"),
-        position(&events, "step_done", &quick).expect("quick done"),
-    );
+    let printed = |step: &str, text: &str| {
+        events
+            .iter()
+            .position(|e| {
+                e["type"] == "step_log"
+                    && e["step_id"] == step
+                    && e["data"].as_str().is_some_and(|d| d.contains(text))
+            })
+            .unwrap_or_else(|| panic!("{step} printed no {text}:\n{}", dump(&events)))
+    };
+    let (first, second) = if printed(&one, "one-start") < printed(&two, "two-start") {
+        ((&one, "one"), (&two, "two"))
+    } else {
+        ((&two, "two"), (&one, "one"))
+    };
     assert!(
-        quick_done < slow_done,
-        "the step on the other worker waited for the slow one (the layer's upload was put off):\n{}",
+        printed(second.0, &format!("{}-start", second.1))
+            < printed(first.0, &format!("{}-end", first.1)),
+        "the second stage waited for the first to end (the layer's upload was put off):\n{}",
         dump(&events)
     );
     let worker = |step: &str| {
-        events[position(&events, "step_started", step).expect("started")]["worker_id"].clone()
+        events[position(&events, "step_done", step).expect("done")]["worker_id"].clone()
     };
-    assert_ne!(worker(&slow), worker(&quick), "{}", dump(&events));
+    assert_ne!(worker(&one), worker(&two), "{}", dump(&events));
 }
 
 #[test]

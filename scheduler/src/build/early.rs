@@ -233,17 +233,30 @@ impl Riding {
         let mut wanted: Vec<String> = if running_jobs.iter().all(|j| idle.contains(j)) {
             self.early.keys().cloned().collect()
         } else {
-            let needed = self
+            // A step waiting for others still running waits for those
+            // first (and may ride once they are made where these are).
+            let done = self.done.borrow();
+            let blocked: Vec<&&Step> = pending
+                .iter()
+                .filter(|p| {
+                    p.depends_on
+                        .iter()
+                        .all(|d| done.contains_key(d) || self.early.contains_key(d))
+                })
+                .collect();
+            let needed: Vec<String> = self
                 .early
                 .keys()
-                .filter(|s| pending.iter().any(|p| p.depends_on.contains(s)))
-                .cloned();
+                .filter(|s| blocked.iter().any(|p| p.depends_on.contains(s)))
+                .cloned()
+                .collect();
+            drop(done);
             let ridden = self
                 .riders
                 .values()
                 .filter(|r| self.waiting.contains(&r.job_id))
                 .flat_map(|r| r.parents.iter().cloned());
-            needed.chain(ridden).collect()
+            needed.into_iter().chain(ridden).collect()
         };
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
@@ -255,12 +268,24 @@ impl Riding {
                 wanted.extend(r.parents.iter().cloned());
             }
             if let (Some((_, layer)), Some(job)) = (self.early.get(&step), self.current.get(&step))
-                && self.hurried.insert((job.clone(), layer.diff_id.clone()))
+                && !self.hurried.contains(&(job.clone(), layer.diff_id.clone()))
             {
                 out.push(job.clone());
             }
         }
         out
+    }
+
+    /// The workers of jobs `told` were told their layers are waited for
+    /// ([`Riding::waited_for`]): not again for the same layer.
+    pub(super) fn hurried(&mut self, told: &[String]) {
+        for (step, (_, layer)) in &self.early {
+            if let Some(job) = self.current.get(step)
+                && told.contains(job)
+            {
+                self.hurried.insert((job.clone(), layer.diff_id.clone()));
+            }
+        }
     }
 
     /// The wait for `parents` to be done.
@@ -364,6 +389,9 @@ impl Riding {
             return None;
         }
         self.early.remove(step_id)?;
+        // Its next run (the same job id on another attempt) may make the
+        // same layer elsewhere: that worker is told anew.
+        self.hurried.retain(|(j, _)| j != job_id);
         Some(self.stop_riders_of(step_id))
     }
 
@@ -485,8 +513,15 @@ mod tests {
         let mut told = r.waited_for(&[&both], &ids(&[&a, &b, &s]));
         told.sort();
         assert_eq!(told, vec![a.clone(), b.clone(), s.clone()]);
-        // Once.
+        // Until their workers are told, then not again.
+        assert_eq!(r.waited_for(&[&both], &ids(&[&a, &b, &s])).len(), 3);
+        r.hurried(&told);
         assert!(r.waited_for(&[&both], &ids(&[&a, &b, &s])).is_empty());
+        // A step that also waits for one still running waits for that
+        // first.
+        let c = r.job_id("b1", "c");
+        let later = step("ac", &["a", "c"]);
+        assert!(r.waited_for(&[&later], &ids(&[&a, &b, &s, &c])).is_empty());
 
         // Everything running has made its layer: all are waited for.
         let mut r = Riding::new(BTreeMap::new());
@@ -498,11 +533,12 @@ mod tests {
         // s found its layer in the cache and waits for a alone.
         r.waits(&s);
         assert_eq!(r.waited_for(&[], &ids(&[&a, &s])), vec![a.clone()]);
-        // A layer made again (another run) is told again.
-        let (_, _) = r.done("s", &layer("ls"));
-        let a2 = r.job_id("b1", "a");
-        r.committed("a", &a2, "w2", layer("la2"));
-        assert_eq!(r.waited_for(&[], &ids(&[&a2])), vec![a2.clone()]);
+        r.hurried(std::slice::from_ref(&a));
+        // a's layer is void (its worker lost) and its next attempt, the
+        // same job, makes the same layer elsewhere: told again.
+        let _ = r.revoke("a", &a);
+        r.committed("a", &a, "w2", layer("la"));
+        assert_eq!(r.waited_for(&[], &ids(&[&a])), vec![a.clone()]);
     }
 
     #[test]

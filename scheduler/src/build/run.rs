@@ -414,7 +414,7 @@ async fn run_plan(
         // keep the CPUs busy; not one a step or the build's end waits for.
         let hurry = riding.waited_for(&pending, &running_jobs);
         if !hurry.is_empty() {
-            inner.pool.hurry(&hurry);
+            riding.hurried(&inner.pool.hurry(&hurry));
         }
         let next = tokio::select! {
             // Early layers first: reported before the results after them.
@@ -548,7 +548,6 @@ async fn run_plan(
         // Steps that rode on this one are riders no more; if its layer is
         // not the one it reported early, they start again.
         let (released, stopped) = riding.done(&step.id, &layer);
-        inner.pool.stored(&handle.id, &layer_proto(&layer));
         chains.steps.insert(step.id.clone(), layer);
         done.insert(step.id.clone());
         for job in released {

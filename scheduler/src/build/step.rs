@@ -212,9 +212,11 @@ pub(super) async fn satisfy(
                     break;
                 }
                 Ok(Some(holder)) => {
+                    // Its worker need not put off that layer's upload
+                    // (told again each time: the job may not have been on
+                    // a worker yet).
+                    inner.pool.hurry(std::slice::from_ref(&holder));
                     if !told {
-                        // Its worker need not put off that layer's upload.
-                        inner.pool.hurry(std::slice::from_ref(&holder));
                         handle.emit(Event::StepQueued(build::StepQueued {
                             step_id: step.id.clone(),
                             attempt: 1,

@@ -127,6 +127,9 @@ impl Pool {
                             w.layers.insert(l.diff_id.clone());
                         }
                     }
+                    if let Some(l) = &res.layer {
+                        Self::stored(&mut st, &res.job_id, l);
+                    }
                     let _ = r.job.events.send(JobEvent::Done {
                         result: Box::new(res),
                         worker_id: worker_id.to_string(),

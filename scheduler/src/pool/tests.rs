@@ -499,9 +499,10 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
     let (_, mut a) = register(&pool, "a", 1, &[]);
     let (_, mut b) = register(&pool, "b", 1, &[]);
     // The parent runs on a and reports its layer made.
-    let mut parent = pool.submit_on(job("p", &[]), 1, "a");
+    let mut parent = pool.submit_on(job("b1-p", &[]), 1, "a");
     assert_eq!(started(&mut parent), "a");
-    let lease = assigned(&mut a).remove(0).lease_id;
+    let parent_lease = assigned(&mut a).remove(0).lease_id;
+    let lease = parent_lease.clone();
     let layer = common::Layer {
         diff_id: "sha256:made".into(),
         ..Default::default()
@@ -510,7 +511,7 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
         &pool,
         "a",
         wire::worker_message::Message::JobCommitted(wire::JobCommitted {
-            job_id: "p".into(),
+            job_id: "b1-p".into(),
             lease_id: lease.clone(),
             layer: Some(layer.clone()),
         }),
@@ -529,7 +530,7 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
         &pool,
         "a",
         wire::worker_message::Message::JobCommitted(wire::JobCommitted {
-            job_id: "p".into(),
+            job_id: "b1-p".into(),
             lease_id: "stale".into(),
             layer: Some(common::Layer::default()),
         }),
@@ -541,7 +542,7 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
     let listed = listed.expect("a is listed");
     assert_eq!(listed.running_jobs, 0);
     assert!(listed.job_ids.is_empty(), "{:?}", listed.job_ids);
-    assert_eq!(listed.uploading_job_ids, ["p"]);
+    assert_eq!(listed.uploading_job_ids, ["b1-p"]);
 
     // The parent only uploads now: its slot on a is free, and a rider
     // bound to a starts there at once.
@@ -575,7 +576,16 @@ fn a_job_bound_to_a_worker_waits_for_it_until_released_and_commits_are_routed() 
     // The parent's layer is stored: it may go anywhere, with the blob
     // it was reported early without.
     let stored = common::Layer::of_blob("sha256:made", "zstd", "sha256:blob", 7);
-    pool.stored("b1", &stored);
+    msg(
+        &pool,
+        "a",
+        wire::worker_message::Message::JobResult(wire::JobResult {
+            job_id: "b1-p".into(),
+            lease_id: parent_lease,
+            layer: Some(stored.clone()),
+            ..Default::default()
+        }),
+    );
     pool.release("b1-r2");
     assert_eq!(started(&mut second), "b");
     let r2 = assigned(&mut b).remove(0);

@@ -418,6 +418,11 @@ async fn run_in_span(
             }),
         )
         .await;
+        // The step is over: its cache mounts are archived and let go now,
+        // not after the layer's upload, so that the next step (here, on
+        // this layer) finds them free.
+        let cache_archives = cache_mounts::save(worker, blobs, &caches, &mut cache_users).await;
+        drop(cache_users);
         // The blob and the upload can wait for spare CPU while steps run
         // here (the steps on this layer among them), unless someone waits
         // for the layer.
@@ -453,8 +458,8 @@ async fn run_in_span(
                 }
                 Err(e) => {
                     // The unpacked layer is the snapshot's files: if they
-                    // changed it is not what its diffID names. Gone unless
-                    // steps on it still run (the scheduler stops them).
+                    // changed it is not what its diffID names (steps still
+                    // running on it are stopped by the scheduler).
                     drop(outcome);
                     worker.store().discard_layer(&diff_id);
                     return Err(infra(e.to_string()));
@@ -477,8 +482,6 @@ async fn run_in_span(
             .await
             .map_err(infra)?;
         stats.bytes_uploaded.inc_by(sent);
-        let cache_archives = cache_mounts::save(worker, blobs, &caches, &mut cache_users).await;
-        drop(cache_users);
         Ok(wire::JobResult {
             job_id: job_id.clone(),
             lease_id: lease_id.clone(),

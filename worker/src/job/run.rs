@@ -237,9 +237,19 @@ impl Worker {
     ) -> Result<JobOutcome, JobError> {
         let mut outcome = self.run_job_early(job, output, cancel).await?;
         if let Some(pending) = outcome.pending.take() {
-            let (layer, held) = pending.make().await?;
-            outcome.layer = layer;
-            outcome.held = outcome.held.and(held);
+            let diff_id = pending.diff_id().to_string();
+            match pending.make().await {
+                Ok((layer, held)) => {
+                    outcome.layer = layer;
+                    outcome.held = outcome.held.and(held);
+                }
+                Err(e) => {
+                    // Its unpacked form is not what the diffID names.
+                    drop(outcome);
+                    self.store.discard_layer(&diff_id);
+                    return Err(e);
+                }
+            }
         }
         Ok(outcome)
     }

@@ -167,30 +167,31 @@ impl Store {
         let _ = std::fs::remove_dir_all(&teed.tmp);
     }
 
-    /// Removes the unpacked form of `diff_id` unless a job holds it; false
-    /// when one does (or it cannot be removed).
-    pub fn discard_layer(&self, diff_id: &str) -> bool {
+    /// Takes the unpacked form of `diff_id` out of the store at once (no
+    /// job finds it from now on: it is not what the diffID names) and
+    /// deletes it unless a job holds it; a held one is left in `tmp/`,
+    /// under the running steps' mounts, until the store next opens.
+    pub fn discard_layer(&self, diff_id: &str) {
         let Ok(dir) = self.layer_dir(diff_id) else {
-            return false;
+            return;
         };
         let gone = self.temp_path("discarded");
-        let moved = self.remove_unless_held(diff_id, || {
-            let _ = std::fs::remove_file(crate::evict::size_file(&self.root, &dir));
-            std::fs::rename(&dir, &gone)
-        });
-        match moved {
-            Some(Ok(())) => {
-                if let Err(e) = std::fs::remove_dir_all(&gone) {
-                    tracing::warn!("deleting {}: {e}", gone.display());
-                }
-                true
-            }
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Some(Err(e)) => {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = std::fs::remove_file(crate::evict::size_file(&self.root, &dir));
+        match std::fs::rename(&dir, &gone) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
                 tracing::warn!("removing the unpacked layer {diff_id}: {e}");
-                false
+                return;
             }
-            None => false,
+        }
+        if held.contains_key(diff_id) {
+            return;
+        }
+        drop(held);
+        if let Err(e) = std::fs::remove_dir_all(&gone) {
+            tracing::warn!("deleting {}: {e}", gone.display());
         }
     }
 
