@@ -393,7 +393,6 @@ async fn run_in_span(
             };
             (failure_kind(&e, cancel.is_cancelled()), e.to_string(), code)
         })?;
-        let mut outcome = outcome;
         // The layer is in this worker's store, unpacked: the scheduler may
         // start the steps built on it here while its blob is made and
         // uploaded, which take no slot.
@@ -449,23 +448,10 @@ async fn run_in_span(
                 return Err((wire::FailureKind::Cancelled, "cancelled".to_string(), None));
             }
         }
-        if let Some(pending) = outcome.pending.take() {
-            let diff_id = pending.diff_id().to_string();
-            match pending.make().await {
-                Ok((layer, held)) => {
-                    outcome.layer = layer;
-                    outcome.held = outcome.held.and(held);
-                }
-                Err(e) => {
-                    // The unpacked layer is the snapshot's files: if they
-                    // changed it is not what its diffID names (steps still
-                    // running on it are stopped by the scheduler).
-                    drop(outcome);
-                    worker.store().discard_layer(&diff_id);
-                    return Err(infra(e.to_string()));
-                }
-            }
-        }
+        let outcome = worker
+            .make_blob(outcome)
+            .await
+            .map_err(|e| infra(e.to_string()))?;
         send(
             out,
             Out::JobProgress(wire::JobProgress {

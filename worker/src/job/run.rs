@@ -235,23 +235,32 @@ impl Worker {
         output: mpsc::Sender<OutputChunk>,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, JobError> {
-        let mut outcome = self.run_job_early(job, output, cancel).await?;
-        if let Some(pending) = outcome.pending.take() {
-            let diff_id = pending.diff_id().to_string();
-            match pending.make().await {
-                Ok((layer, held)) => {
-                    outcome.layer = layer;
-                    outcome.held = outcome.held.and(held);
-                }
-                Err(e) => {
-                    // Its unpacked form is not what the diffID names.
-                    drop(outcome);
-                    self.store.discard_layer(&diff_id);
-                    return Err(e);
-                }
+        let outcome = self.run_job_early(job, output, cancel).await?;
+        self.make_blob(outcome).await
+    }
+
+    /// Makes the blob of an outcome of [`Worker::run_job_early`] still
+    /// without one. If that fails, the layer's unpacked form leaves the
+    /// store: it is the snapshot's files, and if they changed it is not
+    /// what its diffID names (steps still running on it are stopped by the
+    /// scheduler, as the job fails).
+    pub async fn make_blob(&self, mut outcome: JobOutcome) -> Result<JobOutcome, JobError> {
+        let Some(pending) = outcome.pending.take() else {
+            return Ok(outcome);
+        };
+        let diff_id = pending.diff_id().to_string();
+        match pending.make().await {
+            Ok((layer, held)) => {
+                outcome.layer = layer;
+                outcome.held = outcome.held.and(held);
+                Ok(outcome)
+            }
+            Err(e) => {
+                drop(outcome);
+                self.store.discard_layer(&diff_id);
+                Err(e)
             }
         }
-        Ok(outcome)
     }
 
     /// [`Worker::run_job`], but the outcome may come before the layer's
