@@ -146,7 +146,33 @@ pub const FEATURE_EARLY_DIFF_ID: &str = "early-diff-id";
 
 /// Every layer `a` reads: its parent chain's, and those of the snapshots
 /// a COPY --from or a RUN --mount=from reads.
-pub fn layers_read_mut(a: &mut worker::v1::JobAssignment) -> Vec<&mut common::v1::Layer> {
+pub fn layers_read(a: &worker::v1::JobAssignment) -> Vec<&common::v1::Layer> {
+    use worker::v1::{file_source::Source, job_assignment::Instruction, mount::Kind};
+    let mut snapshots: Vec<&common::v1::Snapshot> = a.parent.iter().collect();
+    let mut sources = Vec::new();
+    match &a.instruction {
+        Some(Instruction::Copy(c)) => sources.extend(c.from.as_ref()),
+        Some(Instruction::Run(r)) => {
+            for m in &r.mounts {
+                match &m.kind {
+                    Some(Kind::Bind(b)) => sources.extend(b.from.as_ref()),
+                    Some(Kind::Cache(c)) => sources.extend(c.from.as_ref()),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    for s in sources {
+        if let Some(Source::Snapshot(snap)) = &s.source {
+            snapshots.push(snap);
+        }
+    }
+    snapshots.into_iter().flat_map(|s| &s.layers).collect()
+}
+
+/// [`layers_read`], to change them (the same walk, mutably): [`fill_blobs`].
+fn layers_read_mut(a: &mut worker::v1::JobAssignment) -> Vec<&mut common::v1::Layer> {
     use worker::v1::{file_source::Source, job_assignment::Instruction, mount::Kind};
     let mut snapshots: Vec<&mut common::v1::Snapshot> = a.parent.iter_mut().collect();
     let mut sources = Vec::new();

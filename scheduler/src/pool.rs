@@ -604,7 +604,7 @@ impl Pool {
                         && !q.hurried
                     {
                         q.hurried = true;
-                        let reads = strata_proto::layers_read_mut(&mut q.assignment)
+                        let reads = strata_proto::layers_read(&q.assignment)
                             .into_iter()
                             .map(|l| l.diff_id.clone())
                             .collect();

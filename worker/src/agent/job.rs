@@ -2,7 +2,7 @@
 //! reads, run it, stream its output, upload its layer, report.
 
 use super::{AgentStats, RemoteBlobs, cache_mounts, send};
-use crate::assignment::{job_from_assignment, layers_of};
+use crate::assignment::job_from_assignment;
 use crate::context;
 use crate::executor::{OutputChunk, Stream as OutStream};
 use crate::headroom;
@@ -21,34 +21,17 @@ pub(super) const LOG_TAIL: usize = 4096;
 
 /// Every layer an assignment reads: (diffID, blob digest).
 fn layers_read(a: &wire::JobAssignment) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut add = |s: &common::Snapshot| {
-        for l in layers_of(s) {
-            out.push((l.diff_id, l.digest));
-        }
-    };
-    if let Some(p) = &a.parent {
-        add(p);
-    }
-    let mut sources: Vec<&wire::FileSource> = Vec::new();
-    match &a.instruction {
-        Some(wire::job_assignment::Instruction::Copy(c)) => sources.extend(c.from.as_ref()),
-        Some(wire::job_assignment::Instruction::Run(r)) => {
-            for m in &r.mounts {
-                match &m.kind {
-                    Some(wire::mount::Kind::Bind(b)) => sources.extend(b.from.as_ref()),
-                    Some(wire::mount::Kind::Cache(c)) => sources.extend(c.from.as_ref()),
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
-    for s in sources {
-        if let Some(wire::file_source::Source::Snapshot(snap)) = &s.source {
-            add(snap);
-        }
-    }
+    let mut out: Vec<(String, String)> = strata_proto::layers_read(a)
+        .into_iter()
+        .map(|l| {
+            let digest = l
+                .blob
+                .as_ref()
+                .map(|b| b.digest.clone())
+                .unwrap_or_default();
+            (l.diff_id.clone(), digest)
+        })
+        .collect();
     out.sort();
     out.dedup();
     out
